@@ -1,0 +1,133 @@
+"""The ASGI application: routes, lifespan, and the services they share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from edge import __version__
+from edge.ledger import Ledger
+from edge.registry import SiteRegistry
+from edge.settings import Settings
+from edge.stores import ProfileStore, open_store
+from edge.tracker.collect import collect
+from edge.tracker.ingest import Ingest
+from edge.tracker.ws import websocket_endpoint
+
+log = logging.getLogger(__name__)
+
+TRACKER_JS = Path(__file__).resolve().parent.parent / "static" / "js" / "edge.js"
+
+
+def _tracker_source() -> bytes:
+    packaged = Path(__file__).parent / "static" / "edge.js"  # in a built wheel
+    path = TRACKER_JS if TRACKER_JS.exists() else packaged
+    return path.read_bytes()
+
+
+async def tracker_js(request: Request) -> Response:
+    source: bytes = request.app.state.tracker_js
+    headers = {"Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(request.app.state.tracker_js_gz, media_type="text/javascript",
+                        headers=headers)
+    return Response(source, media_type="text/javascript", headers=headers)
+
+
+async def healthz(request: Request) -> Response:
+    ingest: Ingest = request.app.state.ingest
+    registry = ingest.registry
+    sites = {
+        name: {"version": site.version, "problems": registry.problems.get(name, [])}
+        for name, site in registry.sites.items()
+    }
+    for name, problems in registry.problems.items():
+        sites.setdefault(name, {"version": None, "problems": problems})
+    return JSONResponse({
+        "status": "ok",
+        "version": __version__,
+        "store": ingest.ledger.store.kind,
+        "sites": sites,
+        "connections": ingest.counters.connections,
+        "hot_profiles": ingest.ledger.hot_count,
+        "config_reloads": registry.reloads,
+    })
+
+
+def create_app(settings: Settings | None = None, store: ProfileStore | None = None) -> Starlette:
+    """Build the app. ``store`` overrides the one ``settings`` names (tests)."""
+    settings = settings or Settings.from_env()
+    registry = SiteRegistry(settings.profiles)
+    registry.reload()  # fail fast on a missing profiles folder
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/ws", websocket_endpoint),
+        Route("/collect", collect, methods=["POST"]),
+        Route("/edge.js", tracker_js),
+        Route("/healthz", healthz),
+    ]
+    if settings.demo:
+        from edge.demo import root
+        from edge.demo import routes as demo_routes
+
+        routes += [*demo_routes, Route("/", root)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        the_store = store or open_store(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_timeout_s,
+            socket_timeout_s=settings.redis_timeout_s,
+        )
+        ledger = Ledger(the_store)
+        ledger.start()
+        app.state.ingest = Ingest(settings, registry, ledger, decide=_decider())
+        reloader = asyncio.create_task(_watch(registry, settings.reload_interval_s))
+        _on_sighup(registry)
+        try:
+            yield
+        finally:
+            reloader.cancel()
+            await ledger.stop()
+            if store is None:
+                await the_store.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    source = _tracker_source()
+    app.state.tracker_js = source
+    app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
+    app.state.settings = settings
+    return app
+
+
+def _decider():  # type: ignore[no-untyped-def]
+    from edge.tracker.ingest import no_decisions
+
+    return no_decisions
+
+
+async def _watch(registry: SiteRegistry, interval_s: float) -> None:
+    if interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            registry.reload()
+        except Exception:  # a vanished folder must not stop the watcher; logged, retried
+            log.exception("reloading site configuration failed")
+
+
+def _on_sighup(registry: SiteRegistry) -> None:
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, registry.reload)

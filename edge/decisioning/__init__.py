@@ -1,0 +1,1 @@
+"""Decisioning: which content each visitor gets."""

@@ -1,0 +1,76 @@
+"""Every exception edge raises on purpose, in one hierarchy.
+
+    EdgeError
+    ├── ConfigError              a site's YAML is invalid (names file, line, key)
+    ├── ProtocolError            a client sent something we refuse; carries a
+    │   │                        machine-readable ``code`` for the error frame
+    │   ├── MalformedFrame       undecodable JSON / msgpack (close 1007)
+    │   ├── InvalidMessage       well-formed but wrong shape or values
+    │   ├── HelloRequired        events before ``hello``
+    │   ├── BadVisitorId         missing, placeholder or malformed visitor id
+    │   ├── UnknownSite          ``site`` is not configured here
+    │   ├── OriginRefused        Origin header not allowed for the site
+    │   └── IdentityRejected     forged, expired or foreign identity token
+    └── StoreError               the profile store failed or timed out
+
+``ConditionError`` (edge.decisioning.conditions) subclasses ``ValueError``
+so the condition compiler can be used on its own; the site loader turns it
+into a ``ConfigError`` with file and line.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class of edge's own errors."""
+
+
+class ConfigError(EdgeError):
+    """A site configuration is invalid. ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class ProtocolError(EdgeError):
+    """A client message is refused. ``code`` goes into the error frame."""
+
+    code = "protocol_error"
+
+    def __init__(self, message: str, *, seq: int | None = None) -> None:
+        self.message = message
+        self.seq = seq
+        super().__init__(message)
+
+
+class MalformedFrame(ProtocolError):
+    code = "malformed"
+
+
+class InvalidMessage(ProtocolError):
+    code = "invalid"
+
+
+class HelloRequired(ProtocolError):
+    code = "hello_required"
+
+
+class BadVisitorId(ProtocolError):
+    code = "bad_visitor_id"
+
+
+class UnknownSite(ProtocolError):
+    code = "unknown_site"
+
+
+class OriginRefused(ProtocolError):
+    code = "origin_refused"
+
+
+class IdentityRejected(ProtocolError):
+    code = "identity_rejected"
+
+
+class StoreError(EdgeError):
+    """The profile store failed (connection lost, timeout, bad data)."""

@@ -1,0 +1,94 @@
+"""Server settings: one typed object, from defaults, environment and CLI.
+
+Every field can be set by an environment variable ``EDGE_<NAME>`` (upper
+case), and the CLI flags of ``edge serve`` override those. Units are in the
+names (``_s`` seconds, ``_bytes``, ``_per_s``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    profiles: Path = Path("profiles")
+    redis_url: str | None = None  # None: the embedded in-process store
+    workers: int = 1
+    log_level: str = "info"
+    demo: bool = True  # serve the demo shop pages under /demo
+    # WebSocket limits
+    max_frame_bytes: int = 64 * 1024
+    max_messages_per_s: float = 20.0  # sustained; bursts of twice that pass
+    hello_timeout_s: float = 10.0
+    idle_timeout_s: float = 1800.0
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    ws_deflate: bool = False
+    require_origin: bool = False
+    # store
+    ack_timeout_s: float = 10.0
+    redis_max_connections: int = 32
+    redis_timeout_s: float = 5.0
+    reload_interval_s: float = 2.0  # how often profiles/ is checked for changes; 0: never
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ) if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"EDGE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _convert(f.name, raw, cls.__dataclass_fields__[f.name].default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.workers > 1 and not self.redis_url:
+            raise ValueError(
+                "--workers above 1 needs --redis: the embedded store lives in one process"
+            )
+        if self.max_frame_bytes < 1024:
+            raise ValueError("max_frame_bytes must be at least 1024")
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that recreates these settings (for worker processes)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[f"EDGE_{f.name.upper()}"] = str(int(value) if isinstance(value, bool) else value)
+        return env
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise ValueError(f"EDGE_{name.upper()}: expected a boolean, got {raw!r}")
+        return lowered in _TRUE
+    try:
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"EDGE_{name.upper()}: expected a number, got {raw!r}") from None
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw or None

@@ -1,0 +1,207 @@
+"""Site configuration: ``profiles/<site>/*.yaml`` validated into a ``Site``.
+
+Every ``*.yaml`` file in a site's folder is read with ``safe_load`` semantics
+and merged (see ``edge.yamlsource``), validated with pydantic, and compiled
+into a frozen ``Site`` that the hot path reads without any parsing. Problems
+are reported all at once, each as ``file:line: path: message``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.errors import ConfigError
+from edge.identity import hash_email
+from edge.profile import Bounds
+from edge.yamlsource import Located, YamlProblem, load_merged
+
+log = logging.getLogger(__name__)
+
+SITE_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdentityConfig(_Strict):
+    secret_env: str | None = None  # name of the environment variable holding the secret
+    salt_env: str | None = None  # for claimed-email hashes; defaults to a key derived from the secret
+    keep_email: bool = False  # store claimed emails in clear (off: salted hash only)
+    token_max_age_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+
+
+class TrackingConfig(_Strict):
+    session_timeout_min: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    anonymous_ttl_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    identified_ttl_days: Annotated[int, Field(ge=1, le=36500)] | None = None  # None: keep
+    require_consent: bool = False
+
+
+class SiteSection(_Strict):
+    id: Annotated[str, Field(pattern=SITE_ID)]
+    name: str | None = None
+    allowed_origins: list[str] = []
+    timezone: str = "UTC"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    locale: str = "en"
+    identity: IdentityConfig = IdentityConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+                raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+        return [o.rstrip("/").lower() for o in value]
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class SiteFile(_Strict):
+    site: SiteSection
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A compiled site: everything the hot path needs, nothing to parse."""
+
+    id: str
+    name: str
+    allowed_origins: frozenset[str]
+    hosts: frozenset[str]
+    timezone: ZoneInfo
+    currency: str
+    locale: str
+    secret: bytes | None
+    salt: bytes
+    keep_email: bool
+    token_max_age_s: int
+    session_timeout_s: float
+    anonymous_ttl_s: int
+    identified_ttl_s: int | None
+    require_consent: bool
+    bounds: Bounds
+    version: str  # hash of the files, shown in /healthz so operators see nodes agree
+    folder: Path
+
+    def contact_key(self, email: str) -> str:
+        return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)
+
+    def ttl_s(self, identified: bool) -> int | None:
+        return self.identified_ttl_s if identified else self.anonymous_ttl_s
+
+
+def load_site(folder: Path) -> Site:
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ConfigError([f"{folder}: no *.yaml files"])
+    try:
+        located = load_merged(files)
+    except YamlProblem as exc:
+        raise ConfigError([str(exc)]) from None
+    except OSError as exc:
+        raise ConfigError([f"{folder}: {exc}"]) from None
+    try:
+        parsed = SiteFile.model_validate(located.data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, located)) from None
+    if parsed.site.id != folder.name:
+        raise ConfigError([f"{located.where(('site', 'id'))}: site.id: {parsed.site.id!r} "
+                           f"must equal the folder name {folder.name!r}"])
+    return compile_site(parsed, folder, _version(files))
+
+
+def describe(exc: ValidationError, located: Located) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+        problems.append(f"{located.where(loc)}: {dotted}: {message}")
+    return problems
+
+
+def _version(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
+    site = parsed.site
+    secret = _env_bytes(site.identity.secret_env, site.id)
+    salt = _env_bytes(site.identity.salt_env, site.id)
+    if salt is None:
+        # Derived, so every node of one installation hashes emails alike; with no
+        # secret at all the hash is still one-way but not secret (documented).
+        salt = hashlib.sha256(b"edge-claimed-salt|" + site.id.encode() + b"|" + (secret or b"")).digest()
+    return Site(
+        id=site.id,
+        name=site.name or site.id,
+        allowed_origins=frozenset(site.allowed_origins),
+        hosts=frozenset(h for h in (urlsplit(o).hostname for o in site.allowed_origins) if h),
+        timezone=ZoneInfo(site.timezone),
+        currency=site.currency,
+        locale=site.locale,
+        secret=secret,
+        salt=salt,
+        keep_email=site.identity.keep_email,
+        token_max_age_s=site.identity.token_max_age_s,
+        session_timeout_s=site.tracking.session_timeout_min * 60.0,
+        anonymous_ttl_s=site.tracking.anonymous_ttl_days * 86400,
+        identified_ttl_s=(site.tracking.identified_ttl_days or 0) * 86400 or None,
+        require_consent=site.tracking.require_consent,
+        bounds=Bounds(),
+        version=version,
+        folder=folder,
+    )
+
+
+def _env_bytes(name: str | None, site_id: str) -> bytes | None:
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        log.warning("site %s: environment variable %s is not set", site_id, name)
+        return None
+    return value.encode()
+
+
+def load_sites(profiles: Path) -> tuple[dict[str, Site], dict[str, list[str]]]:
+    """Load every site folder; returns the good sites and the problems of the bad."""
+    sites: dict[str, Site] = {}
+    problems: dict[str, list[str]] = {}
+    if not profiles.is_dir():
+        raise ConfigError([f"{profiles}: not a directory"])
+    for folder in sorted(p for p in profiles.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            sites[folder.name] = load_site(folder)
+        except ConfigError as exc:
+            problems[folder.name] = exc.problems
+    return sites, problems
+
+
+def site_config_schema() -> dict[str, Any]:
+    return SiteFile.model_json_schema()

@@ -1,0 +1,58 @@
+"""The store interface: versioned profiles written by compare-and-set.
+
+Invariant: a write succeeds only when the stored version still equals the
+version the writer read (0 = "no profile yet"), and then the version grows by
+exactly one. Two writers that read the same version cannot both succeed, so no
+update is ever lost: the loser re-reads and re-applies its events
+(``edge.ledger``). Writes are batched: a store turns a list of writes into
+as few round trips as it can (one pipeline for Redis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from edge.profile import Profile
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    profile: Profile
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    site: str
+    visitor: str
+    expected: int  # the version this write was based on; 0 when there was none
+    profile: Profile
+    ttl_s: int | None  # None keeps the profile until erased
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The write lost: ``current`` is what is stored now (None if it vanished)."""
+
+    current: Stored | None
+
+
+class ProfileStore(Protocol):
+    async def load(self, site: str, visitor: str) -> Stored | None: ...
+
+    async def load_many(self, keys: Sequence[tuple[str, str]]) -> list[Stored | None]: ...
+
+    async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
+        """Apply each write by compare-and-set; ``None`` where it succeeded."""
+        ...
+
+    async def erase(self, site: str, visitor: str) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def kind(self) -> str: ...

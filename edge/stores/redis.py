@@ -1,0 +1,121 @@
+"""The Redis store: profiles shared by every worker and every node.
+
+A profile is one hash (see ``edge.keys``): ``v`` its version, ``p`` its
+msgpack bytes. A write is one Lua compare-and-set (atomic on the server, and
+single-slot on Redis Cluster thanks to the key's hash tag); a batch of writes
+is one pipeline, so one round trip carries every profile a flush has.
+
+The connection pool blocks (up to ``pool_timeout_s``) instead of raising
+"Too many connections" the moment more commands are in flight than it holds:
+redis-py's default pool does raise, and that error would reach visitors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from edge import keys
+from edge.errors import StoreError
+from edge.profile import decode_profile, encode_profile
+from edge.stores.base import Conflict, Stored, Write
+
+# KEYS[1] profile; ARGV[1] expected version, ARGV[2] payload, ARGV[3] TTL in ms (0: persist).
+# Returns 1 on success, or {current version, current payload} when the version moved.
+CAS_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if (current or '0') ~= ARGV[1] then
+  return {current or '0', redis.call('HGET', KEYS[1], 'p') or ''}
+end
+redis.call('HSET', KEYS[1], 'v', tostring(tonumber(ARGV[1]) + 1), 'p', ARGV[2])
+if ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return 1
+"""
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._cas = client.register_script(CAS_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        max_connections: int = 32,
+        pool_timeout_s: float = 5.0,
+        socket_timeout_s: float = 5.0,
+    ) -> RedisStore:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=30,
+        )
+        return cls(aioredis.Redis(connection_pool=pool))
+
+    async def load(self, site: str, visitor: str) -> Stored | None:
+        return (await self.load_many([(site, visitor)]))[0]
+
+    async def load_many(self, keys_: Sequence[tuple[str, str]]) -> list[Stored | None]:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for site, visitor in keys_:
+                    pipe.hmget(keys.profile(site, visitor), "v", "p")
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis load failed: {exc}") from exc
+        return [_stored(version, payload) for version, payload in replies]
+
+    async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for w in writes:
+                    ttl_ms = w.ttl_s * 1000 if w.ttl_s else 0
+                    await self._cas(
+                        keys=[keys.profile(w.site, w.visitor)],
+                        args=[w.expected, encode_profile(w.profile), ttl_ms],
+                        client=pipe,
+                    )
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis commit failed: {exc}") from exc
+        return [None if reply == 1 else Conflict(_stored(*reply)) for reply in replies]
+
+    async def erase(self, site: str, visitor: str) -> bool:
+        try:
+            deleted: int = await self._client.delete(keys.profile(site, visitor))
+        except RedisError as exc:
+            raise StoreError(f"redis erase failed: {exc}") from exc
+        return deleted > 0
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            raise StoreError(f"redis ping failed: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+
+def _stored(version: Any, payload: Any) -> Stored | None:
+    if not payload or version in (None, b"0"):
+        return None
+    return Stored(decode_profile(payload), int(version))

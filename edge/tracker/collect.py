@@ -1,0 +1,68 @@
+"""``POST /collect?site=<id>``: the beacon path (``navigator.sendBeacon`` when a
+page unloads). Same message, validation and dedupe as the WebSocket path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from edge.errors import InvalidMessage, MalformedFrame, ProtocolError, StoreError
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from edge.tracker.ingest import Ingest
+
+
+def _answer(message: dict[str, Any], status: int, origin: str | None) -> Response:
+    headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
+    return JSONResponse(message, status_code=status, headers=headers)
+
+
+async def collect(request: Request) -> Response:
+    ingest: Ingest = request.app.state.ingest
+    site = ingest.registry.get(request.query_params.get("site"))
+    origin = request.headers.get("origin")
+    if site is None:
+        return _answer(p.error("unknown_site", "unknown site"), 403, None)
+    if not ingest.origin_allowed(site, origin, request.headers.get("host")):
+        return _answer(p.error("origin_refused", "origin not allowed for this site"), 403, None)
+    limit = ingest.settings.max_frame_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        return _answer(p.error("too_big", f"body over {limit} bytes"), 413, origin)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return _answer(p.error("too_big", f"body over {limit} bytes"), 413, origin)
+    binary = request.headers.get("content-type", "").startswith("application/msgpack")
+    try:
+        message = p.decode_frame(body if binary else _text(body))
+        if p.message_type(message) != "events":
+            raise InvalidMessage("POST /collect takes an 'events' message")
+        batch = p.parse_events(message, beacon=True)
+    except ProtocolError as exc:
+        return _answer(p.error(exc.code, exc.message), 400, origin)
+    assert batch.visitor is not None and batch.session is not None
+    ctx = VisitContext(visitor=batch.visitor, session=batch.session,
+                       user_agent=request.headers.get("user-agent", "")[:512])
+    try:
+        hot = await ingest.ledger.open(site.id, batch.visitor)
+    except StoreError:
+        return _answer(p.error("store_unavailable", "profile store unavailable"), 503, origin)
+    try:
+        errors, answer = await ingest.process(hot, batch, ctx, site)
+    except TimeoutError:
+        return _answer(p.error("store_unavailable", "not stored yet; resend later"), 503, origin)
+    finally:
+        ingest.ledger.release(hot)
+    if errors:
+        answer["errors"] = errors
+    return _answer(answer, 200, origin)
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFrame("body is not UTF-8") from None

@@ -1,0 +1,300 @@
+"""The wire protocol, version 1, without any I/O (see docs/protocol.md).
+
+Frames are decoded here into validated messages and server messages are
+encoded here; the WebSocket and HTTP shells only move bytes. Text frames
+carry JSON and binary frames carry msgpack; both carry the same messages.
+
+Validation is strict about what could hurt us (sizes, number ranges, id
+formats, NaN) and lenient about what could not (unknown extra fields are
+ignored so that a newer tracker still talks to an older server).
+One bad event in a batch is refused on its own: the others are applied.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from edge.errors import InvalidMessage, MalformedFrame
+from edge.ids import EVENT_ID, check_session_id, check_visitor_id
+
+PROTOCOL_VERSION = 1
+MAX_EVENTS_PER_MESSAGE = 100
+MAX_SEQ = 2**53 - 1  # the largest integer a JavaScript number holds exactly
+
+Url = Annotated[str, Field(max_length=2048)]
+ShortText = Annotated[str, Field(max_length=300)]
+Sku = Annotated[str, Field(min_length=1, max_length=64)]
+Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+
+class _EventBase(_Model):
+    seq: Annotated[int, Field(ge=1, le=MAX_SEQ, strict=True)]
+    id: Annotated[str, Field(pattern=EVENT_ID.pattern)]
+    at: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None  # client clock, ms; advisory
+    url: Url | None = None  # the page the event happened on
+
+
+class PageView(_EventBase):
+    type: Literal["page_view"]
+    title: ShortText | None = None
+    referrer: Url | None = None
+    page_type: Annotated[str, Field(max_length=32)] | None = None
+
+
+class ProductView(_EventBase):
+    type: Literal["product_view"]
+    sku: Sku
+    name: ShortText | None = None
+    category: ShortText | None = None
+    price: Money | None = None
+
+
+class Item(_Model):
+    sku: Sku
+    qty: Annotated[int, Field(ge=1, le=10_000)] = 1
+    price: Money | None = None
+    name: ShortText | None = None
+    category: ShortText | None = None
+
+
+Items = Annotated[list[Item], Field(max_length=100)]
+
+
+class Cart(_EventBase):
+    type: Literal["cart"]
+    items: Items
+    value: Money
+    currency: Currency
+
+
+class Purchase(_EventBase):
+    type: Literal["purchase"]
+    order_id: Annotated[str, Field(min_length=1, max_length=64)]
+    items: Items
+    value: Money
+    currency: Currency
+
+
+class Identify(_EventBase):
+    """Either ``email`` (claimed) or ``customer_id`` + ``ts`` + ``sig`` (verified)."""
+
+    type: Literal["identify"]
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    customer_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    ts: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+    sig: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        verified = (self.customer_id, self.ts, self.sig)
+        if self.email is None and None in verified:
+            raise ValueError("identify needs email, or customer_id with ts and sig")
+        if self.email is not None and any(v is not None for v in verified):
+            raise ValueError("identify takes email or a signed customer_id, not both")
+
+
+Scalar = str | int | float | bool | None
+
+
+class Custom(_EventBase):
+    type: Literal["custom"]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    props: Annotated[dict[Annotated[str, Field(max_length=64)], Scalar], Field(max_length=32)] = {}
+
+
+Event = PageView | ProductView | Cart | Purchase | Identify | Custom
+EVENT_TYPES: Mapping[str, TypeAdapter[Any]] = {
+    model.model_fields["type"].annotation.__args__[0]: TypeAdapter(model)  # type: ignore[union-attr]
+    for model in (PageView, ProductView, Cart, Purchase, Identify, Custom)
+}
+
+
+class Hello(_Model):
+    type: Literal["hello"]
+    v: int = PROTOCOL_VERSION
+    visitor: str | None = None  # None asks the server to mint one
+    session: str
+    url: Url
+    referrer: Url | None = None
+    title: ShortText | None = None
+    screen: Annotated[list[Annotated[int, Field(ge=0, le=100_000)]], Field(max_length=2)] | None = None
+    lang: Annotated[str, Field(max_length=35)] | None = None
+    consent: bool | None = None
+
+
+_HELLO = TypeAdapter(Hello)
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """One refused event of a batch: reported, acknowledged, never applied."""
+
+    seq: int | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded ``events`` message: the valid events and the refused ones."""
+
+    events: tuple[Event, ...]
+    errors: tuple[EventError, ...]
+    highest_seq: int  # over valid and refused events alike; 0 when none carried one
+    visitor: str | None = None  # only in beacons (POST /collect)
+    session: str | None = None
+
+
+# --- decoding -----------------------------------------------------------------
+
+
+def decode_frame(data: str | bytes) -> dict[str, Any]:
+    """Turn one frame into a message mapping. Text is JSON, binary is msgpack."""
+    try:
+        if isinstance(data, str):
+            message = json.loads(data, parse_constant=_refuse_constant)
+        else:
+            message = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise MalformedFrame(f"cannot decode frame: {exc}") from None
+    except RecursionError:
+        raise MalformedFrame("cannot decode frame: nested too deeply") from None
+    if not isinstance(message, dict):
+        raise InvalidMessage("a message is an object with a 'type'")
+    return message
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def message_type(message: Mapping[str, Any]) -> str:
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise InvalidMessage("a message is an object with a 'type'")
+    return kind
+
+
+def parse_hello(message: Mapping[str, Any]) -> Hello:
+    try:
+        hello = _HELLO.validate_python(message)
+    except ValidationError as exc:
+        raise InvalidMessage(_explain(exc)) from None
+    if hello.v != PROTOCOL_VERSION:
+        raise InvalidMessage(f"protocol version {hello.v} is not supported (this server: 1)")
+    if hello.visitor is not None:
+        check_visitor_id(hello.visitor)
+    check_session_id(hello.session)
+    return hello
+
+
+def parse_events(message: Mapping[str, Any], *, beacon: bool = False) -> Batch:
+    """Validate an ``events`` message event by event (see module docstring)."""
+    raw = message.get("events")
+    if not isinstance(raw, list):
+        raise InvalidMessage("'events' must be a list")
+    if len(raw) > MAX_EVENTS_PER_MESSAGE:
+        raise InvalidMessage(f"at most {MAX_EVENTS_PER_MESSAGE} events per message")
+    visitor = session = None
+    if beacon:
+        visitor = check_visitor_id(message.get("visitor"))
+        session = check_session_id(message.get("session"))
+    events: list[Event] = []
+    errors: list[EventError] = []
+    highest = 0
+    for item in raw:
+        seq = _peek_seq(item)
+        highest = max(highest, seq or 0)
+        try:
+            events.append(parse_event(item))
+        except InvalidMessage as exc:
+            errors.append(EventError(seq, exc.code, exc.message))
+    return Batch(tuple(events), tuple(errors), highest, visitor, session)
+
+
+class UnknownEventType(InvalidMessage):
+    code = "unknown_event_type"
+
+
+def parse_event(item: object) -> Event:
+    if not isinstance(item, dict):
+        raise InvalidMessage("an event is an object")
+    kind = item.get("type")
+    adapter = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if adapter is None:
+        raise UnknownEventType(f"unknown event type {kind!r:.40}", seq=_peek_seq(item))
+    try:
+        event: Event = adapter.validate_python(item)
+    except ValidationError as exc:
+        raise InvalidMessage(_explain(exc), seq=_peek_seq(item)) from None
+    return event
+
+
+def _peek_seq(item: object) -> int | None:
+    seq = item.get("seq") if isinstance(item, dict) else None
+    if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= MAX_SEQ:
+        return seq
+    return None
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "message"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+# --- encoding -----------------------------------------------------------------
+
+
+def encode(message: Mapping[str, Any], *, binary: bool) -> str | bytes:
+    """Encode a server message in the client's chosen framing."""
+    if binary:
+        packed: bytes = msgpack.packb(message, use_bin_type=True)
+        return packed
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def welcome(visitor: str, session: str, acked: int, config_version: str) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "v": PROTOCOL_VERSION,
+        "visitor": visitor,
+        "session": session,
+        "ack": acked,
+        "config": config_version,
+    }
+
+
+def ack(seq: int) -> dict[str, Any]:
+    return {"type": "ack", "ack": seq}
+
+
+def decisions(items: list[dict[str, Any]], *, seq: int | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "decisions", "items": items}
+    if seq is not None:
+        message["ack"] = seq
+    return message
+
+
+def error(code: str, message: str, *, seq: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if seq is not None:
+        frame["seq"] = seq
+    return frame
+
+
+def is_finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

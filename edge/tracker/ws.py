@@ -1,0 +1,196 @@
+"""The WebSocket endpoint ``/ws?site=<id>``: a thin shell around the protocol
+(``protocol``), the profile ledger (``edge.ledger``) and the decision hook.
+
+Per connection: refuse a bad site or Origin before accepting (HTTP 403), wait
+for ``hello``, then answer each ``events`` message after its events are
+stored. Messages of one connection are handled in order, one at a time, so
+answers come back in order and a slow store pushes back on that client only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from edge.errors import (
+    BadVisitorId,
+    HelloRequired,
+    InvalidMessage,
+    MalformedFrame,
+    ProtocolError,
+    StoreError,
+)
+from edge.ids import new_id
+from edge.ledger import Hot
+from edge.sites import Site
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from edge.tracker.ingest import Ingest
+from edge.tracker.limits import TokenBucket
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+
+class Close(Exception):
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Connection:
+    """One visitor's socket after the handshake."""
+
+    def __init__(self, ingest: Ingest, ws: WebSocket, site: Site) -> None:
+        self.ingest = ingest
+        self.ws = ws
+        self.site = site
+        self.binary = False
+        self.ctx: VisitContext | None = None
+        self.hot: Hot | None = None
+        settings = ingest.settings
+        self.bucket = TokenBucket(settings.max_messages_per_s, 2 * settings.max_messages_per_s,
+                                  time.monotonic())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        data = p.encode(message, binary=self.binary)
+        if isinstance(data, bytes):
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_text(data)
+
+    async def receive(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            frame = await asyncio.wait_for(self.ws.receive(), timeout_s)
+        except TimeoutError:
+            raise Close(CLOSE_GOING_AWAY if self.ctx else CLOSE_POLICY, "timeout") from None
+        if frame["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(frame.get("code", 1000))
+        if not self.bucket.take(time.monotonic()):
+            raise Close(CLOSE_POLICY, "too many messages")
+        data = frame.get("text")
+        self.binary = data is None
+        if data is None:
+            data = frame.get("bytes") or b""
+        try:
+            return p.decode_frame(data)
+        except MalformedFrame as exc:
+            raise Close(CLOSE_INVALID_DATA, exc.message[:120]) from None
+
+    async def run(self) -> None:
+        settings = self.ingest.settings
+        while self.ctx is None:
+            await self.on_hello(await self.receive(settings.hello_timeout_s))
+        while True:
+            message = await self.receive(settings.idle_timeout_s)
+            try:
+                kind = p.message_type(message)
+                if kind == "events":
+                    await self.on_events(message)
+                elif kind == "hello":
+                    raise InvalidMessage("hello was already sent on this connection")
+                else:
+                    raise InvalidMessage(f"unknown message type {kind!r:.40}")
+            except ProtocolError as exc:
+                await self.send(p.error(exc.code, exc.message, seq=exc.seq))
+
+    async def on_hello(self, message: dict[str, Any]) -> None:
+        try:
+            if p.message_type(message) != "hello":
+                raise HelloRequired("send hello first")
+            hello = p.parse_hello(message)
+        except BadVisitorId as exc:
+            await self.send(p.error(exc.code, exc.message))
+            raise Close(CLOSE_POLICY, "bad visitor id") from None
+        except ProtocolError as exc:
+            await self.send(p.error(exc.code, exc.message))
+            if exc.code == "hello_required":
+                return
+            raise Close(CLOSE_POLICY, "bad hello") from None
+        visitor = hello.visitor or new_id()
+        self.ctx = VisitContext(
+            visitor=visitor,
+            session=hello.session,
+            user_agent=self.ws.headers.get("user-agent", "")[:512],
+            lang=hello.lang,
+            screen=(hello.screen[0], hello.screen[1]) if hello.screen and len(hello.screen) == 2 else None,
+            consent=hello.consent,
+            url=hello.url,
+            referrer=hello.referrer,
+        )
+        acked = 0
+        if self.may_store():
+            try:
+                self.hot = await self.ingest.ledger.open(self.site.id, visitor)
+            except StoreError as exc:
+                log.warning("cannot load profile: %s", exc)
+                await self.send(p.error("store_unavailable", "profile store unavailable"))
+                raise Close(CLOSE_INTERNAL, "store unavailable") from None
+            if self.hot.base is not None:  # what is *stored*, never what is pending
+                acked = self.hot.base.acked(hello.session)
+        await self.send(p.welcome(visitor, hello.session, acked, self.site.version))
+
+    def may_store(self) -> bool:
+        assert self.ctx is not None
+        consent = self.ctx.consent
+        return consent is True or (consent is None and not self.site.require_consent)
+
+    async def on_events(self, message: dict[str, Any]) -> None:
+        assert self.ctx is not None
+        batch = p.parse_events(message)
+        try:
+            errors, answer = await self.ingest.process(self.hot, batch, self.ctx, self.site)
+        except TimeoutError:
+            await self.send(p.error("store_unavailable", "events not stored yet; resend later"))
+            return
+        for error in errors:
+            await self.send(error)
+        await self.send(answer)
+
+    def close(self) -> None:
+        if self.hot is not None:
+            self.ingest.ledger.release(self.hot)
+            self.hot = None
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    ingest: Ingest = ws.app.state.ingest
+    site = ingest.registry.get(ws.query_params.get("site"))
+    if site is None or not ingest.origin_allowed(site, ws.headers.get("origin"),
+                                                 ws.headers.get("host")):
+        await ws.close(CLOSE_POLICY)  # before accept: the server answers HTTP 403
+        return
+    await ws.accept()
+    ingest.counters.connections += 1
+    connection = Connection(ingest, ws, site)
+    code = 1000
+    try:
+        await connection.run()
+    except Close as exc:
+        code = exc.code
+        await _close(ws, exc.code, exc.reason)
+    except WebSocketDisconnect as exc:
+        code = exc.code
+    except Exception:  # a bug must cost one connection, never the process; logged in full
+        log.exception("connection failed")
+        code = CLOSE_INTERNAL
+        await _close(ws, CLOSE_INTERNAL, "internal error")
+    finally:
+        connection.close()
+        ingest.counters.connections -= 1
+        ingest.counters.close_codes[code] = ingest.counters.close_codes.get(code, 0) + 1
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        await ws.close(code, reason)
+    except (RuntimeError, OSError):  # the peer went away first
+        pass

@@ -1,0 +1,236 @@
+"""Profile updates: the pure heart of ingest.
+
+``apply(profile, event, context, site, now) -> profile`` folds one event into
+a profile. It does no I/O, reads no clock (``now`` is given) and never mutates
+its inputs (profiles are immutable values). Replaying an event is a no-op:
+``apply`` returns the very same object when the event's (session, seq) or its
+event id was applied before, which is what makes delivery exactly-once once the
+result is stored atomically with the profile.
+
+``check_event`` holds the refusals that depend on the site (identity tokens);
+the ingest shell calls it once, before an event is queued, so a refused event
+is reported to the client and never reaches ``apply``.
+
+Each event builds exactly one new ``Profile`` (handlers return their changes
+and ``apply`` merges them with the bookkeeping): this runs for every event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from edge.identity import verify_token
+from edge.profile import (
+    Cart,
+    CartLine,
+    CategoryView,
+    CustomCount,
+    Profile,
+    Session,
+    Stream,
+    ViewedProduct,
+    evolve,
+)
+from edge.sites import Site
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from edge.tracker.source import DIRECT, Source, classify
+
+T = TypeVar("T")
+Changes = dict[str, Any]
+
+
+def new_profile(visitor: str, now: float) -> Profile:
+    return Profile(visitor=visitor, created_at=now, first_seen=now, last_seen=now)
+
+
+def check_event(event: p.Event, site: Site, now: float) -> None:
+    """Raise a ``ProtocolError`` for an event this site must refuse."""
+    if isinstance(event, p.Identify) and event.customer_id is not None:
+        assert event.ts is not None and event.sig is not None  # model_post_init
+        verify_token(site.secret, site.id, event.customer_id, event.ts, event.sig,
+                     now=now, max_age_s=site.token_max_age_s)
+
+
+def is_duplicate(profile: Profile, event: p.Event, session: str) -> bool:
+    stream = profile.stream(session)
+    return (stream is not None and stream.seen(event.seq)) or event.id in profile.event_ids
+
+
+def apply(
+    profile: Profile | None, event: p.Event, ctx: VisitContext, site: Site, now: float
+) -> Profile:
+    if profile is None:
+        profile = new_profile(ctx.visitor, now)
+    elif is_duplicate(profile, event, ctx.session):
+        return profile
+    changes = _bookkeeping(profile, event, ctx, site, now)
+    changes.update(_HANDLERS[event.type](profile, changes["session"], event, ctx, site, now))
+    return evolve(profile, changes)
+
+
+def _bookkeeping(
+    profile: Profile, event: p.Event, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    """What every applied event changes: dedupe state, the visit, counters."""
+    bounds = site.bounds
+    stream = profile.stream(ctx.session) or Stream(ctx.session)
+    changes: Changes = {
+        "streams": _front(stream.mark(event.seq, now), profile.streams,
+                          lambda s: s.session == ctx.session, bounds.streams),
+        "event_ids": (event.id, *profile.event_ids[: bounds.event_ids - 1]),
+        "last_seen": now,
+        "events": profile.events + 1,
+    }
+    if ctx.consent is not None and ctx.consent != profile.consent:
+        changes["consent"] = ctx.consent
+    source = _arrival(profile.session, event, ctx, site)
+    current = profile.session
+    if current is None or now - current.last_at > site.session_timeout_s or source is not None:
+        changes["session"] = _start_session(source or DIRECT, event, ctx, now)
+        changes["visits"] = profile.visits + 1
+        if current is not None:
+            changes["previous_visit_at"] = current.last_at
+    else:
+        changes["session"] = evolve(current, {"last_at": now})
+    return changes
+
+
+def _arrival(current: Session | None, event: p.Event, ctx: VisitContext, site: Site) -> Source | None:
+    """The traffic source when this event is an arrival from outside, else None.
+
+    A page view tagged with campaign parameters, or coming from another site,
+    starts a new visit when its source differs from the current visit's
+    (the usual analytics rule). Internal page views skip classification: they
+    are most events, and parsing URLs is the costly part.
+    """
+    if current is None:
+        referrer = event.referrer if isinstance(event, p.PageView) else None
+        return classify(event.url or ctx.url, referrer or ctx.referrer, site.hosts)
+    if not isinstance(event, p.PageView):
+        return None
+    url, referrer = event.url or "", event.referrer
+    if "?" not in url and not referrer:
+        return None
+    source = classify(url, referrer, site.hosts)
+    if source is None or source.medium == "none":
+        return None
+    if (source.source, source.medium, source.campaign) == (current.source, current.medium,
+                                                           current.campaign):
+        return None
+    return source
+
+
+def _start_session(source: Source, event: p.Event, ctx: VisitContext, now: float) -> Session:
+    return Session(
+        started_at=now, last_at=now, landing=event.url or ctx.url,
+        referrer=(event.referrer if isinstance(event, p.PageView) else None) or ctx.referrer,
+        source=source.source, medium=source.medium, campaign=source.campaign,
+        term=source.term, referrer_domain=source.referrer_domain,
+    )
+
+
+def _front(item: T, items: tuple[T, ...], same: Callable[[T], bool], bound: int) -> tuple[T, ...]:
+    """``item`` first, then ``items`` without its older copy, at most ``bound`` long."""
+    return (item, *(i for i in items if not same(i)))[:bound]
+
+
+def _path(url: str | None) -> str:
+    if not url:
+        return "/"
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "/"
+
+
+def _page_view(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    pages = (_path(event.url or ctx.url), *session.pages[: site.bounds.session_pages - 1])
+    return {
+        "pageviews": profile.pageviews + 1,
+        "session": evolve(session, {"pageviews": session.pageviews + 1, "pages": pages}),
+    }
+
+
+def _product_view(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    bounds = site.bounds
+    old = next((v for v in profile.products if v.sku == event.sku), None)
+    viewed = ViewedProduct(
+        sku=event.sku,
+        name=event.name if event.name is not None else (old.name if old else None),
+        category=event.category if event.category is not None else (old.category if old else None),
+        price=event.price if event.price is not None else (old.price if old else None),
+        at=now,
+        views=(old.views if old else 0) + 1,
+    )
+    changes: Changes = {
+        "products": _front(viewed, profile.products, lambda v: v.sku == event.sku, bounds.products)
+    }
+    if viewed.category:
+        name = viewed.category
+        seen = next((c for c in profile.categories if c.name == name), None)
+        bumped = CategoryView(name, (seen.views if seen else 0) + 1, now)
+        changes["categories"] = _front(bumped, profile.categories, lambda c: c.name == name,
+                                       bounds.categories)
+    return changes
+
+
+def _lines(items: list[p.Item]) -> tuple[CartLine, ...]:
+    return tuple(CartLine(i.sku, i.qty, i.price, i.name, i.category) for i in items)
+
+
+def _cart(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    return {"cart": Cart(_lines(event.items), event.value, event.currency, now)}
+
+
+def _purchase(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    if event.order_id in profile.order_ids:  # the shop reported the same order twice
+        return {}
+    return {
+        "orders": profile.orders + 1,
+        "revenue": round(profile.revenue + event.value, 2),
+        "last_order_at": now,
+        "order_ids": (event.order_id, *profile.order_ids[: site.bounds.order_ids - 1]),
+        "cart": Cart(updated_at=now),
+    }
+
+
+def _identify(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    if event.customer_id is not None:  # verified by check_event before it was queued
+        return {"level": "verified", "customer_id": event.customer_id}
+    contact = site.contact_key(event.email)
+    if profile.level == "verified":  # a typed email never weakens a verified identity
+        return {} if profile.contact else {"contact": contact}
+    return {"level": "claimed", "contact": contact}
+
+
+def _custom(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    old = next((c for c in profile.custom if c.name == event.name), None)
+    bumped = CustomCount(event.name, (old.count if old else 0) + 1, now)
+    bound = site.bounds.custom_events
+    return {"custom": _front(bumped, profile.custom, lambda c: c.name == event.name, bound)}
+
+
+Handler = Callable[[Profile, Session, Any, VisitContext, Site, float], Changes]
+_HANDLERS: dict[str, Handler] = {
+    "page_view": _page_view,
+    "product_view": _product_view,
+    "cart": _cart,
+    "purchase": _purchase,
+    "identify": _identify,
+    "custom": _custom,
+}
