@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,7 +22,7 @@ from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.stores import ProfileStore, open_store
 from edge.tracker.collect import collect
-from edge.tracker.ingest import Ingest
+from edge.tracker.ingest import Decider, Ingest, no_decisions
 from edge.tracker.ws import websocket_endpoint
 
 log = logging.getLogger(__name__)
@@ -40,29 +41,32 @@ async def tracker_js(request: Request) -> Response:
     headers = {"Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
     if "gzip" in request.headers.get("accept-encoding", ""):
         headers["Content-Encoding"] = "gzip"
-        return Response(request.app.state.tracker_js_gz, media_type="text/javascript",
-                        headers=headers)
+        return Response(
+            request.app.state.tracker_js_gz, media_type="text/javascript", headers=headers
+        )
     return Response(source, media_type="text/javascript", headers=headers)
 
 
 async def healthz(request: Request) -> Response:
     ingest: Ingest = request.app.state.ingest
     registry = ingest.registry
-    sites = {
+    sites: dict[str, dict[str, Any]] = {
         name: {"version": site.version, "problems": registry.problems.get(name, [])}
         for name, site in registry.sites.items()
     }
     for name, problems in registry.problems.items():
         sites.setdefault(name, {"version": None, "problems": problems})
-    return JSONResponse({
-        "status": "ok",
-        "version": __version__,
-        "store": ingest.ledger.store.kind,
-        "sites": sites,
-        "connections": ingest.counters.connections,
-        "hot_profiles": ingest.ledger.hot_count,
-        "config_reloads": registry.reloads,
-    })
+    return JSONResponse(
+        {
+            "status": "ok",
+            "version": __version__,
+            "store": ingest.ledger.store.kind,
+            "sites": sites,
+            "connections": ingest.counters.connections,
+            "hot_profiles": ingest.ledger.hot_count,
+            "config_reloads": registry.reloads,
+        }
+    )
 
 
 def create_app(settings: Settings | None = None, store: ProfileStore | None = None) -> Starlette:
@@ -111,9 +115,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     return app
 
 
-def _decider():  # type: ignore[no-untyped-def]
-    from edge.tracker.ingest import no_decisions
-
+def _decider() -> Decider:
     return no_decisions
 
 

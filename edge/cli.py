@@ -1,7 +1,7 @@
 """The ``edge`` command (also ``python -m edge``).
 
-    edge serve   run the server (embedded store unless --redis is given)
-    edge check   validate site configuration; non-zero exit with every problem
+edge serve   run the server (embedded store unless --redis is given)
+edge check   validate site configuration; non-zero exit with every problem
 """
 
 from __future__ import annotations
@@ -37,13 +37,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to bind (EDGE_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (EDGE_PORT, default 8000)")
     run.add_argument("--profiles", type=Path, help="site configuration folder (EDGE_PROFILES)")
-    run.add_argument("--redis", dest="redis_url", metavar="URL",
-                     help="Redis URL, e.g. redis://127.0.0.1:6379/0 (EDGE_REDIS_URL); "
-                          "default: the embedded in-process store")
-    run.add_argument("--workers", type=int, help="worker processes (EDGE_WORKERS); >1 needs --redis")
+    run.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (EDGE_REDIS_URL); "
+        "default: the embedded in-process store",
+    )
+    run.add_argument(
+        "--workers", type=int, help="worker processes (EDGE_WORKERS); >1 needs --redis"
+    )
     run.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
-    run.add_argument("--no-demo", dest="demo", action="store_false", default=None,
-                     help="do not serve the demo shop pages")
+    run.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        default=None,
+        help="do not serve the demo shop pages",
+    )
 
     chk = commands.add_parser("check", help="validate site configuration")
     chk.add_argument("profiles", nargs="?", type=Path, default=Path("profiles"))
@@ -53,14 +64,20 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
-            host=args.host, port=args.port, profiles=args.profiles, redis_url=args.redis_url,
-            workers=args.workers, log_level=args.log_level, demo=args.demo,
+            host=args.host,
+            port=args.port,
+            profiles=args.profiles,
+            redis_url=args.redis_url,
+            workers=args.workers,
+            log_level=args.log_level,
+            demo=args.demo,
         )
     except ValueError as exc:
         print(f"edge serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not settings.profiles.is_dir():
         print(f"edge serve: profiles folder {settings.profiles} not found", file=sys.stderr)
         return 2
@@ -68,8 +85,10 @@ def serve(args: argparse.Namespace) -> int:
 
     os.environ.update(settings.to_env())  # worker processes rebuild settings from these
     store = f"Redis at {settings.redis_url}" if settings.redis_url else "the embedded store"
-    print(f"edge {__version__}: http://{settings.host}:{settings.port}/demo on {store}",
-          file=sys.stderr)
+    print(
+        f"edge {__version__}: http://{settings.host}:{settings.port}/demo on {store}",
+        file=sys.stderr,
+    )
     uvicorn.run(
         "edge.app:create_app",
         factory=True,

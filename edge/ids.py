@@ -29,8 +29,8 @@ def new_id() -> str:
 
 
 def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and _ID.fullmatch(value) is not None and (
-        value not in _DEGENERATE
+    return (
+        isinstance(value, str) and _ID.fullmatch(value) is not None and (value not in _DEGENERATE)
     )
 
 

@@ -97,7 +97,9 @@ class Ledger:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flusher(), name="edge-flusher")
+            self._task = asyncio.get_running_loop().create_task(
+                self._flusher(), name="edge-flusher"
+            )
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until nothing is pending; False if the store would not take it in time."""
@@ -215,8 +217,13 @@ class Ledger:
             del self._dirty[hot.key]
         snapshot = [(hot, hot.current, hot.submitted) for hot in batch]
         writes = [
-            Write(hot.site, hot.visitor, hot.version, profile,
-                  hot.pending[-1].site.ttl_s(profile.identified))
+            Write(
+                hot.site,
+                hot.visitor,
+                hot.version,
+                profile,
+                hot.pending[-1].site.ttl_s(profile.identified),
+            )
             for hot, profile, _ in snapshot
             if profile is not None
         ]

@@ -16,7 +16,7 @@ default, never reordered or removed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import msgpack
@@ -194,7 +194,6 @@ def evolve(record: R, changes: dict[str, Any]) -> R:
 # --- msgpack layout ---------------------------------------------------------
 
 
-
 def _record_to_wire(record: Any) -> list[Any]:
     return [getattr(record, f) for f in record.__slots__]
 
@@ -206,12 +205,29 @@ def _records_from_wire(cls: type[R], items: Any) -> tuple[R, ...]:
 def _session_from_wire(values: Any) -> Session | None:
     if values is None:
         return None
-    return Session(*(tuple(v) if isinstance(v, list) else v for v in values))
+    fields_: list[Any] = [tuple(v) if isinstance(v, list) else v for v in values]
+    return Session(*fields_)
 
 
-_PLAIN = ("visitor", "created_at", "level", "contact", "customer_id", "consent", "first_seen",
-          "last_seen", "visits", "pageviews", "events", "previous_visit_at", "orders", "revenue",
-          "last_order_at", "order_ids", "event_ids")
+_PLAIN = (
+    "visitor",
+    "created_at",
+    "level",
+    "contact",
+    "customer_id",
+    "consent",
+    "first_seen",
+    "last_seen",
+    "visits",
+    "pageviews",
+    "events",
+    "previous_visit_at",
+    "orders",
+    "revenue",
+    "last_order_at",
+    "order_ids",
+    "event_ids",
+)
 _LISTS = ("products", "categories", "custom", "streams")
 
 
@@ -225,8 +241,12 @@ def to_wire(profile: Profile) -> dict[str, Any]:
     session = profile.session
     out["session"] = None if session is None else _record_to_wire(session)
     cart = profile.cart
-    out["cart"] = [[_record_to_wire(line) for line in cart.lines], cart.value, cart.currency,
-                   cart.updated_at]
+    out["cart"] = [
+        [_record_to_wire(line) for line in cart.lines],
+        cart.value,
+        cart.currency,
+        cart.updated_at,
+    ]
     return out
 
 

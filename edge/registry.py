@@ -35,7 +35,9 @@ class SiteRegistry:
         """Pick up changed, added and removed sites; True if anything changed."""
         if not self.profiles.is_dir():
             raise ConfigError([f"{self.profiles}: profiles folder not found"])
-        folders = {p.name: p for p in self.profiles.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        folders = {
+            p.name: p for p in self.profiles.iterdir() if p.is_dir() and not p.name.startswith(".")
+        }
         changed = False
         for name in set(self._prints) - set(folders):
             self._prints.pop(name)
@@ -59,8 +61,12 @@ class SiteRegistry:
             site = load_site(folder)
         except ConfigError as exc:
             self.problems[name] = exc.problems
-            kept = "keeps serving the last good configuration" if name in self.sites else "not served"
-            log.error("site %s: invalid configuration, %s:\n  %s", name, kept, "\n  ".join(exc.problems))
+            kept = (
+                "keeps serving the last good configuration" if name in self.sites else "not served"
+            )
+            log.error(
+                "site %s: invalid configuration, %s:\n  %s", name, kept, "\n  ".join(exc.problems)
+            )
             return
         self.problems.pop(name, None)
         old = self.sites.get(name)

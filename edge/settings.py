@@ -69,7 +69,9 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                env[f"EDGE_{f.name.upper()}"] = str(int(value) if isinstance(value, bool) else value)
+                env[f"EDGE_{f.name.upper()}"] = str(
+                    int(value) if isinstance(value, bool) else value
+                )
         return env
 
     def with_(self, **changes: Any) -> Settings:

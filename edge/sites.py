@@ -35,7 +35,9 @@ class _Strict(BaseModel):
 
 class IdentityConfig(_Strict):
     secret_env: str | None = None  # name of the environment variable holding the secret
-    salt_env: str | None = None  # for claimed-email hashes; defaults to a key derived from the secret
+    salt_env: str | None = (
+        None  # for claimed-email hashes; defaults to a key derived from the secret
+    )
     keep_email: bool = False  # store claimed emails in clear (off: salted hash only)
     token_max_age_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
 
@@ -62,7 +64,11 @@ class SiteSection(_Strict):
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
             parts = urlsplit(origin)
-            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.netloc
+                or parts.path not in {"", "/"}
+            ):
                 raise ValueError(f"{origin!r} is not an origin like https://shop.example")
         return [o.rstrip("/").lower() for o in value]
 
@@ -125,8 +131,12 @@ def load_site(folder: Path) -> Site:
     except ValidationError as exc:
         raise ConfigError(describe(exc, located)) from None
     if parsed.site.id != folder.name:
-        raise ConfigError([f"{located.where(('site', 'id'))}: site.id: {parsed.site.id!r} "
-                           f"must equal the folder name {folder.name!r}"])
+        raise ConfigError(
+            [
+                f"{located.where(('site', 'id'))}: site.id: {parsed.site.id!r} "
+                f"must equal the folder name {folder.name!r}"
+            ]
+        )
     return compile_site(parsed, folder, _version(files))
 
 
@@ -156,7 +166,9 @@ def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
     if salt is None:
         # Derived, so every node of one installation hashes emails alike; with no
         # secret at all the hash is still one-way but not secret (documented).
-        salt = hashlib.sha256(b"edge-claimed-salt|" + site.id.encode() + b"|" + (secret or b"")).digest()
+        salt = hashlib.sha256(
+            b"edge-claimed-salt|" + site.id.encode() + b"|" + (secret or b"")
+        ).digest()
     return Site(
         id=site.id,
         name=site.name or site.id,
@@ -195,7 +207,9 @@ def load_sites(profiles: Path) -> tuple[dict[str, Site], dict[str, list[str]]]:
     problems: dict[str, list[str]] = {}
     if not profiles.is_dir():
         raise ConfigError([f"{profiles}: not a directory"])
-    for folder in sorted(p for p in profiles.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(
+        p for p in profiles.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         try:
             sites[folder.name] = load_site(folder)
         except ConfigError as exc:

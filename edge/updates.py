@@ -50,8 +50,15 @@ def check_event(event: p.Event, site: Site, now: float) -> None:
     """Raise a ``ProtocolError`` for an event this site must refuse."""
     if isinstance(event, p.Identify) and event.customer_id is not None:
         assert event.ts is not None and event.sig is not None  # model_post_init
-        verify_token(site.secret, site.id, event.customer_id, event.ts, event.sig,
-                     now=now, max_age_s=site.token_max_age_s)
+        verify_token(
+            site.secret,
+            site.id,
+            event.customer_id,
+            event.ts,
+            event.sig,
+            now=now,
+            max_age_s=site.token_max_age_s,
+        )
 
 
 def is_duplicate(profile: Profile, event: p.Event, session: str) -> bool:
@@ -78,8 +85,12 @@ def _bookkeeping(
     bounds = site.bounds
     stream = profile.stream(ctx.session) or Stream(ctx.session)
     changes: Changes = {
-        "streams": _front(stream.mark(event.seq, now), profile.streams,
-                          lambda s: s.session == ctx.session, bounds.streams),
+        "streams": _front(
+            stream.mark(event.seq, now),
+            profile.streams,
+            lambda s: s.session == ctx.session,
+            bounds.streams,
+        ),
         "event_ids": (event.id, *profile.event_ids[: bounds.event_ids - 1]),
         "last_seen": now,
         "events": profile.events + 1,
@@ -98,7 +109,9 @@ def _bookkeeping(
     return changes
 
 
-def _arrival(current: Session | None, event: p.Event, ctx: VisitContext, site: Site) -> Source | None:
+def _arrival(
+    current: Session | None, event: p.Event, ctx: VisitContext, site: Site
+) -> Source | None:
     """The traffic source when this event is an arrival from outside, else None.
 
     A page view tagged with campaign parameters, or coming from another site,
@@ -117,18 +130,26 @@ def _arrival(current: Session | None, event: p.Event, ctx: VisitContext, site: S
     source = classify(url, referrer, site.hosts)
     if source is None or source.medium == "none":
         return None
-    if (source.source, source.medium, source.campaign) == (current.source, current.medium,
-                                                           current.campaign):
+    if (source.source, source.medium, source.campaign) == (
+        current.source,
+        current.medium,
+        current.campaign,
+    ):
         return None
     return source
 
 
 def _start_session(source: Source, event: p.Event, ctx: VisitContext, now: float) -> Session:
     return Session(
-        started_at=now, last_at=now, landing=event.url or ctx.url,
+        started_at=now,
+        last_at=now,
+        landing=event.url or ctx.url,
         referrer=(event.referrer if isinstance(event, p.PageView) else None) or ctx.referrer,
-        source=source.source, medium=source.medium, campaign=source.campaign,
-        term=source.term, referrer_domain=source.referrer_domain,
+        source=source.source,
+        medium=source.medium,
+        campaign=source.campaign,
+        term=source.term,
+        referrer_domain=source.referrer_domain,
     )
 
 
@@ -176,8 +197,9 @@ def _product_view(
         name = viewed.category
         seen = next((c for c in profile.categories if c.name == name), None)
         bumped = CategoryView(name, (seen.views if seen else 0) + 1, now)
-        changes["categories"] = _front(bumped, profile.categories, lambda c: c.name == name,
-                                       bounds.categories)
+        changes["categories"] = _front(
+            bumped, profile.categories, lambda c: c.name == name, bounds.categories
+        )
     return changes
 
 

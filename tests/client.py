@@ -18,8 +18,15 @@ def new_id() -> str:
 class Visitor:
     """One tab of one visitor: numbers events and speaks JSON or msgpack."""
 
-    def __init__(self, base_ws: str, *, site: str = "demo", visitor: str | None = None,
-                 session: str | None = None, binary: bool = False) -> None:
+    def __init__(
+        self,
+        base_ws: str,
+        *,
+        site: str = "demo",
+        visitor: str | None = None,
+        session: str | None = None,
+        binary: bool = False,
+    ) -> None:
         self.url = f"{base_ws}/ws?site={site}"
         self.visitor = visitor or new_id()
         self.session = session or new_id()
@@ -29,8 +36,16 @@ class Visitor:
 
     async def connect(self, **hello: Any) -> dict[str, Any]:
         self.ws = await connect(self.url, compression=None)
-        await self.send({"type": "hello", "v": 1, "visitor": self.visitor,
-                         "session": self.session, "url": "http://127.0.0.1/demo", **hello})
+        await self.send(
+            {
+                "type": "hello",
+                "v": 1,
+                "visitor": self.visitor,
+                "session": self.session,
+                "url": "http://127.0.0.1/demo",
+                **hello,
+            }
+        )
         welcome = await self.recv()
         assert welcome["type"] == "welcome", welcome
         return welcome
@@ -45,8 +60,9 @@ class Visitor:
     async def recv(self) -> dict[str, Any]:
         assert self.ws is not None
         frame = await self.ws.recv()
-        message: dict[str, Any] = (msgpack.unpackb(frame) if isinstance(frame, bytes)
-                                   else json.loads(frame))
+        message: dict[str, Any] = (
+            msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+        )
         return message
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:

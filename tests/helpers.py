@@ -47,8 +47,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True,
-                             capture_output=True, timeout=10)
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], check=True, capture_output=True, timeout=10
+        )
         return out.stdout.decode().strip()
 
 
@@ -60,9 +61,21 @@ def redis_server() -> Iterator[RedisServer]:
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", folder],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                folder,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         server = RedisServer(port, process)
         try:
@@ -93,22 +106,40 @@ class EdgeServer:
 
 @contextlib.contextmanager
 def edge_server(
-    *, redis_url: str | None = None, profiles: Path = PROFILES, workers: int = 1,
-    env: dict[str, str] | None = None, port: int | None = None,
+    *,
+    redis_url: str | None = None,
+    profiles: Path = PROFILES,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[EdgeServer]:
     port = port or free_port()
-    args = [sys.executable, "-m", "edge", "serve", "--port", str(port),
-            "--profiles", str(profiles), "--workers", str(workers), "--log-level", "warning"]
+    args = [
+        sys.executable,
+        "-m",
+        "edge",
+        "serve",
+        "--port",
+        str(port),
+        "--profiles",
+        str(profiles),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
     if redis_url:
         args += ["--redis", redis_url]
     full_env = {**os.environ, "EDGE_RELOAD_INTERVAL_S": "0.2", **(env or {})}
     with tempfile.NamedTemporaryFile(prefix="edge-server-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
     with log_path.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                   cwd=ROOT)
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT
+        )
     server = EdgeServer(port, process, log_path)
     try:
+
         def healthy() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"edge server exited:\n{server.output()}")

@@ -45,8 +45,12 @@ def _render(request: Request, template: str, **context: Any) -> HTMLResponse:
         return f"{value:,.2f} {currency}"
 
     html = _env.get_template(template).render(
-        site_id=site.id, site_name=site.name, categories=catalog.categories(),
-        currency=currency, money=money, **context,
+        site_id=site.id,
+        site_name=site.name,
+        categories=catalog.categories(),
+        currency=currency,
+        money=money,
+        **context,
     )
     return HTMLResponse(html)
 

@@ -109,6 +109,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+        # A pool handed to the client is not the client's to close.
+        await self._client.connection_pool.disconnect()
 
     @property
     def client(self) -> aioredis.Redis:

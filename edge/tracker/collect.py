@@ -44,14 +44,17 @@ async def collect(request: Request) -> Response:
     except ProtocolError as exc:
         return _answer(p.error(exc.code, exc.message), 400, origin)
     assert batch.visitor is not None and batch.session is not None
-    ctx = VisitContext(visitor=batch.visitor, session=batch.session,
-                       user_agent=request.headers.get("user-agent", "")[:512])
+    ctx = VisitContext(
+        visitor=batch.visitor,
+        session=batch.session,
+        user_agent=request.headers.get("user-agent", "")[:512],
+    )
     try:
         hot = await ingest.ledger.open(site.id, batch.visitor)
     except StoreError:
         return _answer(p.error("store_unavailable", "profile store unavailable"), 503, origin)
     try:
-        errors, answer = await ingest.process(hot, batch, ctx, site)
+        errors, answer = await ingest.process(hot, batch, ctx, site, decide=False)
     except TimeoutError:
         return _answer(p.error("store_unavailable", "not stored yet; resend later"), 503, origin)
     finally:

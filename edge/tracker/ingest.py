@@ -62,12 +62,19 @@ class Ingest:
         return host is not None and urlsplit(origin).netloc == host.lower()
 
     async def process(
-        self, hot: Hot | None, batch: p.Batch, ctx: VisitContext, site: Site
+        self,
+        hot: Hot | None,
+        batch: p.Batch,
+        ctx: VisitContext,
+        site: Site,
+        *,
+        decide: bool = True,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Store a batch; returns the error frames and the acknowledging answer.
 
         ``hot`` is None when nothing may be stored (no consent): events are then
-        acknowledged and dropped. Raises ``TimeoutError`` if the store did not
+        acknowledged and dropped. Beacons (``decide=False``) get a bare ``ack``:
+        their page is going away. Raises ``TimeoutError`` if the store did not
         take the events within ``ack_timeout_s`` (they stay queued).
         """
         now = self.clock()
@@ -90,6 +97,6 @@ class Ingest:
             self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
             profile = await asyncio.wait_for(asyncio.shield(future), self.settings.ack_timeout_s)
         seq = batch.highest_seq
-        if any(e.type in TRIGGERS for e in accepted):
+        if decide and any(e.type in TRIGGERS for e in accepted):
             return errors, p.decisions(self.decide(profile, ctx, site, now, batch), seq=seq)
         return errors, p.ack(seq)

@@ -91,7 +91,9 @@ class Identify(_EventBase):
     """Either ``email`` (claimed) or ``customer_id`` + ``ts`` + ``sig`` (verified)."""
 
     type: Literal["identify"]
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = (
+        None
+    )
     customer_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     ts: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
     sig: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
@@ -128,7 +130,9 @@ class Hello(_Model):
     url: Url
     referrer: Url | None = None
     title: ShortText | None = None
-    screen: Annotated[list[Annotated[int, Field(ge=0, le=100_000)]], Field(max_length=2)] | None = None
+    screen: Annotated[list[Annotated[int, Field(ge=0, le=100_000)]], Field(max_length=2)] | None = (
+        None
+    )
     lang: Annotated[str, Field(max_length=35)] | None = None
     consent: bool | None = None
 

@@ -28,20 +28,54 @@ SEARCH_ENGINES: dict[str, tuple[str, str]] = {
     "seznam.cz": ("seznam", "q"),
 }
 SOCIAL: dict[str, str] = {
-    "facebook.com": "facebook", "fb.com": "facebook", "instagram.com": "instagram",
-    "t.co": "twitter", "twitter.com": "twitter", "x.com": "twitter",
-    "linkedin.com": "linkedin", "lnkd.in": "linkedin", "pinterest.com": "pinterest",
-    "reddit.com": "reddit", "tiktok.com": "tiktok", "youtube.com": "youtube",
-    "wykop.pl": "wykop", "vk.com": "vk", "threads.net": "threads",
+    "facebook.com": "facebook",
+    "fb.com": "facebook",
+    "instagram.com": "instagram",
+    "t.co": "twitter",
+    "twitter.com": "twitter",
+    "x.com": "twitter",
+    "linkedin.com": "linkedin",
+    "lnkd.in": "linkedin",
+    "pinterest.com": "pinterest",
+    "reddit.com": "reddit",
+    "tiktok.com": "tiktok",
+    "youtube.com": "youtube",
+    "wykop.pl": "wykop",
+    "vk.com": "vk",
+    "threads.net": "threads",
 }
 WEBMAIL: dict[str, str] = {
-    "mail.google.com": "gmail", "outlook.live.com": "outlook", "outlook.office.com": "outlook",
-    "mail.yahoo.com": "yahoo-mail", "poczta.onet.pl": "onet", "poczta.wp.pl": "wp",
+    "mail.google.com": "gmail",
+    "outlook.live.com": "outlook",
+    "outlook.office.com": "outlook",
+    "mail.yahoo.com": "yahoo-mail",
+    "poczta.onet.pl": "onet",
+    "poczta.wp.pl": "wp",
 }
-PAID_MEDIUMS = frozenset({"cpc", "ppc", "paid", "paidsearch", "paid_search", "paid-social",
-                          "paid_social", "paidsocial", "display", "cpm", "banner", "ads"})
-CLICK_IDS = {"gclid": "google", "gbraid": "google", "wbraid": "google",
-             "msclkid": "bing", "fbclid": "facebook", "ttclid": "tiktok"}
+PAID_MEDIUMS = frozenset(
+    {
+        "cpc",
+        "ppc",
+        "paid",
+        "paidsearch",
+        "paid_search",
+        "paid-social",
+        "paid_social",
+        "paidsocial",
+        "display",
+        "cpm",
+        "banner",
+        "ads",
+    }
+)
+CLICK_IDS = {
+    "gclid": "google",
+    "gbraid": "google",
+    "wbraid": "google",
+    "msclkid": "bing",
+    "fbclid": "facebook",
+    "ttclid": "tiktok",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +115,9 @@ def _from_utm(params: dict[str, list[str]], ref_host: str | None) -> Source:
         medium = "email"
     elif medium in {"social", "social-network", "social_network", "sm"}:
         medium = "social"
-    return Source(source, medium, _first(params, "utm_campaign"), _first(params, "utm_term"),
-                  ref_host)
+    return Source(
+        source, medium, _first(params, "utm_campaign"), _first(params, "utm_term"), ref_host
+    )
 
 
 def _from_referrer(host: str, referrer: str) -> Source:

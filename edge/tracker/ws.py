@@ -10,6 +10,7 @@ answers come back in order and a slow store pushes back on that client only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -57,8 +58,9 @@ class Connection:
         self.ctx: VisitContext | None = None
         self.hot: Hot | None = None
         settings = ingest.settings
-        self.bucket = TokenBucket(settings.max_messages_per_s, 2 * settings.max_messages_per_s,
-                                  time.monotonic())
+        self.bucket = TokenBucket(
+            settings.max_messages_per_s, 2 * settings.max_messages_per_s, time.monotonic()
+        )
 
     async def send(self, message: dict[str, Any]) -> None:
         data = p.encode(message, binary=self.binary)
@@ -87,11 +89,13 @@ class Connection:
 
     async def run(self) -> None:
         settings = self.ingest.settings
-        while self.ctx is None:
-            await self.on_hello(await self.receive(settings.hello_timeout_s))
         while True:
-            message = await self.receive(settings.idle_timeout_s)
+            timeout_s = settings.idle_timeout_s if self.ctx else settings.hello_timeout_s
             try:
+                message = await self.receive(timeout_s)
+                if self.ctx is None:
+                    await self.on_hello(message)
+                    continue
                 kind = p.message_type(message)
                 if kind == "events":
                     await self.on_events(message)
@@ -121,7 +125,9 @@ class Connection:
             session=hello.session,
             user_agent=self.ws.headers.get("user-agent", "")[:512],
             lang=hello.lang,
-            screen=(hello.screen[0], hello.screen[1]) if hello.screen and len(hello.screen) == 2 else None,
+            screen=(hello.screen[0], hello.screen[1])
+            if hello.screen and len(hello.screen) == 2
+            else None,
             consent=hello.consent,
             url=hello.url,
             referrer=hello.referrer,
@@ -164,8 +170,9 @@ class Connection:
 async def websocket_endpoint(ws: WebSocket) -> None:
     ingest: Ingest = ws.app.state.ingest
     site = ingest.registry.get(ws.query_params.get("site"))
-    if site is None or not ingest.origin_allowed(site, ws.headers.get("origin"),
-                                                 ws.headers.get("host")):
+    if site is None or not ingest.origin_allowed(
+        site, ws.headers.get("origin"), ws.headers.get("host")
+    ):
         await ws.close(CLOSE_POLICY)  # before accept: the server answers HTTP 403
         return
     await ws.accept()
@@ -190,7 +197,5 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    try:
+    with contextlib.suppress(RuntimeError, OSError):  # the peer went away first
         await ws.close(code, reason)
-    except (RuntimeError, OSError):  # the peer went away first
-        pass

@@ -1,39 +1,37 @@
-/* edge.js: edge tracker, wire protocol v1 (docs/protocol.md) */
+/* edge tracker, protocol v1: docs/protocol.md, notes: static/js/README.md */
 ((w, d, nav) => {
 'use strict';
 const warn = (...a) => { try { console.warn('[edge]', ...a) } catch (e) {} };
-// every entry point goes through safe(): never throw into the shop's page
+// entry points use safe(): never throw into the page
 const safe = f => (...a) => { try { return f(...a) } catch (e) { warn(e) } };
 try {
-if (w.edge && w.edge.state) return; // loaded twice
-const me = d.currentScript || [...d.scripts].reverse().find(s => /\/edge\.js([?#]|$)/.test(s.src));
+if (w.edge && w.edge.state) return;
+const me = d.currentScript || [...d.scripts].find(s => /\/edge\.js(\?|$)/.test(s.src));
 const attr = n => me && me.getAttribute('data-' + n);
 const site = attr('site');
 if (!site) return warn('no data-site');
 const http = (attr('endpoint') || new URL(me.src, location).origin).replace(/\/+$/, '').replace(/^ws/, 'http');
 const q = '?site=' + encodeURIComponent(site), L = 'localStorage', S = 'sessionStorage';
 
-// ids: 32 hex chars; event ids 12 chars of [0-9a-v]
-const rnd = n => { const a = new Uint8Array(n); try { crypto.getRandomValues(a) } catch (e) { a.forEach((_, i) => a[i] = Math.random() * 256) } return [...a] };
+const rnd = n => [...crypto.getRandomValues(new Uint8Array(n))];
 const hex = () => rnd(16).map(b => (b + 256).toString(16).slice(1)).join('');
 const okId = v => /^[0-9a-f]{32}$/.test(v) && !/^(.)\1+$/.test(v);
-const cut = (s, n) => String(s || '').slice(0, n); // server field limits
+const cut = (s, n) => String(s || '').slice(0, n);
 const url = () => cut(location.href, 2048);
 const page = () => ({ title: cut(d.title, 300), referrer: cut(d.referrer, 2048) });
 
-// storage with an in-memory fallback (privacy modes throw); writes happen only with consent, or to delete
+// storage, falling back to memory; written only with consent
 const mem = {};
 const get = (a, k) => { try { const v = w[a].getItem(k); if (v != null) return v } catch (e) {} return mem[k] };
 const put = (a, k, v) => { mem[k] = v; try { v == null ? w[a].removeItem(k) : w[a].setItem(k, v) } catch (e) {} };
 const save = () => put(S, 'edge_outbox', JSON.stringify(outbox));
 
-// consent: true tracks, null (pending) buffers in memory, false refuses
+// consent: true, null (pending: buffer), false
 let consent, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
 let ws, ready, tries = 0, timer, flushT, dead, viewed;
 
 const emit = (name, ...a) => (subs[name] || []).forEach(f => safe(f)(...a));
 
-// load or mint the ids and this tab's outbox, then connect
 const start = () => {
   vid = get(L, 'edge_vid');
   okId(vid) || put(L, 'edge_vid', vid = hex());
@@ -47,12 +45,11 @@ const start = () => {
   connect();
 };
 
-// consent withdrawn: forget everything, on the device and in memory
 const stop = () => {
   put(L, 'edge_vid'); ['sid', 'seq', 'outbox'].forEach(k => put(S, 'edge_' + k));
   vid = sid = null; seq = 0; outbox = []; pending = []; viewed = 0;
   clearTimeout(timer);
-  if (ws) { ws.onclose = null; ws.close(); ws = ready = 0 }
+  ws && ws.close(); ws = ready = 0;
 };
 
 const track = (type, props) => {
@@ -65,13 +62,13 @@ const track = (type, props) => {
 const enqueue = ev => {
   if (consent !== true) return consent === null && pending.push(ev) > 200 && pending.shift();
   ev.seq = ++seq; ev.id = rnd(12).map(b => (b & 31).toString(32)).join('');
-  put(S, 'edge_seq', '' + seq);
-  outbox.push(ev) > 200 && outbox.shift(); // full: drop the oldest
+  put(S, 'edge_seq', seq);
+  outbox.push(ev) > 200 && outbox.shift();
   save();
-  flushT = flushT || setTimeout(safe(flush)); // coalesce same-tick events
+  flushT = flushT || setTimeout(safe(flush));
 };
 
-// messages of <= 100 events and ~20k chars (< 64 KiB even as 3-byte UTF-8)
+// <= 100 events, 20k chars (< 64 KiB) per message
 const batches = (list, fn) => {
   let b = [], n = 0;
   list.forEach(e => {
@@ -83,15 +80,14 @@ const batches = (list, fn) => {
 };
 const last = b => b[b.length - 1].seq;
 
-// send what this socket has not carried yet (only after welcome)
 const flush = () => {
   flushT = 0;
   ready && batches(outbox.filter(e => e.seq > sent), b => { send({ type: 'events', events: b }); sent = last(b) });
 };
 const send = m => { try { ws.send(JSON.stringify(m)) } catch (e) {} };
 
-// page going away: beacon the unacknowledged outbox (and keep it)
-const beacon = () => consent === true && nav.sendBeacon && batches(outbox.filter(e => e.seq > beaconed), b => {
+// leaving: beacon the outbox, keep it
+const beacon = () => batches(outbox.filter(e => e.seq > beaconed), b => {
   if (nav.sendBeacon(http + '/collect' + q, JSON.stringify({ type: 'events', visitor: vid, session: sid, events: b }))) beaconed = last(b);
 });
 
@@ -99,39 +95,35 @@ const connect = () => {
   if (ws || dead || consent !== true) return;
   clearTimeout(timer);
   const s = ws = new WebSocket(http.replace(/^http/, 'ws') + '/ws' + q);
-  s.onopen = safe(() => {
-    const sc = w.screen || {};
-    send(Object.assign({ type: 'hello', v: 1, visitor: vid, session: sid, url: url() }, page(),
-      { screen: [sc.width | 0, sc.height | 0], lang: nav.language, consent: true }));
-  });
-  s.onmessage = safe(e => typeof e.data == 'string' && recv(JSON.parse(e.data)));
+  s.onopen = safe(() => send(Object.assign({ type: 'hello', v: 1, visitor: vid, session: sid, url: url() }, page(),
+    { screen: [screen.width, screen.height], lang: nav.language, consent: true })));
+  s.onmessage = safe(e => recv(JSON.parse(e.data)));
   s.onclose = safe(e => {
     if (ws != s) return;
     ws = ready = 0;
     if (e.code == 1008 || e.code == 1009) { dead = 1; return warn('closed by server', e.code, '- not reconnecting') }
-    // full jitter: uniform in [0, min(30 s, 500 ms * 2^tries)]
-    timer = setTimeout(safe(connect), Math.random() * Math.min(3e4, 500 * 2 ** Math.min(tries++, 16)));
+    // full jitter backoff
+    timer = setTimeout(safe(connect), Math.random() * Math.min(3e4, 500 * 2 ** tries++));
   });
 };
 
 const recv = m => {
   const t = m.type;
-  if (typeof m.ack == 'number') { outbox = outbox.filter(e => e.seq > m.ack); save() } // any ack acknowledges
+  if (typeof m.ack == 'number') { outbox = outbox.filter(e => e.seq > m.ack); save() }
   if (t == 'welcome') {
     okId(m.visitor) && m.visitor != vid && put(L, 'edge_vid', vid = m.visitor);
-    m.ack > seq && put(S, 'edge_seq', '' + (seq = m.ack));
+    m.ack > seq && put(S, 'edge_seq', seq = m.ack);
     ready = 1; tries = sent = 0;
-    flush(); // resend the rest, in order
+    flush();
   }
   if (t == 'error') {
     warn(m.code, m.message);
-    // no ack coming: resend the outbox a little later
-    if (m.code == 'store_unavailable') { sent = 0; clearTimeout(flushT); flushT = setTimeout(safe(flush), 5e3) }
+    if (m.code == 'store_unavailable') { sent = 0; setTimeout(safe(flush), 5e3) }
   }
   t == 'decisions' ? emit(t, m.items || [], m) : emit(t, m);
 };
 
-// public API: edge(cmd, ...) replaces the queueing stub
+// public API
 const queued = (w.edge && w.edge.q) || [];
 const api = w.edge = safe((cmd, a, b) => {
   if (cmd == 'track') track(a, b);
@@ -143,13 +135,11 @@ const api = w.edge = safe((cmd, a, b) => {
 });
 api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, connected: !!ready });
 
-// boot; Global Privacy Control counts as refusal unless the page calls edge('consent', true)
+// GPC: refused until edge('consent', true)
 consent = nav.globalPrivacyControl === true ? false : attr('consent') == 'required' ? null : true;
 const on = (t, n, f) => t.addEventListener(n, safe(f));
 on(w, 'pagehide', beacon);
 on(d, 'visibilitychange', () => d.visibilityState == 'hidden' && beacon());
-on(w, 'pageshow', connect); // back from the bfcache (no-op while open)
-on(w, 'online', connect);
 consent && start();
 track('page_view', page());
 queued.forEach(args => api(...args));
