@@ -57,16 +57,19 @@ async def test_two_processes_two_tabs_lose_no_update(
     profile = stored_profile(redis_url, first.visitor)
     assert profile.pageviews == 2000
     assert profile.events == 2000
-    assert {s.session: s.hwm for s in profile.streams} == {first.session: 1000,
-                                                          second.session: 1000}
+    assert {s.session: s.hwm for s in profile.streams} == {
+        first.session: 1000,
+        second.session: 1000,
+    }
 
 
 def shopping_session(tab: Visitor) -> list[dict[str, object]]:
     items = [{"sku": "LMP-01", "qty": 1, "price": 149.0}]
     return [
         tab.event("page_view", url=PAGE),
-        tab.event("product_view", url=f"{PAGE}/p/LMP-01", sku="LMP-01", category="lighting",
-                  price=149.0),
+        tab.event(
+            "product_view", url=f"{PAGE}/p/LMP-01", sku="LMP-01", category="lighting", price=149.0
+        ),
         tab.event("cart", items=items, value=149.0, currency="EUR"),
         tab.event("identify", email="shopper@example.com"),
         tab.event("page_view", url=f"{PAGE}/cart"),
@@ -97,8 +100,15 @@ async def test_a_session_replayed_three_times_counts_once(
         await again.close()
     # Replay 3: the beacon, as a page unload would send it.
     async with httpx.AsyncClient(base_url=b.http) as http:
-        answer = await http.post("/collect?site=demo", json={
-            "type": "events", "visitor": tab.visitor, "session": tab.session, "events": events})
+        answer = await http.post(
+            "/collect?site=demo",
+            json={
+                "type": "events",
+                "visitor": tab.visitor,
+                "session": tab.session,
+                "events": events,
+            },
+        )
     assert answer.json() == {"type": "ack", "ack": 20}
 
     after = stored_profile(redis_url, tab.visitor)
@@ -121,5 +131,8 @@ async def test_event_ids_catch_a_replay_under_a_new_session(
     await reborn.track(*events)
     await reborn.close()
     after = stored_profile(redis_url, tab.visitor)
-    assert (after.pageviews, after.events, after.products) == (before.pageviews, before.events,
-                                                               before.products)
+    assert (after.pageviews, after.events, after.products) == (
+        before.pageviews,
+        before.events,
+        before.products,
+    )

@@ -59,10 +59,12 @@ async def test_stale_write_loses_and_sees_the_winner(store: ProfileStore) -> Non
 async def test_a_batch_succeeds_and_fails_per_write(store: ProfileStore) -> None:
     a, b = new_id(), new_id()
     await store.commit([Write("demo", a, 0, new_profile(a, 1.0), None)])
-    results = await store.commit([
-        Write("demo", a, 0, new_profile(a, 2.0), None),  # stale
-        Write("demo", b, 0, new_profile(b, 2.0), None),  # fresh
-    ])
+    results = await store.commit(
+        [
+            Write("demo", a, 0, new_profile(a, 2.0), None),  # stale
+            Write("demo", b, 0, new_profile(b, 2.0), None),  # fresh
+        ]
+    )
     assert isinstance(results[0], Conflict)
     assert results[1] is None
     loaded = await store.load_many([("demo", a), ("demo", b), ("demo", new_id())])
@@ -77,10 +79,12 @@ async def test_sites_do_not_share_profiles(store: ProfileStore) -> None:
 
 async def test_ttl_expires_anonymous_profiles(store: ProfileStore) -> None:
     visitor, kept = new_id(), new_id()
-    await store.commit([
-        Write("demo", visitor, 0, new_profile(visitor, 1.0), 1),
-        Write("demo", kept, 0, new_profile(kept, 1.0), None),
-    ])
+    await store.commit(
+        [
+            Write("demo", visitor, 0, new_profile(visitor, 1.0), 1),
+            Write("demo", kept, 0, new_profile(kept, 1.0), None),
+        ]
+    )
     assert await store.load("demo", visitor) is not None
     await asyncio.sleep(1.2)
     assert await store.load("demo", visitor) is None

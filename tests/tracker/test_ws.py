@@ -70,8 +70,10 @@ async def test_unknown_event_type_is_refused_alone(server: EdgeServer) -> None:
         visitor.event("product_view", sku="LMP-01", price=149.0),
     )
     assert answers[0] == {
-        "type": "error", "code": "unknown_event_type",
-        "message": "unknown event type 'teleport'", "seq": 2,
+        "type": "error",
+        "code": "unknown_event_type",
+        "message": "unknown event type 'teleport'",
+        "seq": 2,
     }
     assert answers[1]["code"] == "invalid" and answers[1]["seq"] == 3
     assert answers[2]["ack"] == 4
@@ -84,8 +86,15 @@ async def test_events_before_hello_get_an_error_and_the_socket_stays(server: Edg
     await visitor.send({"type": "events", "events": []})
     answer = await visitor.recv()
     assert answer["type"] == "error" and answer["code"] == "hello_required"
-    await visitor.send({"type": "hello", "v": 1, "visitor": visitor.visitor,
-                        "session": visitor.session, "url": PAGE})
+    await visitor.send(
+        {
+            "type": "hello",
+            "v": 1,
+            "visitor": visitor.visitor,
+            "session": visitor.session,
+            "url": PAGE,
+        }
+    )
     assert (await visitor.recv())["type"] == "welcome"
     await visitor.close()
 
@@ -94,8 +103,9 @@ async def test_events_before_hello_get_an_error_and_the_socket_stays(server: Edg
 async def test_bad_visitor_ids_are_refused(server: EdgeServer, bad: object) -> None:
     visitor = Visitor(server.ws)
     visitor.ws = await connect(visitor.url)
-    await visitor.send({"type": "hello", "v": 1, "visitor": bad, "session": visitor.session,
-                        "url": PAGE})
+    await visitor.send(
+        {"type": "hello", "v": 1, "visitor": bad, "session": visitor.session, "url": PAGE}
+    )
     answer = await visitor.recv()
     assert answer["type"] == "error"
     assert answer["code"] == ("bad_visitor_id" if isinstance(bad, str) else "invalid")
@@ -136,8 +146,11 @@ async def test_undecodable_frames_close_1007(
 async def test_wrong_shape_gets_an_error_frame(server: EdgeServer) -> None:
     visitor = Visitor(server.ws)
     await visitor.connect()
-    for message, code in [([1, 2], "invalid"), ({"type": "dance"}, "invalid"),
-                          ({"type": "events", "events": "x"}, "invalid")]:
+    for message, code in [
+        ([1, 2], "invalid"),
+        ({"type": "dance"}, "invalid"),
+        ({"type": "events", "events": "x"}, "invalid"),
+    ]:
         await visitor.ws.send(json.dumps(message))  # type: ignore[union-attr]
         answer = await visitor.recv()
         assert answer["type"] == "error" and answer["code"] == code, answer
@@ -178,8 +191,12 @@ async def test_allowed_and_same_origin_handshakes_pass(server: EdgeServer) -> No
 
 
 def beacon(visitor: Visitor, events: list[dict[str, object]]) -> dict[str, object]:
-    return {"type": "events", "visitor": visitor.visitor, "session": visitor.session,
-            "events": events}
+    return {
+        "type": "events",
+        "visitor": visitor.visitor,
+        "session": visitor.session,
+        "events": events,
+    }
 
 
 async def test_beacon_shares_dedupe_with_the_socket(server: EdgeServer) -> None:
@@ -189,13 +206,17 @@ async def test_beacon_shares_dedupe_with_the_socket(server: EdgeServer) -> None:
     await visitor.track(*events[:3])
     await visitor.close()
     async with httpx.AsyncClient(base_url=server.http) as http:
-        answer = await http.post("/collect?site=demo", content=json.dumps(beacon(visitor, events)),
-                                 headers={"content-type": "text/plain"})
+        answer = await http.post(
+            "/collect?site=demo",
+            content=json.dumps(beacon(visitor, events)),
+            headers={"content-type": "text/plain"},
+        )
         assert answer.status_code == 200
         assert answer.json() == {"type": "ack", "ack": 5}
         packed = msgpack.packb(beacon(visitor, events))
-        answer = await http.post("/collect?site=demo", content=packed,
-                                 headers={"content-type": "application/msgpack"})
+        answer = await http.post(
+            "/collect?site=demo", content=packed, headers={"content-type": "application/msgpack"}
+        )
         assert answer.json() == {"type": "ack", "ack": 5}
     again = Visitor(server.ws, visitor=visitor.visitor, session=visitor.session)
     assert (await again.connect())["ack"] == 5
@@ -207,8 +228,14 @@ async def test_beacon_shares_dedupe_with_the_socket(server: EdgeServer) -> None:
     [
         (b"{oops", {}, 400, "malformed"),
         (b'{"type": "hello"}', {}, 400, "invalid"),
-        (json.dumps({"type": "events", "visitor": "guest", "session": new_id(),
-                     "events": []}).encode(), {}, 400, "bad_visitor_id"),
+        (
+            json.dumps(
+                {"type": "events", "visitor": "guest", "session": new_id(), "events": []}
+            ).encode(),
+            {},
+            400,
+            "bad_visitor_id",
+        ),
         (b"x" * (64 * 1024 + 1), {}, 413, "too_big"),
         (b"{}", {"origin": "https://evil.example"}, 403, "origin_refused"),
     ],

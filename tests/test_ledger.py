@@ -1,0 +1,142 @@
+"""The group-commit ledger, with stores that misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from edge.errors import StoreError
+from edge.ledger import Ledger
+from edge.profile import Profile
+from edge.sites import Site, load_site
+from edge.stores.base import Conflict, Write
+from edge.stores.memory import MemoryStore
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from edge.updates import apply
+from tests.client import new_id
+from tests.helpers import PROFILES
+
+
+@pytest.fixture(scope="module")
+def site() -> Site:
+    return load_site(PROFILES / "demo")
+
+
+def page_view(seq: int, session: str) -> p.Event:
+    return p.parse_event(
+        {
+            "seq": seq,
+            "id": f"{session[:8]}{seq:08d}",
+            "type": "page_view",
+            "url": "http://127.0.0.1/demo",
+        }
+    )
+
+
+class FlakyStore(MemoryStore):
+    """Fails the first ``failures`` commits, and counts batches."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.batch_sizes: list[int] = []
+
+    async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("down")
+        self.batch_sizes.append(len(writes))
+        return await super().commit(writes)
+
+
+async def test_acknowledgement_waits_for_the_store(site: Site) -> None:
+    store = FlakyStore(failures=2)
+    ledger = Ledger(store, retry_backoff_s=(0.01,))
+    ledger.start()
+    visitor, session = new_id(), new_id()
+    hot = await ledger.open("demo", visitor)
+    future = ledger.submit(hot, [page_view(1, session)], VisitContext(visitor, session), site, 1.0)
+    await asyncio.sleep(0)
+    assert not future.done()  # the store is failing: nothing is acknowledged yet
+    profile = await asyncio.wait_for(future, 2)
+    assert profile is not None and profile.pageviews == 1
+    assert ledger.store_errors == 2
+    stored = await store.load("demo", visitor)
+    assert stored is not None and stored.profile.pageviews == 1
+    ledger.release(hot)
+    await ledger.stop()
+    assert ledger.hot_count == 0
+
+
+async def test_many_visitors_share_one_batch(site: Site) -> None:
+    store = FlakyStore(failures=0)
+    ledger = Ledger(store)
+    ledger.start()
+    hots, futures = [], []
+    for _ in range(50):
+        visitor, session = new_id(), new_id()
+        hot = await ledger.open("demo", visitor)
+        hots.append(hot)
+        ctx = VisitContext(visitor, session)
+        futures.append(ledger.submit(hot, [page_view(1, session)], ctx, site, 1.0))
+    await asyncio.gather(*futures)
+    assert sum(store.batch_sizes) == 50
+    assert len(store.batch_sizes) <= 2  # one batch, maybe a lone first one
+    for hot in hots:
+        ledger.release(hot)
+    await ledger.stop()
+
+
+async def test_a_lost_compare_and_set_reapplies_pending_events(site: Site) -> None:
+    store = MemoryStore()
+    visitor = new_id()
+    one, two = Ledger(store), Ledger(store)
+    one.start()
+    two.start()
+    first, second = await one.open("demo", visitor), await two.open("demo", visitor)
+    tab_a, tab_b = new_id(), new_id()
+    fa = one.submit(first, [page_view(1, tab_a)], VisitContext(visitor, tab_a), site, 1.0)
+    fb = two.submit(second, [page_view(1, tab_b)], VisitContext(visitor, tab_b), site, 2.0)
+    await asyncio.gather(fa, fb)
+    assert one.conflicts + two.conflicts == 1
+    stored = await store.load("demo", visitor)
+    assert stored is not None
+    assert stored.profile.pageviews == 2 and stored.version == 2
+    for ledger, hot in ((one, first), (two, second)):
+        ledger.release(hot)
+        await ledger.stop()
+
+
+async def test_duplicates_resolve_at_once_when_already_stored(site: Site) -> None:
+    store = MemoryStore()
+    ledger = Ledger(store)
+    ledger.start()
+    visitor, session = new_id(), new_id()
+    ctx = VisitContext(visitor, session)
+    hot = await ledger.open("demo", visitor)
+    await ledger.submit(hot, [page_view(1, session)], ctx, site, 1.0)
+    batches = ledger.batches
+    again = ledger.submit(hot, [page_view(1, session)], ctx, site, 2.0)
+    assert again.done()
+    profile: Profile | None = again.result()
+    assert profile is not None and profile.pageviews == 1
+    assert ledger.batches == batches
+    ledger.release(hot)
+    await ledger.stop()
+
+
+def test_fold_equals_sequential_apply(site: Site) -> None:
+    """The invariant the ledger relies on when it rebases."""
+    visitor, session = new_id(), new_id()
+    ctx = VisitContext(visitor, session)
+    events = [page_view(i, session) for i in range(1, 6)]
+    profile = None
+    for event in events:
+        profile = apply(profile, event, ctx, site, 10.0)
+    again = profile
+    for event in events:
+        again = apply(again, event, ctx, site, 11.0)
+    assert again is profile
