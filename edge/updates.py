@@ -242,7 +242,7 @@ def _custom(
     profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
 ) -> Changes:
     old = next((c for c in profile.custom if c.name == event.name), None)
-    bumped = CustomCount(event.name, (old.count if old else 0) + 1, now)
+    bumped = CustomCount(event.name, (old.total if old else 0) + 1, now)
     bound = site.bounds.custom_events
     return {"custom": _front(bumped, profile.custom, lambda c: c.name == event.name, bound)}
 

@@ -1,0 +1,1 @@
+"""edge's benchmark suite: ``python -m benchmarks <name>`` (see benchmarks/README.md)."""

@@ -1,0 +1,24 @@
+"""``python -m benchmarks micro`` runs the in-process micro benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks import micro
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    m = commands.add_parser("micro", help="in-process: parse + apply + encode per event")
+    m.add_argument("--events", type=int, default=20_000)
+    m.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.command == "micro":
+        micro.run(events=args.events, repeat=args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
