@@ -27,6 +27,7 @@ import msgpack
 IdentityLevel = Literal["anonymous", "claimed", "verified"]
 SCHEMA_VERSION = 1
 WINDOW_BITS = 64  # the replay window of one stream, see Stream
+_MASK = (1 << WINDOW_BITS) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class Bounds:
     event_ids: int = 64
     streams: int = 16
     custom_events: int = 30
+    campaigns: int = 50
+    campaign_recent: int = 10
+    popups: int = 20
 
 
 BOUNDS = Bounds()
@@ -66,9 +70,14 @@ class Stream(NamedTuple):
 
     def mark(self, seq: int, now: float) -> Stream:
         if seq > self.hwm:
-            window = (self.window << (seq - self.hwm) | 1) & ((1 << WINDOW_BITS) - 1)
+            gap = seq - self.hwm
+            # Shift only within the window: a huge jump must not build a huge int.
+            window = (self.window << gap | 1) & _MASK if gap < WINDOW_BITS else 1
             return Stream(self.session, seq, window, now)
-        return Stream(self.session, self.hwm, self.window | 1 << (self.hwm - seq), now)
+        age = self.hwm - seq
+        if age >= WINDOW_BITS:  # older than the window: already counted as seen
+            return self
+        return Stream(self.session, self.hwm, self.window | 1 << age, now)
 
 
 class ViewedProduct(NamedTuple):
@@ -108,6 +117,27 @@ class Cart(NamedTuple):
 
 
 EMPTY_CART = Cart()
+
+
+class CampaignState(NamedTuple):
+    """What one visitor did with one campaign: frequency caps and progressive
+    steps read it; widget events (impression, click, close, convert) write it."""
+
+    id: str
+    impressions: int = 0
+    clicks: int = 0
+    closes: int = 0
+    conversions: int = 0
+    last_at: float = 0.0  # last impression
+    session_at: float = 0.0  # started_at of the visit the session counter belongs to
+    session_impressions: int = 0
+    page: int = -1  # the visitor's page view count at the last impression
+    page_impressions: int = 0  # impressions on that page
+    recent: tuple[float, ...] = ()  # recent impression times, for "N per D days"
+    step: int = 0  # progressive step reached
+    step_visit: int = 0  # visits count when that step was reached
+    variant: str = ""  # the experiment arm last shown ("holdout" when held out)
+    closed_at: float = 0.0  # last close
 
 
 class Session(NamedTuple):
@@ -153,6 +183,10 @@ class Profile:
     revenue: float = 0.0
     last_order_at: float | None = None
     order_ids: tuple[str, ...] = ()
+    # campaigns
+    campaigns: tuple[CampaignState, ...] = ()
+    popups: tuple[float, ...] = ()  # recent pop-up impression times, for global caps
+    popup_page: int = -1  # page view count at the last pop-up impression
     # exactly-once bookkeeping
     streams: tuple[Stream, ...] = ()
     event_ids: tuple[str, ...] = ()
@@ -165,6 +199,12 @@ class Profile:
         for stream in self.streams:
             if stream.session == session:
                 return stream
+        return None
+
+    def campaign(self, campaign_id: str) -> CampaignState | None:
+        for state in self.campaigns:
+            if state.id == campaign_id:
+                return state
         return None
 
     def acked(self, session: str) -> int:
@@ -236,6 +276,11 @@ def _records(cls: Any, items: Any) -> tuple[Any, ...]:
     return tuple(map(cls._make, items)) if items else ()
 
 
+def _campaign(values: Any) -> CampaignState:
+    state = CampaignState._make(values)
+    return state._replace(recent=tuple(state.recent))
+
+
 def from_wire(data: dict[str, Any]) -> Profile:
     """Inverse of ``to_wire`` (arrays arrive as tuples); unknown keys are ignored."""
     session = data.get("session")
@@ -262,6 +307,9 @@ def from_wire(data: dict[str, Any]) -> Profile:
         revenue=data.get("revenue", 0.0),
         last_order_at=data.get("last_order_at"),
         order_ids=data.get("order_ids") or (),
+        campaigns=tuple(_campaign(c) for c in data.get("campaigns") or ()),
+        popups=data.get("popups") or (),
+        popup_page=data.get("popup_page", -1),
         streams=_records(Stream, data.get("streams")),
         event_ids=data.get("event_ids") or (),
     )

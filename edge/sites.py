@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.decisioning.campaigns import Decisioning, Problems, compile_decisioning
+from edge.decisioning.config import DecisioningConfig
 from edge.errors import ConfigError
 from edge.identity import hash_email
 from edge.profile import Bounds
@@ -82,7 +84,9 @@ class SiteSection(_Strict):
         return value
 
 
-class SiteFile(_Strict):
+class SiteFile(DecisioningConfig):
+    """Everything a site folder's YAML files may hold, merged."""
+
     site: SiteSection
 
 
@@ -108,6 +112,7 @@ class Site:
     bounds: Bounds
     version: str  # hash of the files, shown in /healthz so operators see nodes agree
     folder: Path
+    decisioning: Decisioning = Decisioning()
 
     def contact_key(self, email: str) -> str:
         return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)
@@ -137,19 +142,42 @@ def load_site(folder: Path) -> Site:
                 f"must equal the folder name {folder.name!r}"
             ]
         )
-    return compile_site(parsed, folder, _version(files))
+    site = compile_site(parsed, folder, _version(files))
+    problems = Problems()
+    decisioning = compile_decisioning(parsed, site.timezone, problems)
+    if problems.items:
+        raise ConfigError([f"{located.where(w)}: {dotted(w)}: {m}" for w, m in problems.items])
+    return replace(site, decisioning=decisioning)
+
+
+def dotted(path: tuple[str | int, ...]) -> str:
+    """``campaigns[3].audience['session.pageviews'].$gte``"""
+    parts = []
+    for p in path:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif "." in p:
+            parts.append(f"[{p!r}]")
+        else:
+            parts.append(f".{p}")
+    return "".join(parts).lstrip(".")
 
 
 def describe(exc: ValidationError, located: Located) -> list[str]:
     problems = []
     for error in exc.errors(include_url=False):
-        loc = error["loc"]
-        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}"
-        problems.append(f"{located.where(loc)}: {dotted}: {message}")
+        problems.append(f"{located.where(loc)}: {dotted(loc)}: {message}")
     return problems
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic puts the chosen type of a union into the location
+    # ("function-after[...]", "literal['a']"); a marketer needs the YAML path only.
+    return isinstance(part, str) and ("[" in part or part in {"int", "float", "str", "bool"})
 
 
 def _version(files: list[Path]) -> str:

@@ -21,8 +21,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from edge.decisioning.campaigns import Campaign
 from edge.identity import verify_token
 from edge.profile import (
+    CampaignState,
     Cart,
     CartLine,
     CategoryView,
@@ -247,6 +249,66 @@ def _custom(
     return {"custom": _front(bumped, profile.custom, lambda c: c.name == event.name, bound)}
 
 
+def _widget(
+    profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
+) -> Changes:
+    """Impressions, clicks, closes and conversions of a campaign's widget: what
+    frequency caps, global caps and progressive steps are computed from."""
+    bounds = site.bounds
+    campaign = site.decisioning.by_id.get(event.campaign)
+    old = profile.campaign(event.campaign) or CampaignState(event.campaign)
+    changes: Changes = {}
+    if event.action == "impression":
+        state = _impression(old, event, profile.pageviews, session.started_at, now,
+                            profile.visits, bounds.campaign_recent)
+        if campaign is not None and campaign.is_popup and event.variant != "holdout":
+            changes["popups"] = (now, *profile.popups[: bounds.popups - 1])
+            changes["popup_page"] = profile.pageviews
+    elif event.action == "click":
+        state = old._replace(clicks=old.clicks + 1)
+    elif event.action == "close":
+        state = _advance(old._replace(closes=old.closes + 1, closed_at=now), campaign, "close",
+                         profile.visits)
+    else:
+        state = _advance(old._replace(conversions=old.conversions + 1), campaign, "conversion",
+                         profile.visits)
+    changes["campaigns"] = _front(state, profile.campaigns, lambda c: c.id == event.campaign,
+                                  bounds.campaigns)
+    return changes
+
+
+def _impression(
+    old: CampaignState, event: Any, page: int, session_at: float, now: float, visits: int,
+    recent_bound: int,
+) -> CampaignState:
+    step, step_visit = old.step, old.step_visit
+    if event.step > old.step:  # the engine moved on by visits; the tracker showed that step
+        step, step_visit = event.step, visits
+    return old._replace(
+        impressions=old.impressions + 1,
+        last_at=now,
+        session_at=session_at,
+        session_impressions=(old.session_impressions if old.session_at == session_at else 0) + 1,
+        page=page,
+        page_impressions=(old.page_impressions if old.page == page else 0) + 1,
+        recent=(now, *old.recent[: recent_bound - 1]),
+        variant=event.variant,
+        step=step,
+        step_visit=step_visit,
+    )
+
+
+def _advance(
+    state: CampaignState, campaign: Campaign | None, on: str, visits: int
+) -> CampaignState:
+    """Move a progressive campaign to its next step when this one ends ``on`` this."""
+    if campaign is None or state.step >= len(campaign.steps):
+        return state
+    if campaign.steps[state.step].until != on:
+        return state
+    return state._replace(step=state.step + 1, step_visit=visits)
+
+
 Handler = Callable[[Profile, Session, Any, VisitContext, Site, float], Changes]
 _HANDLERS: dict[str, Handler] = {
     "page_view": _page_view,
@@ -255,4 +317,5 @@ _HANDLERS: dict[str, Handler] = {
     "purchase": _purchase,
     "identify": _identify,
     "custom": _custom,
+    "widget": _widget,
 }

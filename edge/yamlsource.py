@@ -43,9 +43,15 @@ class YamlProblem(ValueError):
 
 
 def load_file(path: Path) -> tuple[Any, dict[PathKey, int]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlProblem(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        # The same text: values exactly as safe_load makes them (tags that would
+        # build Python objects are refused here, never executed).
+        data = yaml.safe_load(text) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -54,7 +60,6 @@ def load_file(path: Path) -> tuple[Any, dict[PathKey, int]]:
         return None, {}
     lines: dict[PathKey, int] = {}
     _walk(node, (), lines)
-    data = yaml.safe_load(text)  # the same text: values exactly as safe_load makes them
     return data, lines
 
 

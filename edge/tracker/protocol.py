@@ -106,7 +106,13 @@ class Identify(_EventBase):
             raise ValueError("identify takes email or a signed customer_id, not both")
 
 
-Scalar = str | int | float | bool | None
+Scalar = (
+    Annotated[str, Field(max_length=256)]
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
 
 
 class Custom(_EventBase):
@@ -115,10 +121,21 @@ class Custom(_EventBase):
     props: Annotated[dict[Annotated[str, Field(max_length=64)], Scalar], Field(max_length=32)] = {}
 
 
-Event = PageView | ProductView | Cart | Purchase | Identify | Custom
+class Widget(_EventBase):
+    """What the visitor did with a widget the tracker showed (or, for a holdout
+    visitor, would have shown: ``variant`` is then ``"holdout"``)."""
+
+    type: Literal["widget"]
+    campaign: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    variant: Annotated[str, Field(max_length=32)] = ""
+    action: Literal["impression", "click", "close", "convert"]
+    step: Annotated[int, Field(ge=0, le=100)] = 0
+
+
+Event = PageView | ProductView | Cart | Purchase | Identify | Custom | Widget
 EVENT_TYPES: Mapping[str, TypeAdapter[Any]] = {
     model.model_fields["type"].annotation.__args__[0]: TypeAdapter(model)  # type: ignore[union-attr]
-    for model in (PageView, ProductView, Cart, Purchase, Identify, Custom)
+    for model in (PageView, ProductView, Cart, Purchase, Identify, Custom, Widget)
 }
 
 

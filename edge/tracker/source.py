@@ -121,13 +121,16 @@ def _from_utm(params: dict[str, list[str]], ref_host: str | None) -> Source:
 
 
 def _from_referrer(host: str, referrer: str) -> Source:
+    # Webmail first: mail.google.com must not count as a Google search.
+    for suffix, name in WEBMAIL.items():
+        if _suffix_match(host, suffix):
+            return Source(name, "email", None, None, host)
     for suffix, (engine, param) in SEARCH_ENGINES.items():
         if _suffix_match(host, suffix):
             return Source(engine, "search", None, _first(_query(referrer), param), host)
-    for table, medium in ((SOCIAL, "social"), (WEBMAIL, "email")):
-        for suffix, name in table.items():
-            if _suffix_match(host, suffix):
-                return Source(name, medium, None, None, host)
+    for suffix, name in SOCIAL.items():
+        if _suffix_match(host, suffix):
+            return Source(name, "social", None, None, host)
     return Source(host, "referral", None, None, host)
 
 

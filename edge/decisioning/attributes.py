@@ -1,0 +1,244 @@
+"""The attributes a targeting condition sees: one documented namespace built
+from the profile, the visit's context and the clock (docs/configuration.md
+lists every attribute with its type and an example).
+
+``KNOWN`` is the catalogue used at load time: a condition that names an
+attribute outside it is a configuration error with a suggestion, because a
+typo (``session.pageview``) would otherwise be a campaign that silently never
+shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from edge.profile import Profile
+from edge.tracker.context import VisitContext
+
+if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
+    from edge.sites import Site
+
+DAY_S = 86400.0
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# namespace -> its attributes; None marks an open namespace keyed by ids.
+KNOWN: dict[str, frozenset[str] | None] = {
+    "visitor": frozenset(
+        {
+            "identified",
+            "level",
+            "returning",
+            "visits",
+            "pageviews",
+            "consent",
+            "days_since_first_visit",
+            "days_since_last_visit",
+            "customer_id",
+        }
+    ),
+    "session": frozenset(
+        {
+            "pageviews",
+            "duration_s",
+            "source",
+            "medium",
+            "campaign",
+            "referrer_domain",
+            "search_phrase",
+            "landing_page",
+            "landing_url",
+            "referrer",
+            "pages",
+        }
+    ),
+    "page": frozenset({"url", "path", "type", "category", "product", "query"}),
+    "device": frozenset({"type", "os", "browser", "bot"}),
+    "cart": frozenset(
+        {"items", "lines", "value", "currency", "skus", "categories", "minutes_since_change"}
+    ),
+    "orders": frozenset({"count", "revenue", "average_value", "days_since_last"}),
+    "viewed": frozenset({"skus", "categories", "products"}),
+    "segments": frozenset(),  # a list, used as a whole
+    "campaigns": None,  # campaigns.<id>.impressions / clicks / closes / conversions / step
+    "events": None,  # events.<custom event name>: how many times it happened
+    "time": frozenset({"hour", "minute", "weekday", "date", "month", "day"}),
+}
+CAMPAIGN_FIELDS = frozenset({"impressions", "clicks", "closes", "conversions", "step"})
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The page a decision is made for, from the events that asked for it."""
+
+    url: str | None = None
+    type: str | None = None
+    category: str | None = None
+    product: str | None = None
+
+
+def unknown_attribute(path: str) -> str | None:
+    """A message when ``path`` names no attribute, else None."""
+    root, _, rest = path.partition(".")
+    if root not in KNOWN:
+        return f"unknown attribute {path!r}: namespaces are {', '.join(KNOWN)}"
+    leaves = KNOWN[root]
+    if leaves is None:
+        if root == "campaigns" and rest.count(".") == 1:
+            field = rest.split(".")[1]
+            if field not in CAMPAIGN_FIELDS:
+                return f"unknown attribute {path!r}: campaigns.<id>.{{{', '.join(sorted(CAMPAIGN_FIELDS))}}}"
+        return None
+    if not leaves:
+        return None if not rest else f"unknown attribute {path!r}: {root} is a list"
+    leaf = rest.split(".")[0]
+    if leaf not in leaves:
+        import difflib
+
+        close = difflib.get_close_matches(leaf, sorted(leaves), n=1)
+        hint = f" (did you mean {root}.{close[0]}?)" if close else ""
+        return f"unknown attribute {path!r}{hint}"
+    return None
+
+
+def condition_paths(condition: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every attribute path a condition names, with where it stands in it."""
+    if not isinstance(condition, Mapping):
+        return
+    for key, value in condition.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, list):
+            for index, item in enumerate(value):
+                for sub, path in condition_paths(item):
+                    yield (key, index, *sub), path
+        elif key == "$not":
+            for sub, path in condition_paths(value):
+                yield (key, *sub), path
+        elif isinstance(key, str) and not key.startswith("$"):
+            yield (key,), key
+
+
+def build(
+    profile: Profile | None,
+    ctx: VisitContext,
+    site: Site,
+    now: float,
+    page: Page,
+    device: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The attributes for one decision (``segments`` is filled in by the engine)."""
+    local = datetime.fromtimestamp(now, site.timezone)
+    time_attrs = {
+        "hour": local.hour,
+        "minute": local.minute,
+        "weekday": WEEKDAY_NAMES[local.weekday()],
+        "date": local.date().isoformat(),
+        "month": local.month,
+        "day": local.day,
+    }
+    url = page.url or ctx.url
+    attrs: dict[str, Any] = {
+        "page": _page(url, page),
+        "device": device,
+        "time": time_attrs,
+        "segments": [],
+    }
+    if profile is None:
+        profile = Profile(visitor=ctx.visitor, created_at=now, first_seen=now, last_seen=now)
+    attrs.update(_profile_attrs(profile, now))
+    return attrs
+
+
+def _page(url: str | None, page: Page) -> dict[str, Any]:
+    path = query = None
+    if url:
+        try:
+            parts = urlsplit(url)
+            path, query = parts.path or "/", parts.query
+        except ValueError:
+            pass
+    return {
+        "url": url,
+        "path": path,
+        "query": query,
+        "type": page.type,
+        "category": page.category,
+        "product": page.product,
+    }
+
+
+def _days(since: float | None, now: float) -> float | None:
+    return None if since is None else round((now - since) / DAY_S, 3)
+
+
+def _profile_attrs(profile: Profile, now: float) -> dict[str, Any]:
+    session = profile.session
+    cart = profile.cart
+    return {
+        "visitor": {
+            "identified": profile.level != "anonymous",
+            "level": profile.level,
+            "returning": profile.visits > 1,
+            "visits": profile.visits,
+            "pageviews": profile.pageviews,
+            "consent": profile.consent,
+            "customer_id": profile.customer_id,
+            "days_since_first_visit": _days(profile.first_seen, now),
+            "days_since_last_visit": _days(profile.previous_visit_at, now),
+        },
+        "session": {
+            "pageviews": session.pageviews if session else 0,
+            "duration_s": round(now - session.started_at, 1) if session else 0.0,
+            "source": session.source if session else "direct",
+            "medium": session.medium if session else "none",
+            "campaign": session.campaign if session else None,
+            "referrer_domain": session.referrer_domain if session else None,
+            "search_phrase": session.term if session else None,
+            "landing_page": _path(session.landing) if session else None,
+            "landing_url": session.landing if session else None,
+            "referrer": session.referrer if session else None,
+            "pages": list(session.pages) if session else [],
+        },
+        "cart": {
+            "items": sum(line.qty for line in cart.lines),
+            "lines": len(cart.lines),
+            "value": cart.value,
+            "currency": cart.currency,
+            "skus": [line.sku for line in cart.lines],
+            "categories": sorted({line.category for line in cart.lines if line.category}),
+            "minutes_since_change": round((now - cart.updated_at) / 60, 1) if cart.lines else None,
+        },
+        "orders": {
+            "count": profile.orders,
+            "revenue": profile.revenue,
+            "average_value": round(profile.revenue / profile.orders, 2) if profile.orders else 0.0,
+            "days_since_last": _days(profile.last_order_at, now),
+        },
+        "viewed": {
+            "skus": [v.sku for v in profile.products],
+            "categories": [c.name for c in profile.categories],
+            "products": len(profile.products),
+        },
+        "campaigns": {
+            c.id: {
+                "impressions": c.impressions,
+                "clicks": c.clicks,
+                "closes": c.closes,
+                "conversions": c.conversions,
+                "step": c.step,
+            }
+            for c in profile.campaigns
+        },
+        "events": {c.name: c.total for c in profile.custom},
+    }
+
+
+def _path(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return None

@@ -1,0 +1,313 @@
+"""Campaigns compiled for the engine: conditions as closures, schedules as
+numbers, experiments as cumulative weights. Built once per configuration
+load (``compile_decisioning``); the engine then only reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge.decisioning.attributes import condition_paths, unknown_attribute
+from edge.decisioning.conditions import ConditionError, compile_condition
+from edge.decisioning.config import (
+    WEEKDAYS,
+    CampaignConfig,
+    CapsConfig,
+    DecisioningConfig,
+    FrequencyConfig,
+    ScheduleConfig,
+    TriggerConfig,
+    WidgetConfig,
+)
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+Where = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One top-level entry of an audience: tested in order, so a trace can say
+    which one failed and what the attribute held."""
+
+    key: str
+    spec: Any
+    test: Predicate
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    clauses: tuple[Clause, ...] = ()
+
+    def first_failure(self, attributes: Mapping[str, Any]) -> Clause | None:
+        for clause in self.clauses:
+            if not clause.test(attributes):
+                return clause
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    kind: str  # page_view, delay_s, scroll_pct, exit_intent, inactivity_s or event
+    value: Any
+
+    @property
+    def event(self) -> str | None:
+        return self.value if self.kind == "event" else None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.kind, "value": self.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    start: float | None = None
+    end: float | None = None
+    weekdays: frozenset[int] | None = None
+    hours: tuple[int, int] | None = None
+
+    def closed(self, now: float, tz: ZoneInfo) -> str | None:
+        """Why the campaign is outside its schedule at ``now``, or None."""
+        if self.start is not None and now < self.start:
+            return "before its start"
+        if self.end is not None and now >= self.end:
+            return "after its end"
+        if self.weekdays is None and self.hours is None:
+            return None
+        local = datetime.fromtimestamp(now, tz)
+        if self.weekdays is not None and local.weekday() not in self.weekdays:
+            return f"not on {WEEKDAYS[local.weekday()]}"
+        if self.hours is not None and not self.hours[0] <= local.hour < self.hours[1]:
+            return f"outside hours {self.hours[0]}-{self.hours[1]} (now {local.hour}h)"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    widget: dict[str, Any]
+    until: str | None = None  # "close" or "conversion"
+    until_visits: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    id: str
+    upto: float  # cumulative share of the non-holdout visitors, (0, 1]
+    widget: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    id: str
+    name: str
+    status: str
+    priority: int
+    placement: str
+    trigger: Trigger
+    audience: Audience
+    frequency: FrequencyConfig
+    schedule: Schedule | None
+    steps: tuple[Step, ...]
+    variants: tuple[Variant, ...]
+    holdout: float
+
+    @property
+    def is_popup(self) -> bool:
+        return self.placement == "popup"
+
+    def bucket(self, visitor: str, salt: str) -> float:
+        """A stable number in [0, 1) for this visitor and campaign: the same on
+        every node and after restarts (no state, only a hash)."""
+        digest = hashlib.blake2b(f"{salt}|{self.id}|{visitor}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def arm(self, visitor: str) -> Variant | None:
+        """The experiment arm: None for the holdout group."""
+        if self.holdout and self.bucket(visitor, "holdout") < self.holdout:
+            return None
+        if len(self.variants) == 1:
+            return self.variants[0]
+        point = self.bucket(visitor, "variant")
+        return next((v for v in self.variants if point < v.upto), self.variants[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Decisioning:
+    campaigns: tuple[Campaign, ...] = ()  # active only, highest priority first
+    by_id: Mapping[str, Campaign] = field(default_factory=dict)  # every status
+    segments: tuple[tuple[str, Predicate], ...] = ()
+    caps: CapsConfig = CapsConfig()
+
+
+# --- compiling ------------------------------------------------------------------
+
+
+class Problems:
+    """Collects every problem with its place, so a marketer sees them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Where, str]] = []
+
+    def add(self, where: Where, message: str) -> None:
+        self.items.append((where, message))
+
+
+def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Problems) -> Decisioning:
+    groups = config.saved_groups
+    segment_ids = {s.id for s in config.segments}
+    _duplicates(problems, "segments", [s.id for s in config.segments])
+    _duplicates(problems, "campaigns", [c.id for c in config.campaigns])
+    segments = []
+    for index, segment in enumerate(config.segments):
+        where: Where = ("segments", index, "condition")
+        for sub, path in condition_paths(segment.condition):
+            if path == "segments":
+                problems.add((*where, *sub), "a segment cannot depend on segments")
+        test = _compile(segment.condition, groups, where, problems, segment_ids)
+        segments.append((segment.id, test))
+    campaigns = [
+        _campaign(c, groups, tz, ("campaigns", i), problems, segment_ids)
+        for i, c in enumerate(config.campaigns)
+    ]
+    active = sorted((c for c in campaigns if c.status == "active"), key=lambda c: -c.priority)
+    return Decisioning(tuple(active), {c.id: c for c in campaigns}, tuple(segments), config.caps)
+
+
+def _duplicates(problems: Problems, section: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(ids):
+        if item in seen:
+            problems.add((section, index, "id"), f"id {item!r} is used twice")
+        seen.add(item)
+
+
+def _compile(
+    condition: Mapping[str, Any],
+    groups: Mapping[str, list[Any]],
+    where: Where,
+    problems: Problems,
+    segment_ids: set[str],
+) -> Predicate:
+    bad = False
+    for sub, path in condition_paths(condition):
+        message = unknown_attribute(path)
+        if message:
+            problems.add((*where, *sub), message)
+            bad = True
+        elif path == "segments":
+            for name in _strings(condition_at(condition, sub)):
+                if name not in segment_ids:
+                    problems.add((*where, *sub), f"unknown segment {name!r}")
+                    bad = True
+    try:
+        test = compile_condition(condition, groups)
+    except ConditionError as exc:
+        problems.add((*where, *exc.path), exc.message)
+        return _never
+    return _never if bad else test
+
+
+def condition_at(condition: Any, sub: Where) -> Any:
+    for key in sub:
+        condition = condition[key]
+    return condition
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _never(attributes: Mapping[str, Any]) -> bool:
+    return False
+
+
+def _audience(
+    condition: Mapping[str, Any],
+    groups: Mapping[str, list[Any]],
+    where: Where,
+    problems: Problems,
+    segment_ids: set[str],
+) -> Audience:
+    clauses = tuple(
+        Clause(str(key), value, _compile({key: value}, groups, where, problems, segment_ids))
+        for key, value in condition.items()
+    )
+    return Audience(clauses)
+
+
+def _widget(config: WidgetConfig | None) -> dict[str, Any]:
+    return config.model_dump(mode="json") if config is not None else {}
+
+
+def _campaign(
+    c: CampaignConfig,
+    groups: Mapping[str, list[Any]],
+    tz: ZoneInfo,
+    where: Where,
+    problems: Problems,
+    segment_ids: set[str],
+) -> Campaign:
+    if c.progressive:
+        steps = tuple(Step(_widget(s.widget), s.until, s.until_visits) for s in c.progressive)
+    else:
+        steps = (Step(_widget(c.widget)),)
+    experiment = c.experiment
+    variants: tuple[Variant, ...] = (Variant("a", 1.0, None),)
+    holdout = 0.0
+    if experiment is not None:
+        holdout = experiment.holdout
+        if experiment.variants:
+            total = sum(v.weight for v in experiment.variants)
+            running, built = 0.0, []
+            for v in experiment.variants:
+                running += v.weight
+                built.append(
+                    Variant(v.id, running / total, _widget(v.widget) if v.widget else None)
+                )
+            variants = tuple(built)
+    return Campaign(
+        id=c.id,
+        name=c.name or c.id,
+        status=c.status,
+        priority=c.priority,
+        placement=c.placement,
+        trigger=_trigger(c.trigger),
+        audience=_audience(c.audience, groups, (*where, "audience"), problems, segment_ids),
+        frequency=c.frequency,
+        schedule=_schedule(c.schedule, tz),
+        steps=steps,
+        variants=variants,
+        holdout=holdout,
+    )
+
+
+def _trigger(config: TriggerConfig) -> Trigger:
+    for kind, value in config.model_dump().items():
+        if value not in (None, False):
+            return Trigger(kind, value)
+    raise AssertionError("TriggerConfig guarantees one key")  # pragma: no cover
+
+
+def _schedule(config: ScheduleConfig | None, tz: ZoneInfo) -> Schedule | None:
+    if config is None:
+        return None
+
+    def stamp(value: datetime | None) -> float | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=tz)).timestamp()
+
+    weekdays = frozenset(WEEKDAYS.index(d) for d in config.weekdays) if config.weekdays else None
+    hours = (config.hours[0], config.hours[1]) if config.hours else None
+    return Schedule(stamp(config.start), stamp(config.end), weekdays, hours)

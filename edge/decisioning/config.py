@@ -1,0 +1,166 @@
+"""The marketers' part of a site's YAML: segments, campaigns, caps (pydantic).
+
+These models only validate shapes and values; ``edge.decisioning.campaigns``
+compiles them into the runtime objects the engine reads. Every model forbids
+unknown keys, so a typo (``frequncy:``) is an error, not a silently ignored
+setting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CAMPAIGN_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WIDGET_KINDS = ("popup", "bar", "coupon", "recommendations", "banner", "html")
+Condition = dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SegmentConfig(_Strict):
+    id: Annotated[str, Field(pattern=CAMPAIGN_ID)]
+    name: str | None = None
+    condition: Condition
+
+
+class WidgetConfig(BaseModel):
+    """``kind`` plus the widget's content; the content keys are the widget's own
+    (see docs/configuration.md, "Widgets")."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal["popup", "bar", "coupon", "recommendations", "banner", "html"]
+
+
+class TriggerConfig(_Strict):
+    """Exactly one of the keys. The server decides *whether*; the tracker, *when*."""
+
+    page_view: bool | None = None
+    delay_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    scroll_pct: Annotated[int, Field(ge=1, le=100)] | None = None
+    exit_intent: bool | None = None
+    inactivity_s: Annotated[float, Field(ge=1, le=3600)] | None = None
+    event: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TriggerConfig:
+        given = [k for k, v in self.model_dump().items() if v not in (None, False)]
+        if len(given) != 1:
+            raise ValueError(f"a trigger has exactly one of {', '.join(type(self).model_fields)}")
+        return self
+
+
+class DaysWindow(_Strict):
+    max: Annotated[int, Field(ge=1)]
+    days: Annotated[float, Field(gt=0, le=3650)]
+
+
+class FrequencyConfig(_Strict):
+    per_page: Annotated[int, Field(ge=1)] = 1
+    per_session: Annotated[int, Field(ge=1)] | None = None
+    per_visitor: Annotated[int, Field(ge=1)] | None = None
+    per_days: DaysWindow | None = None
+    min_interval_s: Annotated[float, Field(ge=0)] = 0
+    stop_after_closes: Annotated[int, Field(ge=1)] | None = None
+    close_pause_days: Annotated[float, Field(gt=0)] | None = None  # None: stopped for good
+    stop_after_conversion: bool = True
+
+
+class ScheduleConfig(_Strict):
+    start: datetime | None = None  # naive times are in the site's time zone
+    end: datetime | None = None
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+    hours: (
+        Annotated[list[Annotated[int, Field(ge=0, le=24)]], Field(min_length=2, max_length=2)]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _order(self) -> ScheduleConfig:
+        if self.start and self.end:
+            if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+                raise ValueError("start and end must both have a time zone, or both not")
+            if self.end <= self.start:
+                raise ValueError("end must be after start")
+        if self.hours and self.hours[0] >= self.hours[1]:
+            raise ValueError("hours is [from, to) with from < to, e.g. [9, 21]")
+        return self
+
+
+class StepConfig(_Strict):
+    widget: WidgetConfig
+    until: Literal["close", "conversion"] | None = None
+    until_visits: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_advance(self) -> StepConfig:
+        if self.until and self.until_visits:
+            raise ValueError("a step advances on 'until' or on 'until_visits', not both")
+        return self
+
+
+class VariantConfig(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    weight: Annotated[float, Field(gt=0)] = 1
+    widget: WidgetConfig | None = None  # None: the campaign's widget
+
+
+class ExperimentConfig(_Strict):
+    holdout: Annotated[float, Field(ge=0, lt=1)] = 0
+    variants: list[VariantConfig] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExperimentConfig:
+        ids = [v.id for v in self.variants]
+        if len(ids) != len(set(ids)):
+            raise ValueError("variant ids must be unique")
+        if "holdout" in ids:
+            raise ValueError("'holdout' is reserved for the holdout group")
+        return self
+
+
+class CampaignConfig(_Strict):
+    id: Annotated[str, Field(pattern=CAMPAIGN_ID)]
+    name: str | None = None
+    status: Literal["active", "paused", "draft"] = "active"
+    priority: int = 0
+    placement: Annotated[
+        str, Field(pattern=r"^(popup|bar|bar-top|bar-bottom|[a-z0-9][a-z0-9_-]{0,62})$")
+    ]
+    widget: WidgetConfig | None = None
+    progressive: Annotated[list[StepConfig], Field(min_length=1)] | None = None
+    audience: Condition = {}
+    trigger: TriggerConfig = TriggerConfig(page_view=True)
+    frequency: FrequencyConfig = FrequencyConfig()
+    schedule: ScheduleConfig | None = None
+    experiment: ExperimentConfig | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> CampaignConfig:
+        if (self.widget is None) == (self.progressive is None):
+            raise ValueError("a campaign has either 'widget' or 'progressive' steps")
+        if self.progressive and self.experiment and self.experiment.variants:
+            raise ValueError(
+                "variants of a progressive campaign are not supported; "
+                "use a holdout, or two campaigns"
+            )
+        return self
+
+
+class CapsConfig(_Strict):
+    """Caps across all campaigns. At most one pop-up per page view, always."""
+
+    popups_per_session: Annotated[int, Field(ge=0)] = 2
+    popups_per_day: Annotated[int, Field(ge=0)] = 3
+
+
+class DecisioningConfig(_Strict):
+    saved_groups: dict[str, list[Any]] = {}
+    segments: list[SegmentConfig] = []
+    campaigns: list[CampaignConfig] = []
+    caps: CapsConfig = CapsConfig()

@@ -1,0 +1,253 @@
+"""The decision engine: what this visitor should see now, and why.
+
+``decide(profile, context, site, now, ...)`` is pure and synchronous: no I/O,
+no clock, no mutation. It walks the site's active campaigns from the highest
+priority down and, for each, checks in order of cost: is its placement still
+free, does its trigger fit, is it in schedule, is this visitor past its
+frequency caps or the site's global pop-up caps, does the audience match.
+The first campaign that passes takes its placement (at most one pop-up per
+page view); an experiment then picks its arm by a stable hash of visitor and
+campaign, and a visitor in the holdout is told so (the tracker records that
+they *would have seen* it, so uplift can be measured) while the placement
+stays free for the next campaign, as if this one did not exist.
+
+Every decision carries a one-line reason; with ``explain=True`` the result
+also traces every campaign that was passed over, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge.decisioning import attributes as attrs_
+from edge.decisioning.attributes import Page
+from edge.decisioning.campaigns import Campaign, CapsConfig, Clause
+from edge.profile import CampaignState, Profile
+from edge.sites import Site
+from edge.tracker.context import VisitContext
+
+DAY_S = 86400.0
+PAGE_TRIGGER = "page_view"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    campaign: str
+    variant: str  # the experiment arm, "holdout" for the holdout group
+    placement: str
+    trigger: dict[str, Any]
+    widget: dict[str, Any] | None  # None for the holdout group
+    step: int
+    why: str
+
+    @property
+    def holdout(self) -> bool:
+        return self.widget is None
+
+    def to_wire(self) -> dict[str, Any]:
+        item = {"campaign": self.campaign, "variant": self.variant, "placement": self.placement,
+                "trigger": self.trigger, "step": self.step, "why": self.why}
+        if self.widget is None:
+            item["holdout"] = True
+        else:
+            item["widget"] = self.widget
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    items: tuple[Decision, ...] = ()
+    trace: tuple[str, ...] = ()  # explain mode only
+    attributes: Mapping[str, Any] | None = None  # explain mode only
+
+    def to_wire(self) -> list[dict[str, Any]]:
+        return [d.to_wire() for d in self.items]
+
+
+NOTHING = Decisions()
+
+
+def decide(
+    profile: Profile | None,
+    ctx: VisitContext,
+    site: Site,
+    now: float,
+    *,
+    trigger: str = PAGE_TRIGGER,
+    page: Page = Page(),
+    device: Mapping[str, Any] | None = None,
+    explain: bool = False,
+) -> Decisions:
+    """Decide for one trigger: ``page_view`` (the page-level campaigns: shown on
+    load, after a delay, on scroll, exit intent or inactivity) or ``event:<name>``."""
+    decisioning = site.decisioning
+    if not decisioning.campaigns and not explain:
+        return NOTHING
+    attributes = attrs_.build(profile, ctx, site, now, page, device or {})
+    attributes["segments"] = [sid for sid, test in decisioning.segments if test(attributes)]
+    states = {s.id: s for s in profile.campaigns} if profile is not None else {}
+    popup_block: list[str | None] = []  # computed once, when a pop-up first asks
+    taken: dict[str, str] = {}
+    items: list[Decision] = []
+    trace: list[str] = []
+    for campaign in decisioning.campaigns:
+        if campaign.placement in taken:
+            if explain:
+                trace.append(f"campaign {campaign.id}: {campaign.placement} already taken by "
+                             f"{taken[campaign.placement]}")
+            continue
+        reason = _blocked(campaign, trigger, profile, states.get(campaign.id), site, now,
+                          decisioning.caps, popup_block, attributes)
+        if reason is not None:
+            if explain:
+                trace.append(f"campaign {campaign.id}: {reason}")
+            continue
+        decision = _choose(campaign, ctx.visitor, _step(campaign, states.get(campaign.id), profile))
+        items.append(decision)
+        if not decision.holdout:
+            taken[campaign.placement] = campaign.id
+        if explain:
+            trace.append(f"campaign {campaign.id}: shown in {campaign.placement} ({decision.why})")
+    return Decisions(tuple(items), tuple(trace), attributes if explain else None)
+
+
+def _blocked(
+    campaign: Campaign,
+    trigger: str,
+    profile: Profile | None,
+    state: CampaignState | None,
+    site: Site,
+    now: float,
+    caps: CapsConfig,
+    popup_block: list[str | None],
+    attributes: dict[str, Any],
+) -> str | None:
+    """Why ``campaign`` cannot be shown, or None. Cheap checks first."""
+    wanted = campaign.trigger.event
+    if trigger == PAGE_TRIGGER and wanted is not None:
+        return f"waits for event {wanted!r}"
+    if trigger != PAGE_TRIGGER and trigger != f"event:{wanted}":
+        return "not triggered by this event"
+    if campaign.schedule is not None:
+        closed = campaign.schedule.closed(now, site.timezone)
+        if closed:
+            return f"schedule: {closed}"
+    if _step(campaign, state, profile) >= len(campaign.steps):
+        return "finished: every step is done"
+    if state is not None and profile is not None:
+        capped = frequency_cap(campaign, state, profile, now)
+        if capped:
+            return f"frequency: {capped}"
+    if campaign.is_popup:
+        if not popup_block:
+            popup_block.append(global_popup_cap(profile, caps, now))
+        if popup_block[0]:
+            return f"global cap: {popup_block[0]}"
+    failed = campaign.audience.first_failure(attributes)
+    if failed is not None:
+        return f"audience failed at {_describe(failed, attributes)}"
+    return None
+
+
+def frequency_cap(campaign: Campaign, state: CampaignState, profile: Profile, now: float) -> str | None:
+    f = campaign.frequency
+    if f.stop_after_conversion and state.conversions:
+        return "converted already"
+    if f.stop_after_closes and state.closes >= f.stop_after_closes:
+        pause = f.close_pause_days
+        if pause is None:
+            return f"closed {state.closes} times"
+        if now - state.closed_at < pause * DAY_S:
+            return f"closed {state.closes} times, paused for {pause:g} days"
+    if f.per_visitor and state.impressions >= f.per_visitor:
+        return f"shown {state.impressions} times (per_visitor {f.per_visitor})"
+    session = profile.session
+    if f.per_session and session and state.session_at == session.started_at and (
+        state.session_impressions >= f.per_session
+    ):
+        return f"shown {state.session_impressions} times this visit (per_session {f.per_session})"
+    if state.page == profile.pageviews and state.page_impressions >= f.per_page:
+        return "already shown on this page"
+    if f.per_days:
+        since = now - f.per_days.days * DAY_S
+        recent = sum(1 for t in state.recent if t > since)
+        if recent >= f.per_days.max:
+            return f"shown {recent} times in {f.per_days.days:g} days"
+    if f.min_interval_s and now - state.last_at < f.min_interval_s:
+        return f"shown {now - state.last_at:.0f}s ago (min_interval_s {f.min_interval_s:g})"
+    return None
+
+
+def global_popup_cap(profile: Profile | None, caps: CapsConfig, now: float) -> str | None:
+    if profile is None or not profile.popups:
+        return None
+    if profile.popup_page == profile.pageviews:
+        return "a pop-up was already shown on this page"
+    session = profile.session
+    if session is not None:
+        this_visit = sum(1 for t in profile.popups if t >= session.started_at)
+        if this_visit >= caps.popups_per_session:
+            return f"{this_visit} pop-ups this visit (popups_per_session {caps.popups_per_session})"
+    today = sum(1 for t in profile.popups if t > now - DAY_S)
+    if today >= caps.popups_per_day:
+        return f"{today} pop-ups in 24 hours (popups_per_day {caps.popups_per_day})"
+    return None
+
+
+def _step(campaign: Campaign, state: CampaignState | None, profile: Profile | None) -> int:
+    """The progressive step due now: the stored one, moved on by visits."""
+    if state is None:
+        return 0
+    step = state.step
+    visits = (profile.visits if profile else 0) - state.step_visit
+    while step < len(campaign.steps):
+        needed = campaign.steps[step].until_visits
+        if not needed or visits < needed:
+            break
+        visits -= needed
+        step += 1
+    return step
+
+
+def _choose(campaign: Campaign, visitor: str, step: int) -> Decision:
+    arm = campaign.arm(visitor)
+    trigger = campaign.trigger.to_wire()
+    if arm is None:
+        return Decision(campaign.id, "holdout", campaign.placement, trigger, None, step,
+                        f"holdout group ({campaign.holdout:.0%} of visitors)")
+    widget = arm.widget if arm.widget is not None else campaign.steps[step].widget
+    why = "audience matched"
+    if len(campaign.steps) > 1:
+        why += f"; step {step + 1} of {len(campaign.steps)}"
+    if len(campaign.variants) > 1:
+        why += f"; variant {arm.id}"
+    return Decision(campaign.id, arm.id, campaign.placement, trigger, widget, step, why)
+
+
+def _describe(clause: Clause, attributes: Mapping[str, Any]) -> str:
+    spec = clause.spec
+    if clause.key.startswith("$"):
+        return f"{clause.key} (no alternative matched)"
+    if isinstance(spec, Mapping) and spec and all(str(k).startswith("$") for k in spec):
+        wanted = ", ".join(f"{op} {_short(v)}" for op, v in spec.items())
+    else:
+        wanted = f"= {_short(spec)}"
+    return f"{clause.key} ({wanted}, was {_short(_lookup(attributes, clause.key))})"
+
+
+def _lookup(attributes: Mapping[str, Any], path: str) -> Any:
+    value: Any = attributes
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    if value is None:
+        text = "missing"
+    return text if len(text) <= 60 else text[:57] + "..."
