@@ -22,7 +22,7 @@ from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.stores import ProfileStore, open_store
 from edge.tracker.collect import collect
-from edge.tracker.ingest import Decider, Ingest, no_decisions
+from edge.tracker.ingest import Ingest
 from edge.tracker.ws import websocket_endpoint
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         )
         ledger = Ledger(the_store)
         ledger.start()
-        app.state.ingest = Ingest(settings, registry, ledger, decide=_decider())
+        app.state.ingest = Ingest(settings, registry, ledger)
         reloader = asyncio.create_task(_watch(registry, settings.reload_interval_s))
         _on_sighup(registry)
         try:
@@ -113,10 +113,6 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
     app.state.settings = settings
     return app
-
-
-def _decider() -> Decider:
-    return no_decisions
 
 
 async def _watch(registry: SiteRegistry, interval_s: float) -> None:

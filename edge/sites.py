@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge.decisioning.campaigns import Decisioning, Problems, compile_decisioning
+from edge.decisioning.campaigns import NO_CAMPAIGNS, Decisioning, Problems, compile_decisioning
 from edge.decisioning.config import DecisioningConfig
 from edge.errors import ConfigError
 from edge.identity import hash_email
@@ -112,7 +112,7 @@ class Site:
     bounds: Bounds
     version: str  # hash of the files, shown in /healthz so operators see nodes agree
     folder: Path
-    decisioning: Decisioning = Decisioning()
+    decisioning: Decisioning = NO_CAMPAIGNS
 
     def contact_key(self, email: str) -> str:
         return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)

@@ -90,7 +90,8 @@ def unknown_attribute(path: str) -> str | None:
         if root == "campaigns" and rest.count(".") == 1:
             field = rest.split(".")[1]
             if field not in CAMPAIGN_FIELDS:
-                return f"unknown attribute {path!r}: campaigns.<id>.{{{', '.join(sorted(CAMPAIGN_FIELDS))}}}"
+                fields = ", ".join(sorted(CAMPAIGN_FIELDS))
+                return f"unknown attribute {path!r}: campaigns.<id>.{{{fields}}}"
         return None
     if not leaves:
         return None if not rest else f"unknown attribute {path!r}: {root} is a list"

@@ -135,12 +135,18 @@ class Campaign:
         return next((v for v in self.variants if point < v.upto), self.variants[-1])
 
 
+DEFAULT_CAPS = CapsConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class Decisioning:
     campaigns: tuple[Campaign, ...] = ()  # active only, highest priority first
     by_id: Mapping[str, Campaign] = field(default_factory=dict)  # every status
     segments: tuple[tuple[str, Predicate], ...] = ()
-    caps: CapsConfig = CapsConfig()
+    caps: CapsConfig = DEFAULT_CAPS
+
+
+NO_CAMPAIGNS = Decisioning()
 
 
 # --- compiling ------------------------------------------------------------------

@@ -23,12 +23,14 @@ from typing import Any
 
 from edge.decisioning import attributes as attrs_
 from edge.decisioning.attributes import Page
-from edge.decisioning.campaigns import Campaign, CapsConfig, Clause
+from edge.decisioning.campaigns import Campaign, Clause
+from edge.decisioning.config import CapsConfig
 from edge.profile import CampaignState, Profile
 from edge.sites import Site
 from edge.tracker.context import VisitContext
 
 DAY_S = 86400.0
+NO_PAGE = Page()
 PAGE_TRIGGER = "page_view"
 
 
@@ -47,8 +49,14 @@ class Decision:
         return self.widget is None
 
     def to_wire(self) -> dict[str, Any]:
-        item = {"campaign": self.campaign, "variant": self.variant, "placement": self.placement,
-                "trigger": self.trigger, "step": self.step, "why": self.why}
+        item = {
+            "campaign": self.campaign,
+            "variant": self.variant,
+            "placement": self.placement,
+            "trigger": self.trigger,
+            "step": self.step,
+            "why": self.why,
+        }
         if self.widget is None:
             item["holdout"] = True
         else:
@@ -76,7 +84,7 @@ def decide(
     now: float,
     *,
     trigger: str = PAGE_TRIGGER,
-    page: Page = Page(),
+    page: Page = NO_PAGE,
     device: Mapping[str, Any] | None = None,
     explain: bool = False,
 ) -> Decisions:
@@ -95,11 +103,22 @@ def decide(
     for campaign in decisioning.campaigns:
         if campaign.placement in taken:
             if explain:
-                trace.append(f"campaign {campaign.id}: {campaign.placement} already taken by "
-                             f"{taken[campaign.placement]}")
+                trace.append(
+                    f"campaign {campaign.id}: {campaign.placement} already taken by "
+                    f"{taken[campaign.placement]}"
+                )
             continue
-        reason = _blocked(campaign, trigger, profile, states.get(campaign.id), site, now,
-                          decisioning.caps, popup_block, attributes)
+        reason = _blocked(
+            campaign,
+            trigger,
+            profile,
+            states.get(campaign.id),
+            site,
+            now,
+            decisioning.caps,
+            popup_block,
+            attributes,
+        )
         if reason is not None:
             if explain:
                 trace.append(f"campaign {campaign.id}: {reason}")
@@ -151,7 +170,9 @@ def _blocked(
     return None
 
 
-def frequency_cap(campaign: Campaign, state: CampaignState, profile: Profile, now: float) -> str | None:
+def frequency_cap(
+    campaign: Campaign, state: CampaignState, profile: Profile, now: float
+) -> str | None:
     f = campaign.frequency
     if f.stop_after_conversion and state.conversions:
         return "converted already"
@@ -164,8 +185,11 @@ def frequency_cap(campaign: Campaign, state: CampaignState, profile: Profile, no
     if f.per_visitor and state.impressions >= f.per_visitor:
         return f"shown {state.impressions} times (per_visitor {f.per_visitor})"
     session = profile.session
-    if f.per_session and session and state.session_at == session.started_at and (
-        state.session_impressions >= f.per_session
+    if (
+        f.per_session
+        and session
+        and state.session_at == session.started_at
+        and (state.session_impressions >= f.per_session)
     ):
         return f"shown {state.session_impressions} times this visit (per_session {f.per_session})"
     if state.page == profile.pageviews and state.page_impressions >= f.per_page:
@@ -215,8 +239,15 @@ def _choose(campaign: Campaign, visitor: str, step: int) -> Decision:
     arm = campaign.arm(visitor)
     trigger = campaign.trigger.to_wire()
     if arm is None:
-        return Decision(campaign.id, "holdout", campaign.placement, trigger, None, step,
-                        f"holdout group ({campaign.holdout:.0%} of visitors)")
+        return Decision(
+            campaign.id,
+            "holdout",
+            campaign.placement,
+            trigger,
+            None,
+            step,
+            f"holdout group ({campaign.holdout:.0%} of visitors)",
+        )
     widget = arm.widget if arm.widget is not None else campaign.steps[step].widget
     why = "audience matched"
     if len(campaign.steps) > 1:

@@ -54,7 +54,7 @@ async def collect(request: Request) -> Response:
     except StoreError:
         return _answer(p.error("store_unavailable", "profile store unavailable"), 503, origin)
     try:
-        errors, answer = await ingest.process(hot, batch, ctx, site, decide=False)
+        errors, answer = await ingest.process(hot, batch, ctx, site)
     except TimeoutError:
         return _answer(p.error("store_unavailable", "not stored yet; resend later"), 503, origin)
     finally:

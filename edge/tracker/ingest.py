@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.decisioning.attributes import Page
+from edge.decisioning.engine import decide
 from edge.errors import ProtocolError
 from edge.ledger import Hot, Ledger
 from edge.profile import Profile
@@ -18,18 +20,54 @@ from edge.settings import Settings
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
+from edge.tracker.useragent import classify
 from edge.updates import check_event
 
-# Event types after which the client wants to know what to show.
-TRIGGERS = frozenset({"page_view", "product_view", "cart", "purchase", "identify", "custom"})
+# Event types after which the page's decisions may change; custom events
+# additionally trigger the campaigns waiting for them; widget reports do neither.
+PAGE_EVENTS = frozenset({"page_view", "product_view", "cart", "purchase", "identify"})
 
-Decider = Callable[[Profile | None, VisitContext, Site, float, p.Batch], list[dict[str, Any]]]
+
+def triggers(events: Sequence[p.Event]) -> list[str]:
+    """The decisions a batch asks for, in the engine's trigger names."""
+    found = ["page_view"] if any(e.type in PAGE_EVENTS for e in events) else []
+    for event in events:
+        if isinstance(event, p.Custom) and f"event:{event.name}" not in found:
+            found.append(f"event:{event.name}")
+    return found
 
 
-def no_decisions(
-    profile: Profile | None, ctx: VisitContext, site: Site, now: float, batch: p.Batch
+def next_page(page: Page, events: Sequence[p.Event]) -> Page:
+    """The page the visitor is on after ``events`` (decisions target it)."""
+    for event in events:
+        if isinstance(event, p.PageView):
+            page = Page(url=event.url or page.url, type=event.page_type)
+        elif isinstance(event, p.ProductView):
+            page = replace(
+                page, type=page.type or "product", product=event.sku, category=event.category
+            )
+    return page
+
+
+def decisions_for(
+    profile: Profile | None,
+    ctx: VisitContext,
+    site: Site,
+    now: float,
+    page: Page,
+    wanted: Sequence[str],
 ) -> list[dict[str, Any]]:
-    return []
+    device = classify(ctx.user_agent).to_attributes()
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for trigger in wanted:
+        for decision in decide(
+            profile, ctx, site, now, trigger=trigger, page=page, device=device
+        ).items:
+            if decision.campaign not in seen:
+                seen.add(decision.campaign)
+                items.append(decision.to_wire())
+    return items
 
 
 @dataclass
@@ -47,7 +85,6 @@ class Ingest:
     settings: Settings
     registry: SiteRegistry
     ledger: Ledger
-    decide: Decider = no_decisions
     clock: Callable[[], float] = time.time
     counters: Counters = field(default_factory=Counters)
 
@@ -68,12 +105,12 @@ class Ingest:
         ctx: VisitContext,
         site: Site,
         *,
-        decide: bool = True,
+        page: Page | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Store a batch; returns the error frames and the acknowledging answer.
 
         ``hot`` is None when nothing may be stored (no consent): events are then
-        acknowledged and dropped. Beacons (``decide=False``) get a bare ``ack``:
+        acknowledged and dropped. Beacons (``page=None``) get a bare ``ack``:
         their page is going away. Raises ``TimeoutError`` if the store did not
         take the events within ``ack_timeout_s`` (they stay queued).
         """
@@ -97,6 +134,9 @@ class Ingest:
             self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
             profile = await asyncio.wait_for(asyncio.shield(future), self.settings.ack_timeout_s)
         seq = batch.highest_seq
-        if decide and any(e.type in TRIGGERS for e in accepted):
-            return errors, p.decisions(self.decide(profile, ctx, site, now, batch), seq=seq)
-        return errors, p.ack(seq)
+        wanted = triggers(accepted) if page is not None else []
+        if not wanted:
+            return errors, p.ack(seq)
+        assert page is not None
+        items = decisions_for(profile, ctx, site, now, page, wanted)
+        return errors, p.decisions(items, seq=seq)

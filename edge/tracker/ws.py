@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from edge.decisioning.attributes import Page
 from edge.errors import (
     BadVisitorId,
     HelloRequired,
@@ -30,7 +31,7 @@ from edge.ledger import Hot
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.tracker.ingest import Ingest
+from edge.tracker.ingest import Ingest, next_page
 from edge.tracker.limits import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Connection:
         self.site = site
         self.binary = False
         self.ctx: VisitContext | None = None
+        self.page = Page()
         self.hot: Hot | None = None
         settings = ingest.settings
         self.bucket = TokenBucket(
@@ -120,6 +122,7 @@ class Connection:
                 return
             raise Close(CLOSE_POLICY, "bad hello") from None
         visitor = hello.visitor or new_id()
+        self.page = Page(url=hello.url)
         self.ctx = VisitContext(
             visitor=visitor,
             session=hello.session,
@@ -152,8 +155,11 @@ class Connection:
     async def on_events(self, message: dict[str, Any]) -> None:
         assert self.ctx is not None
         batch = p.parse_events(message)
+        self.page = next_page(self.page, batch.events)
         try:
-            errors, answer = await self.ingest.process(self.hot, batch, self.ctx, self.site)
+            errors, answer = await self.ingest.process(
+                self.hot, batch, self.ctx, self.site, page=self.page
+            )
         except TimeoutError:
             await self.send(p.error("store_unavailable", "events not stored yet; resend later"))
             return
