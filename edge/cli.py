@@ -7,6 +7,7 @@ edge check   validate site configuration; non-zero exit with every problem
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    handler = {"serve": serve, "check": check}[args.command]
+    handler = {"serve": serve, "check": check, "explain": explain, "schema": schema}[args.command]
     return handler(args)
 
 
@@ -58,6 +59,23 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = commands.add_parser("check", help="validate site configuration")
     chk.add_argument("profiles", nargs="?", type=Path, default=Path("profiles"))
+
+    exp = commands.add_parser("explain", help="what a visitor would see on a page, and why")
+    exp.add_argument("--site", required=True)
+    exp.add_argument("--profiles", type=Path, default=Path("profiles"))
+    exp.add_argument("--profile", type=Path, metavar="JSON",
+                     help="the visitor's profile as JSON (the stored layout; missing keys "
+                          "take their defaults); default: a first-time anonymous visitor")
+    exp.add_argument("--page", required=True, metavar="URL")
+    exp.add_argument("--trigger", default="page_view",
+                     help="page_view (default), exit_intent, delay_s, scroll_pct, "
+                          "inactivity_s, or event:<name>")
+    exp.add_argument("--user-agent", default="")
+    exp.add_argument("--now", help="ISO date-time to decide at (default: now)")
+    exp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sch = commands.add_parser("schema", help="write the JSON Schema of site files")
+    sch.add_argument("--output", type=Path, help="file to write (default: standard output)")
     return parser
 
 
@@ -120,6 +138,51 @@ def check(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"error {line}", file=sys.stderr)
     return 1 if problems else 0
+
+
+
+def explain(args: argparse.Namespace) -> int:
+    from edge.explain import ExplainRequest, run_explain
+
+    try:
+        report = run_explain(ExplainRequest(
+            profiles=args.profiles, site=args.site, profile=args.profile, page=args.page,
+            trigger=args.trigger, user_agent=args.user_agent, now=args.now,
+        ))
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"edge explain: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render_explain(report))
+    return 0
+
+
+def render_explain(report: dict[str, object]) -> str:
+    lines = [f"site {report['site']} (configuration {report['config']}), page {report['page']}, "
+             f"trigger {report['trigger']}", ""]
+    lines += [f"  {line}" for line in report["trace"]]  # type: ignore[attr-defined]
+    lines.append("")
+    shown = report["decisions"]
+    if not shown:
+        lines.append("nothing to show")
+    for item in shown:  # type: ignore[attr-defined]
+        what = "holdout: would have seen" if item.get("holdout") else "shows"
+        lines.append(f"{what} {item['campaign']} in {item['placement']} "
+                     f"(variant {item['variant']}, on {item['trigger']['type']})")
+    return "\n".join(lines)
+
+
+def schema(args: argparse.Namespace) -> int:
+    from edge.sites import site_config_schema
+
+    text = json.dumps(site_config_schema(), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 if __name__ == "__main__":
