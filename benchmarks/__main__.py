@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks import micro
+from benchmarks import decisions, micro
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,9 +14,20 @@ def main(argv: list[str] | None = None) -> int:
     m = commands.add_parser("micro", help="in-process: parse + apply + encode per event")
     m.add_argument("--events", type=int, default=20_000)
     m.add_argument("--repeat", type=int, default=3)
+    d = commands.add_parser("decide", help="in-process: a decision over 100 campaigns")
+    d.add_argument("--campaigns", type=int, default=100)
+    d.add_argument("--calls", type=int, default=20_000)
+    d.add_argument("--repeat", type=int, default=3)
+    c = commands.add_parser("conditions", help="compiled conditions vs GrowthBook's SDK")
+    c.add_argument("--calls", type=int, default=50_000)
+    c.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     if args.command == "micro":
         micro.run(events=args.events, repeat=args.repeat)
+    elif args.command == "decide":
+        decisions.run_decide(campaigns_count=args.campaigns, calls=args.calls, repeat=args.repeat)
+    elif args.command == "conditions":
+        decisions.run_conditions(calls=args.calls, repeat=args.repeat)
     return 0
 
 

@@ -63,13 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("explain", help="what a visitor would see on a page, and why")
     exp.add_argument("--site", required=True)
     exp.add_argument("--profiles", type=Path, default=Path("profiles"))
-    exp.add_argument("--profile", type=Path, metavar="JSON",
-                     help="the visitor's profile as JSON (the stored layout; missing keys "
-                          "take their defaults); default: a first-time anonymous visitor")
+    exp.add_argument(
+        "--profile",
+        type=Path,
+        metavar="JSON",
+        help="the visitor's profile as JSON (the stored layout; missing keys "
+        "take their defaults); default: a first-time anonymous visitor",
+    )
     exp.add_argument("--page", required=True, metavar="URL")
-    exp.add_argument("--trigger", default="page_view",
-                     help="page_view (default), exit_intent, delay_s, scroll_pct, "
-                          "inactivity_s, or event:<name>")
+    exp.add_argument(
+        "--trigger",
+        default="page_view",
+        help="page_view (default), exit_intent, delay_s, scroll_pct, inactivity_s, or event:<name>",
+    )
     exp.add_argument("--user-agent", default="")
     exp.add_argument("--now", help="ISO date-time to decide at (default: now)")
     exp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -140,15 +146,21 @@ def check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-
 def explain(args: argparse.Namespace) -> int:
     from edge.explain import ExplainRequest, run_explain
 
     try:
-        report = run_explain(ExplainRequest(
-            profiles=args.profiles, site=args.site, profile=args.profile, page=args.page,
-            trigger=args.trigger, user_agent=args.user_agent, now=args.now,
-        ))
+        report = run_explain(
+            ExplainRequest(
+                profiles=args.profiles,
+                site=args.site,
+                profile=args.profile,
+                page=args.page,
+                trigger=args.trigger,
+                user_agent=args.user_agent,
+                now=args.now,
+            )
+        )
     except (ConfigError, ValueError, OSError) as exc:
         print(f"edge explain: {exc}", file=sys.stderr)
         return 1
@@ -160,8 +172,11 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def render_explain(report: dict[str, object]) -> str:
-    lines = [f"site {report['site']} (configuration {report['config']}), page {report['page']}, "
-             f"trigger {report['trigger']}", ""]
+    lines = [
+        f"site {report['site']} (configuration {report['config']}), page {report['page']}, "
+        f"trigger {report['trigger']}",
+        "",
+    ]
     lines += [f"  {line}" for line in report["trace"]]  # type: ignore[attr-defined]
     lines.append("")
     shown = report["decisions"]
@@ -169,8 +184,10 @@ def render_explain(report: dict[str, object]) -> str:
         lines.append("nothing to show")
     for item in shown:  # type: ignore[attr-defined]
         what = "holdout: would have seen" if item.get("holdout") else "shows"
-        lines.append(f"{what} {item['campaign']} in {item['placement']} "
-                     f"(variant {item['variant']}, on {item['trigger']['type']})")
+        lines.append(
+            f"{what} {item['campaign']} in {item['placement']} "
+            f"(variant {item['variant']}, on {item['trigger']['type']})"
+        )
     return "\n".join(lines)
 
 

@@ -63,16 +63,26 @@ def run_explain(request: ExplainRequest) -> dict[str, Any]:
     visitor = profile.visitor if profile else new_id()
     ctx = VisitContext(visitor, new_id(), user_agent=request.user_agent, url=request.page)
     engine_trigger = "page_view" if request.trigger in CLIENT_TRIGGERS else request.trigger
-    decisions = decide(profile, ctx, site, now, trigger=engine_trigger, page=Page(url=request.page),
-                       device=classify(request.user_agent).to_attributes(), explain=True)
+    decisions = decide(
+        profile,
+        ctx,
+        site,
+        now,
+        trigger=engine_trigger,
+        page=Page(url=request.page),
+        device=classify(request.user_agent).to_attributes(),
+        explain=True,
+    )
     items = decisions.to_wire()
     trace = list(decisions.trace)
     if request.trigger in CLIENT_TRIGGERS:
         armed = [i for i in items if i["trigger"]["type"] == request.trigger]
         for item in items:
             if item not in armed:
-                trace.append(f"campaign {item['campaign']}: decided, but shows on "
-                             f"{item['trigger']['type']}, not {request.trigger}")
+                trace.append(
+                    f"campaign {item['campaign']}: decided, but shows on "
+                    f"{item['trigger']['type']}, not {request.trigger}"
+                )
         items = armed
     return {
         "site": site.id,

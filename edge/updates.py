@@ -259,26 +259,41 @@ def _widget(
     old = profile.campaign(event.campaign) or CampaignState(event.campaign)
     changes: Changes = {}
     if event.action == "impression":
-        state = _impression(old, event, profile.pageviews, session.started_at, now,
-                            profile.visits, bounds.campaign_recent)
+        state = _impression(
+            old,
+            event,
+            profile.pageviews,
+            session.started_at,
+            now,
+            profile.visits,
+            bounds.campaign_recent,
+        )
         if campaign is not None and campaign.is_popup and event.variant != "holdout":
             changes["popups"] = (now, *profile.popups[: bounds.popups - 1])
             changes["popup_page"] = profile.pageviews
     elif event.action == "click":
         state = old._replace(clicks=old.clicks + 1)
     elif event.action == "close":
-        state = _advance(old._replace(closes=old.closes + 1, closed_at=now), campaign, "close",
-                         profile.visits)
+        state = _advance(
+            old._replace(closes=old.closes + 1, closed_at=now), campaign, "close", profile.visits
+        )
     else:
-        state = _advance(old._replace(conversions=old.conversions + 1), campaign, "conversion",
-                         profile.visits)
-    changes["campaigns"] = _front(state, profile.campaigns, lambda c: c.id == event.campaign,
-                                  bounds.campaigns)
+        state = _advance(
+            old._replace(conversions=old.conversions + 1), campaign, "conversion", profile.visits
+        )
+    changes["campaigns"] = _front(
+        state, profile.campaigns, lambda c: c.id == event.campaign, bounds.campaigns
+    )
     return changes
 
 
 def _impression(
-    old: CampaignState, event: Any, page: int, session_at: float, now: float, visits: int,
+    old: CampaignState,
+    event: Any,
+    page: int,
+    session_at: float,
+    now: float,
+    visits: int,
     recent_bound: int,
 ) -> CampaignState:
     step, step_visit = old.step, old.step_visit

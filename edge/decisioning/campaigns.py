@@ -39,9 +39,17 @@ class Clause:
     test: Predicate
 
 
+def _always(attributes: Mapping[str, Any]) -> bool:
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Audience:
+    """``test`` is the whole condition as one closure (the hot path); ``clauses``
+    are its top-level entries, for explaining which one failed."""
+
     clauses: tuple[Clause, ...] = ()
+    test: Predicate = _always
 
     def first_failure(self, attributes: Mapping[str, Any]) -> Clause | None:
         for clause in self.clauses:
@@ -102,6 +110,9 @@ class Variant:
 
 @dataclass(frozen=True, slots=True)
 class Campaign:
+    """Precomputed flags (``is_popup``, ``event``) keep the engine's loop to
+    plain attribute reads."""
+
     id: str
     name: str
     status: str
@@ -114,10 +125,8 @@ class Campaign:
     steps: tuple[Step, ...]
     variants: tuple[Variant, ...]
     holdout: float
-
-    @property
-    def is_popup(self) -> bool:
-        return self.placement == "popup"
+    is_popup: bool = False
+    event: str | None = None  # the custom event this campaign waits for
 
     def bucket(self, visitor: str, salt: str) -> float:
         """A stable number in [0, 1) for this visitor and campaign: the same on
@@ -249,7 +258,13 @@ def _audience(
         Clause(str(key), value, _compile({key: value}, groups, where, problems, segment_ids))
         for key, value in condition.items()
     )
-    return Audience(clauses)
+    if not clauses:
+        return Audience()
+    if len(clauses) == 1:
+        return Audience(clauses, clauses[0].test)
+    if any(c.test is _never for c in clauses):
+        return Audience(clauses, _never)
+    return Audience(clauses, compile_condition(condition, groups))
 
 
 def _widget(config: WidgetConfig | None) -> dict[str, Any]:
@@ -282,19 +297,22 @@ def _campaign(
                     Variant(v.id, running / total, _widget(v.widget) if v.widget else None)
                 )
             variants = tuple(built)
+    trigger = _trigger(c.trigger)
     return Campaign(
         id=c.id,
         name=c.name or c.id,
         status=c.status,
         priority=c.priority,
         placement=c.placement,
-        trigger=_trigger(c.trigger),
+        trigger=trigger,
         audience=_audience(c.audience, groups, (*where, "audience"), problems, segment_ids),
         frequency=c.frequency,
         schedule=_schedule(c.schedule, tz),
         steps=steps,
         variants=variants,
         holdout=holdout,
+        is_popup=c.placement == "popup",
+        event=trigger.event,
     )
 
 

@@ -161,7 +161,85 @@ def _compile_entry(ctx: _Context, key: Any, value: Any, path: Path) -> Predicate
         # is a condition written one level too high: it would test an attribute
         # literally named "$gt", which is never what was meant.
         raise ConditionError(f"operator {key!r} must be applied to an attribute", path)
-    return _field_test(key, _compile_value(ctx, value, path))
+    general = _field_test(key, _compile_value(ctx, value, path))
+    return _fast_entry(key, value, general) or general
+
+
+# --------------------------------------------------------------------------- fast paths
+
+_FAST_ORDER: Final[dict[str, _Compare]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+
+
+def _fast_entry(key: str, value: Any, general: Predicate) -> Predicate | None:
+    """One closure for the commonest entry shapes, ``namespace.attribute``
+    against a number bound, a scalar literal or a ``$in`` of strings.
+
+    A targeting decision runs a hundred of these, and the general form costs
+    four Python calls each (path, operator object, operator, comparison).
+    The fast closure answers only the plain case (the attribute is there, of
+    the operand's type) and hands every other case to ``general``, the
+    already compiled general predicate, so the semantics are those of the
+    general form by construction.
+    """
+    steps = key.split(".")
+    if len(steps) != 2:
+        return None
+    outer, inner = steps
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((op, arg),) = value.items()
+        if op in _FAST_ORDER and type(arg) in (int, float):
+            return _fast_order(outer, inner, _FAST_ORDER[op], arg, general)
+        if op == "$in" and isinstance(arg, list) and arg and all(type(a) is str for a in arg):
+            return _fast_in(outer, inner, frozenset(arg), general)
+        return None
+    if type(value) in (str, bool, int, float):
+        return _fast_literal(outer, inner, value, general)
+    return None
+
+
+def _fast_order(
+    outer: str, inner: str, cmp: _Compare, bound: float, general: Predicate
+) -> Predicate:
+    def order(attrs: Attributes) -> bool:
+        mapping = attrs.get(outer)
+        if type(mapping) is dict:
+            v = mapping.get(inner)
+            if type(v) is int or type(v) is float:
+                return cmp(v, bound)
+        return general(attrs)
+
+    return order
+
+
+def _fast_in(outer: str, inner: str, members: frozenset[str], general: Predicate) -> Predicate:
+    def member(attrs: Attributes) -> bool:
+        mapping = attrs.get(outer)
+        if type(mapping) is dict:
+            v = mapping.get(inner)
+            if type(v) is str:
+                return v in members
+        return general(attrs)
+
+    return member
+
+
+def _fast_literal(outer: str, inner: str, expected: Any, general: Predicate) -> Predicate:
+    kind = type(expected)
+
+    def literal(attrs: Attributes) -> bool:
+        mapping = attrs.get(outer)
+        if type(mapping) is dict:
+            v = mapping.get(inner)
+            if type(v) is kind:
+                return bool(v == expected)
+        return general(attrs)
+
+    return literal
 
 
 def _compile_logical(ctx: _Context, key: str, value: Any, path: Path) -> Predicate:
@@ -219,6 +297,8 @@ def _field_test(key: str, check: ValuePredicate) -> Predicate:
         # Fast path for the common flat attribute: one dict lookup.
         return lambda attrs: check(attrs.get(key))
     steps = tuple(key.split("."))
+    if len(steps) == 2:
+        return _two_step_test(steps[0], steps[1], check)
 
     def nested(attrs: Attributes) -> bool:
         current: Any = attrs
@@ -230,6 +310,18 @@ def _field_test(key: str, check: ValuePredicate) -> Predicate:
         return check(current)
 
     return nested
+
+
+def _two_step_test(outer: str, inner: str, check: ValuePredicate) -> Predicate:
+    """``namespace.attribute``, the shape of nearly every targeting path."""
+
+    def two_steps(attrs: Attributes) -> bool:
+        mapping = attrs.get(outer)
+        if type(mapping) is dict or isinstance(mapping, Mapping):
+            return check(mapping.get(inner))
+        return check(None)
+
+    return two_steps
 
 
 # --------------------------------------------------------------------------- values

@@ -118,6 +118,7 @@ def decide(
             decisioning.caps,
             popup_block,
             attributes,
+            explain,
         )
         if reason is not None:
             if explain:
@@ -142,20 +143,21 @@ def _blocked(
     caps: CapsConfig,
     popup_block: list[str | None],
     attributes: dict[str, Any],
+    explain: bool,
 ) -> str | None:
-    """Why ``campaign`` cannot be shown, or None. Cheap checks first."""
-    wanted = campaign.trigger.event
-    if trigger == PAGE_TRIGGER and wanted is not None:
-        return f"waits for event {wanted!r}"
-    if trigger != PAGE_TRIGGER and trigger != f"event:{wanted}":
-        return "not triggered by this event"
+    """Why ``campaign`` cannot be shown, or None. Cheap checks first; the
+    reason is spelt out only when explaining (formatting it is most of the
+    cost of a campaign that does not apply)."""
+    mismatch = _trigger_mismatch(campaign, trigger)
+    if mismatch:
+        return mismatch
     if campaign.schedule is not None:
         closed = campaign.schedule.closed(now, site.timezone)
         if closed:
             return f"schedule: {closed}"
-    if _step(campaign, state, profile) >= len(campaign.steps):
-        return "finished: every step is done"
     if state is not None and profile is not None:
+        if _step(campaign, state, profile) >= len(campaign.steps):
+            return "finished: every step is done"
         capped = frequency_cap(campaign, state, profile, now)
         if capped:
             return f"frequency: {capped}"
@@ -164,10 +166,21 @@ def _blocked(
             popup_block.append(global_popup_cap(profile, caps, now))
         if popup_block[0]:
             return f"global cap: {popup_block[0]}"
+    if campaign.audience.test(attributes):
+        return None
+    return _audience_reason(campaign, attributes) if explain else "audience"
+
+
+def _trigger_mismatch(campaign: Campaign, trigger: str) -> str | None:
+    wanted = campaign.event
+    if wanted is None:
+        return None if trigger == PAGE_TRIGGER else "not triggered by this event"
+    return None if trigger == f"event:{wanted}" else f"waits for event {wanted!r}"
+
+
+def _audience_reason(campaign: Campaign, attributes: Mapping[str, Any]) -> str:
     failed = campaign.audience.first_failure(attributes)
-    if failed is not None:
-        return f"audience failed at {_describe(failed, attributes)}"
-    return None
+    return f"audience failed at {_describe(failed, attributes)}" if failed else "audience"
 
 
 def frequency_cap(
