@@ -27,13 +27,8 @@ from edge.tracker.ws import websocket_endpoint
 
 log = logging.getLogger(__name__)
 
-TRACKER_JS = Path(__file__).resolve().parent.parent / "static" / "js" / "edge.js"
-
-
-def _tracker_source() -> bytes:
-    packaged = Path(__file__).parent / "static" / "edge.js"  # in a built wheel
-    path = TRACKER_JS if TRACKER_JS.exists() else packaged
-    return path.read_bytes()
+# A link to static/js/edge.js in a checkout, the file itself in a built wheel.
+TRACKER_JS = Path(__file__).resolve().parent / "static" / "edge.js"
 
 
 async def tracker_js(request: Request) -> Response:
@@ -108,7 +103,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
                 await the_store.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    source = _tracker_source()
+    source = TRACKER_JS.read_bytes()
     app.state.tracker_js = source
     app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
     app.state.settings = settings
