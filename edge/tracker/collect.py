@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from edge.errors import InvalidMessage, MalformedFrame, ProtocolError, StoreError
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.tracker.ingest import Ingest
+from edge.tracker.ingest import Ingest, may_store
 
 
 def _answer(message: dict[str, Any], status: int, origin: str | None) -> Response:
@@ -44,11 +44,15 @@ async def collect(request: Request) -> Response:
     except ProtocolError as exc:
         return _answer(p.error(exc.code, exc.message), 400, origin)
     assert batch.visitor is not None and batch.session is not None
+    consent = message.get("consent")
     ctx = VisitContext(
         visitor=batch.visitor,
         session=batch.session,
         user_agent=request.headers.get("user-agent", "")[:512],
+        consent=consent if isinstance(consent, bool) else None,
     )
+    if not may_store(site, ctx.consent):  # acknowledged, and nothing is kept
+        return _answer(p.ack(batch.highest_seq), 200, origin)
     try:
         hot = await ingest.ledger.open(site.id, batch.visitor)
     except StoreError:

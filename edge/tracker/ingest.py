@@ -28,6 +28,11 @@ from edge.updates import check_event
 PAGE_EVENTS = frozenset({"page_view", "product_view", "cart", "purchase", "identify"})
 
 
+def may_store(site: Site, consent: bool | None) -> bool:
+    """Consent given, or not asked for where the site does not require it."""
+    return consent is True or (consent is None and not site.require_consent)
+
+
 def triggers(events: Sequence[p.Event]) -> list[str]:
     """The decisions a batch asks for, in the engine's trigger names."""
     found = ["page_view"] if any(e.type in PAGE_EVENTS for e in events) else []

@@ -31,7 +31,7 @@ from edge.ledger import Hot
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.tracker.ingest import Ingest, next_page
+from edge.tracker.ingest import Ingest, may_store, next_page
 from edge.tracker.limits import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ class Connection:
 
     def may_store(self) -> bool:
         assert self.ctx is not None
-        consent = self.ctx.consent
-        return consent is True or (consent is None and not self.site.require_consent)
+        return may_store(self.site, self.ctx.consent)
 
     async def on_events(self, message: dict[str, Any]) -> None:
         assert self.ctx is not None

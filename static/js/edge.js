@@ -1,8 +1,8 @@
-/* edge tracker, protocol v1: docs/protocol.md, notes: static/js/README.md */
+/* edge tracker v1: docs/protocol.md, static/js/README.md */
 ((w, d, nav) => {
 'use strict';
 const warn = (...a) => { try { console.warn('[edge]', ...a) } catch (e) {} };
-// entry points use safe(): never throw into the page
+// safe(): never throw into the page
 const safe = f => (...a) => { try { return f(...a) } catch (e) { warn(e) } };
 try {
 if (w.edge && w.edge.state) return;
@@ -20,13 +20,13 @@ const cut = (s, n) => String(s || '').slice(0, n);
 const url = () => cut(location.href, 2048);
 const page = () => ({ title: cut(d.title, 300), referrer: cut(d.referrer, 2048) });
 
-// storage, falling back to memory; written only with consent
+// storage or memory; written only with consent
 const mem = {};
 const get = (a, k) => { try { const v = w[a].getItem(k); if (v != null) return v } catch (e) {} return mem[k] };
 const put = (a, k, v) => { mem[k] = v; try { v == null ? w[a].removeItem(k) : w[a].setItem(k, v) } catch (e) {} };
 const save = () => put(S, 'edge_outbox', JSON.stringify(outbox));
 
-// consent: true, null (pending: buffer), false
+// consent: true, null (buffer), false
 let consent, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
 let ws, ready, tries = 0, timer, flushT, dead, viewed;
 
@@ -40,13 +40,20 @@ const start = () => {
   if (okId(sid)) {
     try { outbox = JSON.parse(get(S, 'edge_outbox')).filter(e => e.seq > 0) } catch (e) {}
     seq = Math.max(+get(S, 'edge_seq') || 0, ...outbox.map(e => e.seq));
-  } else put(S, 'edge_sid', sid = hex());
+  }
+  // marker left: copied tab (or crash): new session
+  if (get(S, 'edge_live') || !okId(sid)) {
+    put(S, 'edge_sid', sid = hex());
+    seq = 0; outbox.forEach(e => e.seq = ++seq);
+    put(S, 'edge_seq', seq); save();
+  }
+  put(S, 'edge_live', 1);
   pending.splice(0).forEach(enqueue);
   connect();
 };
 
 const stop = () => {
-  put(L, 'edge_vid'); ['sid', 'seq', 'outbox'].forEach(k => put(S, 'edge_' + k));
+  put(L, 'edge_vid'); ['sid', 'seq', 'outbox', 'live'].forEach(k => put(S, 'edge_' + k));
   vid = sid = null; seq = 0; outbox = []; pending = []; viewed = 0;
   clearTimeout(timer);
   ws && ws.close(); ws = ready = 0;
@@ -68,7 +75,7 @@ const enqueue = ev => {
   flushT = flushT || setTimeout(safe(flush));
 };
 
-// <= 100 events, 20k chars (< 64 KiB) per message
+// <= 100 events, 20k chars per message
 const batches = (list, fn) => {
   let b = [], n = 0;
   list.forEach(e => {
@@ -88,7 +95,7 @@ const send = m => { try { ws.send(JSON.stringify(m)) } catch (e) {} };
 
 // leaving: beacon the outbox, keep it
 const beacon = () => batches(outbox.filter(e => e.seq > beaconed), b => {
-  if (nav.sendBeacon(http + '/collect' + q, JSON.stringify({ type: 'events', visitor: vid, session: sid, events: b }))) beaconed = last(b);
+  if (nav.sendBeacon(http + '/collect' + q, JSON.stringify({ type: 'events', visitor: vid, session: sid, consent: true, events: b }))) beaconed = last(b);
 });
 
 const connect = () => {
@@ -102,7 +109,6 @@ const connect = () => {
     if (ws != s) return;
     ws = ready = 0;
     if (e.code == 1008 || e.code == 1009) { dead = 1; return warn('closed by server', e.code, '- not reconnecting') }
-    // full jitter backoff
     timer = setTimeout(safe(connect), Math.random() * Math.min(3e4, 500 * 2 ** tries++));
   });
 };
@@ -135,10 +141,12 @@ const api = w.edge = safe((cmd, a, b) => {
 });
 api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, connected: !!ready });
 
-// GPC: refused until edge('consent', true)
+// GPC: refused until consent
 consent = nav.globalPrivacyControl === true ? false : attr('consent') == 'required' ? null : true;
 const on = (t, n, f) => t.addEventListener(n, safe(f));
-on(w, 'pagehide', beacon);
+on(w, 'pagehide', () => { beacon(); sid && put(S, 'edge_live') });
+// back/forward cache: the page lives on; re-read the counter, re-mark the tab
+on(w, 'pageshow', e => e.persisted && sid && (seq = Math.max(seq, +get(S, 'edge_seq') || 0), put(S, 'edge_live', 1)));
 on(d, 'visibilitychange', () => d.visibilityState == 'hidden' && beacon());
 consent && start();
 track('page_view', page());

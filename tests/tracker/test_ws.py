@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import httpx
@@ -261,6 +262,9 @@ async def test_tracker_script_is_served_small(server: EdgeServer) -> None:
     assert plain.headers["content-type"].startswith("text/javascript")
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.text == plain.text
+    size = len(gzip.compress(plain.content, compresslevel=9))
+    print(f"tracker: {len(plain.content)} bytes, {size} bytes gzipped (budget 5120)")
+    assert size <= 5120
 
 
 async def test_healthz_reports_store_and_site_versions(server: EdgeServer) -> None:
