@@ -297,6 +297,8 @@ def _impression(
     recent_bound: int,
 ) -> CampaignState:
     step, step_visit = old.step, old.step_visit
+    if old.impressions == 0:  # a step's visits count from when it was first shown
+        step_visit = visits
     if event.step > old.step:  # the engine moved on by visits; the tracker showed that step
         step, step_visit = event.step, visits
     return old._replace(

@@ -52,14 +52,19 @@ async def test_good_bad_good_keeps_serving(tmp_path: Path) -> None:
         report = health(server.http)["sites"]["demo"]
         assert report["version"] == first
         assert len(report["problems"]) == 1
-        assert "campaigns.yaml:13: campaigns[0].audience['session.pageviews'].$gtee: " \
-               "unknown operator '$gtee'" in report["problems"][0]
+        assert (
+            "campaigns.yaml:13: campaigns[0].audience['session.pageviews'].$gtee: "
+            "unknown operator '$gtee'" in report["problems"][0]
+        )
         assert await decided(server.ws) == ["bestsellers"]
 
         # Good again, with a visible change: the cold-start block is paused.
         rewrite(campaigns, "{$gtee: 3}", "{$gte: 3}")
-        rewrite(campaigns, "    name: Bestsellers (cold start)\n",
-                "    name: Bestsellers (cold start)\n    status: paused\n")
+        rewrite(
+            campaigns,
+            "    name: Bestsellers (cold start)\n",
+            "    name: Bestsellers (cold start)\n    status: paused\n",
+        )
         wait_until(lambda: health(server.http)["sites"]["demo"]["version"] != first, 10, "reload")
         assert health(server.http)["sites"]["demo"]["problems"] == []
         assert await decided(server.ws) == []

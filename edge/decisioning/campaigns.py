@@ -127,6 +127,9 @@ class Campaign:
     holdout: float
     is_popup: bool = False
     event: str | None = None  # the custom event this campaign waits for
+    # No schedule, not a pop-up, shown on page view: for a visitor who never
+    # saw it, only the audience decides (the engine's fast path).
+    plain: bool = False
 
     def bucket(self, visitor: str, salt: str) -> float:
         """A stable number in [0, 1) for this visitor and campaign: the same on
@@ -313,12 +316,13 @@ def _campaign(
         holdout=holdout,
         is_popup=c.placement == "popup",
         event=trigger.event,
+        plain=c.schedule is None and c.placement != "popup" and trigger.event is None,
     )
 
 
 def _trigger(config: TriggerConfig) -> Trigger:
     for kind, value in config.model_dump().items():
-        if value not in (None, False):
+        if value is not None and value is not False:
             return Trigger(kind, value)
     raise AssertionError("TriggerConfig guarantees one key")  # pragma: no cover
 

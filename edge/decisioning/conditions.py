@@ -223,6 +223,8 @@ def _fast_in(outer: str, inner: str, members: frozenset[str], general: Predicate
             v = mapping.get(inner)
             if type(v) is str:
                 return v in members
+            if type(v) is list and all(type(x) is str for x in v):
+                return not members.isdisjoint(v)  # an array matches when any element does
         return general(attrs)
 
     return member

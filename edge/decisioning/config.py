@@ -49,7 +49,7 @@ class TriggerConfig(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> TriggerConfig:
-        given = [k for k, v in self.model_dump().items() if v not in (None, False)]
+        given = [k for k, v in self.model_dump().items() if v is not None and v is not False]
         if len(given) != 1:
             raise ValueError(f"a trigger has exactly one of {', '.join(type(self).model_fields)}")
         return self

@@ -108,23 +108,29 @@ def decide(
                     f"{taken[campaign.placement]}"
                 )
             continue
-        reason = _blocked(
-            campaign,
-            trigger,
-            profile,
-            states.get(campaign.id),
-            site,
-            now,
-            decisioning.caps,
-            popup_block,
-            attributes,
-            explain,
-        )
-        if reason is not None:
-            if explain:
-                trace.append(f"campaign {campaign.id}: {reason}")
-            continue
-        decision = _choose(campaign, ctx.visitor, _step(campaign, states.get(campaign.id), profile))
+        state = states.get(campaign.id)
+        if campaign.plain and state is None and trigger == PAGE_TRIGGER and not explain:
+            # The fast path: nothing but the audience can stop this campaign.
+            if not campaign.audience.test(attributes):
+                continue
+        else:
+            reason = _blocked(
+                campaign,
+                trigger,
+                profile,
+                state,
+                site,
+                now,
+                decisioning.caps,
+                popup_block,
+                attributes,
+                explain,
+            )
+            if reason is not None:
+                if explain:
+                    trace.append(f"campaign {campaign.id}: {reason}")
+                continue
+        decision = _choose(campaign, ctx.visitor, _step(campaign, state, profile))
         items.append(decision)
         if not decision.holdout:
             taken[campaign.placement] = campaign.id
@@ -218,16 +224,15 @@ def frequency_cap(
 
 
 def global_popup_cap(profile: Profile | None, caps: CapsConfig, now: float) -> str | None:
-    if profile is None or not profile.popups:
-        return None
-    if profile.popup_page == profile.pageviews:
+    popups = profile.popups if profile is not None else ()
+    if profile is not None and popups and profile.popup_page == profile.pageviews:
         return "a pop-up was already shown on this page"
-    session = profile.session
-    if session is not None:
-        this_visit = sum(1 for t in profile.popups if t >= session.started_at)
-        if this_visit >= caps.popups_per_session:
-            return f"{this_visit} pop-ups this visit (popups_per_session {caps.popups_per_session})"
-    today = sum(1 for t in profile.popups if t > now - DAY_S)
+    session = profile.session if profile is not None else None
+    started = session.started_at if session is not None else now
+    this_visit = sum(1 for t in popups if t >= started)
+    if this_visit >= caps.popups_per_session:
+        return f"{this_visit} pop-ups this visit (popups_per_session {caps.popups_per_session})"
+    today = sum(1 for t in popups if t > now - DAY_S)
     if today >= caps.popups_per_day:
         return f"{today} pop-ups in 24 hours (popups_per_day {caps.popups_per_day})"
     return None
