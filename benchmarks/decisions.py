@@ -53,6 +53,9 @@ def campaigns(count: int) -> list[dict[str, Any]]:
     for i in range(count):
         audience = dict(AUDIENCES[i % len(AUDIENCES)])
         audience["visitor.visits"] = {"$gte": rng.randint(1, 3)}
+        # A threshold of its own, so that campaigns share some entries (as real
+        # ones do: visitor.identified, page.path ...) but not all of them.
+        audience["session.duration_s"] = {"$lt": rng.randint(600, 7200)}
         out.append(
             {
                 "id": f"c{i:03d}",

@@ -6,6 +6,7 @@ load (``compile_decisioning``); the engine then only reads them.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,25 +38,46 @@ class Clause:
     key: str
     spec: Any
     test: Predicate
-
-
-def _always(attributes: Mapping[str, Any]) -> bool:
-    return True
+    slot: int = 0  # its place in Decisioning.clause_tests (clauses are shared)
 
 
 @dataclass(frozen=True, slots=True)
 class Audience:
-    """``test`` is the whole condition as one closure (the hot path); ``clauses``
-    are its top-level entries, for explaining which one failed."""
+    """The top-level entries of an audience condition, ANDed in YAML order.
+
+    Identical entries of different campaigns (``visitor.identified: false``
+    in ten campaigns) are compiled once and share a ``slot``: the engine
+    evaluates each distinct entry at most once per decision and reuses the
+    answer, which is what keeps a decision over a hundred campaigns cheap.
+    """
 
     clauses: tuple[Clause, ...] = ()
-    test: Predicate = _always
+    slots: tuple[int, ...] = ()
+
+    def test(self, attributes: Mapping[str, Any]) -> bool:
+        return self.first_failure(attributes) is None
 
     def first_failure(self, attributes: Mapping[str, Any]) -> Clause | None:
         for clause in self.clauses:
             if not clause.test(attributes):
                 return clause
         return None
+
+
+class ClauseTable:
+    """Interns audience entries by their canonical form (see ``Audience``)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, int] = {}
+        self.tests: list[Predicate] = []
+
+    def slot(self, key: str, value: Any, test: Predicate) -> int:
+        canonical = json.dumps({key: value}, sort_keys=True, default=str)
+        found = self._slots.get(canonical)
+        if found is None:
+            found = self._slots[canonical] = len(self.tests)
+            self.tests.append(test)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +178,7 @@ class Decisioning:
     by_id: Mapping[str, Campaign] = field(default_factory=dict)  # every status
     segments: tuple[tuple[str, Predicate], ...] = ()
     caps: CapsConfig = DEFAULT_CAPS
+    clause_tests: tuple[Predicate, ...] = ()  # every distinct audience entry, by slot
 
 
 NO_CAMPAIGNS = Decisioning()
@@ -187,12 +210,19 @@ def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Probl
                 problems.add((*where, *sub), "a segment cannot depend on segments")
         test = _compile(segment.condition, groups, where, problems, segment_ids)
         segments.append((segment.id, test))
+    table = ClauseTable()
     campaigns = [
-        _campaign(c, groups, tz, ("campaigns", i), problems, segment_ids)
+        _campaign(c, groups, tz, ("campaigns", i), problems, segment_ids, table)
         for i, c in enumerate(config.campaigns)
     ]
     active = sorted((c for c in campaigns if c.status == "active"), key=lambda c: -c.priority)
-    return Decisioning(tuple(active), {c.id: c for c in campaigns}, tuple(segments), config.caps)
+    return Decisioning(
+        tuple(active),
+        {c.id: c for c in campaigns},
+        tuple(segments),
+        config.caps,
+        tuple(table.tests),
+    )
 
 
 def _duplicates(problems: Problems, section: str, ids: list[str]) -> None:
@@ -256,18 +286,13 @@ def _audience(
     where: Where,
     problems: Problems,
     segment_ids: set[str],
+    table: ClauseTable,
 ) -> Audience:
-    clauses = tuple(
-        Clause(str(key), value, _compile({key: value}, groups, where, problems, segment_ids))
-        for key, value in condition.items()
-    )
-    if not clauses:
-        return Audience()
-    if len(clauses) == 1:
-        return Audience(clauses, clauses[0].test)
-    if any(c.test is _never for c in clauses):
-        return Audience(clauses, _never)
-    return Audience(clauses, compile_condition(condition, groups))
+    clauses = []
+    for key, value in condition.items():
+        test = _compile({key: value}, groups, where, problems, segment_ids)
+        clauses.append(Clause(str(key), value, test, table.slot(str(key), value, test)))
+    return Audience(tuple(clauses), tuple(c.slot for c in clauses))
 
 
 def _widget(config: WidgetConfig | None) -> dict[str, Any]:
@@ -281,6 +306,7 @@ def _campaign(
     where: Where,
     problems: Problems,
     segment_ids: set[str],
+    table: ClauseTable,
 ) -> Campaign:
     if c.progressive:
         steps = tuple(Step(_widget(s.widget), s.until, s.until_visits) for s in c.progressive)
@@ -308,7 +334,7 @@ def _campaign(
         priority=c.priority,
         placement=c.placement,
         trigger=trigger,
-        audience=_audience(c.audience, groups, (*where, "audience"), problems, segment_ids),
+        audience=_audience(c.audience, groups, (*where, "audience"), problems, segment_ids, table),
         frequency=c.frequency,
         schedule=_schedule(c.schedule, tz),
         steps=steps,

@@ -176,8 +176,9 @@ _FAST_ORDER: Final[dict[str, _Compare]] = {
 
 
 def _fast_entry(key: str, value: Any, general: Predicate) -> Predicate | None:
-    """One closure for the commonest entry shapes, ``namespace.attribute``
-    against a number bound, a scalar literal or a ``$in`` of strings.
+    """One closure for the commonest entry shapes on ``namespace.attribute``:
+    number bounds, scalar literals and ``$ne``, string sets (``$in``, ``$nin``,
+    ``$all``), regular expressions, and ``$elemMatch`` of one of those.
 
     A targeting decision runs a hundred of these, and the general form costs
     four Python calls each (path, operator object, operator, comparison).
@@ -187,33 +188,108 @@ def _fast_entry(key: str, value: Any, general: Predicate) -> Predicate | None:
     general form by construction.
     """
     steps = key.split(".")
+    if len(steps) == 1 and isinstance(value, Mapping) and len(value) == 1:
+        ((op, arg),) = value.items()
+        if op == "$in" and _string_list(arg):  # `segments: {$in: [...]}`
+            return _fast_top_in(key, frozenset(arg), general)
     if len(steps) != 2:
         return None
     outer, inner = steps
-    if isinstance(value, Mapping) and len(value) == 1:
-        ((op, arg),) = value.items()
-        if op in _FAST_ORDER and type(arg) in (int, float):
-            return _fast_order(outer, inner, _FAST_ORDER[op], arg, general)
-        if op == "$in" and isinstance(arg, list) and arg and all(type(a) is str for a in arg):
-            return _fast_in(outer, inner, frozenset(arg), general)
-        return None
     if type(value) in (str, bool, int, float):
-        return _fast_literal(outer, inner, value, general)
+        return _fast_compare(outer, inner, operator.eq, value, general)
+    if not isinstance(value, Mapping) or not value:
+        return None
+    if len(value) == 1:
+        ((op, arg),) = value.items()
+        if op == "$ne" and type(arg) in (str, bool, int, float):
+            return _fast_compare(outer, inner, operator.ne, arg, general)
+        if op == "$in" and _string_list(arg):
+            return _fast_in(outer, inner, frozenset(arg), general)
+    if all(op in _FAST_ORDER and type(arg) in (int, float) for op, arg in value.items()):
+        bounds = tuple((_FAST_ORDER[op], arg) for op, arg in value.items())
+        return _fast_order(outer, inner, bounds, general)
+    if len(value) != 1:
+        return None
+    ((op, arg),) = value.items()
+    test = _fast_value_test(op, arg)
+    return _fast_value(outer, inner, test, general) if test is not None else None
+
+
+_Plain = Callable[[Any], "bool | None"]  # None: not the plain case, ask the general form
+
+
+def _fast_value_test(op: str, arg: Any) -> _Plain | None:
+    if op == "$ne" and type(arg) in (str, int, float, bool):
+        return _same_type_test(arg, operator.ne)
+    if op in ("$in", "$nin", "$all") and _string_list(arg):
+        return _string_set_test(op, frozenset(arg))
+    if op in ("$regex", "$regexi") and isinstance(arg, str) and len(arg) <= MAX_REGEX_LENGTH:
+        try:
+            search = re.compile(arg, re.IGNORECASE if op == "$regexi" else 0).search
+        except re.error:
+            return None  # the general form raises the ConditionError
+        return lambda v: search(v) is not None if type(v) is str else None
+    if op == "$elemMatch" and isinstance(arg, Mapping) and len(arg) == 1:
+        ((inner_op, inner_arg),) = arg.items()
+        if inner_op == "$eq" and type(inner_arg) is str:
+            # str == non-str is False, so list containment is exactly "some element equals".
+            return lambda v: inner_arg in v if type(v) is list else None
+        if inner_op == "$regex" and isinstance(inner_arg, str):
+            element = _fast_value_test(inner_op, inner_arg)
+            return _any_search(inner_arg) if element is not None else None
     return None
 
 
-def _fast_order(
-    outer: str, inner: str, cmp: _Compare, bound: float, general: Predicate
+def _any_search(pattern: str) -> _Plain:
+    search = re.compile(pattern).search
+
+    def test(v: Any) -> bool | None:
+        if type(v) is not list:
+            return None
+        try:
+            return any(map(search, v))  # the loop runs in C
+        except TypeError:  # a non-string element: the general form decides
+            return None
+
+    return test
+
+
+def _string_list(arg: Any) -> bool:
+    return isinstance(arg, list) and bool(arg) and all(type(a) is str for a in arg)
+
+
+def _same_type_test(expected: Any, cmp: _Compare) -> _Plain:
+    kind = type(expected)
+    return lambda v: cmp(v, expected) if type(v) is kind else None
+
+
+def _string_set_test(op: str, members: frozenset[str]) -> _Plain:
+    def test(v: Any) -> bool | None:
+        if type(v) is str and op != "$all":
+            return (v in members) is (op == "$in")
+        if type(v) is list and all(type(x) is str for x in v):
+            if op == "$all":
+                return members.issubset(v)
+            return members.isdisjoint(v) is (op == "$nin")  # any element matches
+        return None
+
+    return test
+
+
+def _fast_compare(
+    outer: str, inner: str, cmp: _Compare, expected: Any, general: Predicate
 ) -> Predicate:
-    def order(attrs: Attributes) -> bool:
+    kind = type(expected)
+
+    def compare(attrs: Attributes) -> bool:
         mapping = attrs.get(outer)
         if type(mapping) is dict:
             v = mapping.get(inner)
-            if type(v) is int or type(v) is float:
-                return cmp(v, bound)
+            if type(v) is kind:
+                return bool(cmp(v, expected))
         return general(attrs)
 
-    return order
+    return compare
 
 
 def _fast_in(outer: str, inner: str, members: frozenset[str], general: Predicate) -> Predicate:
@@ -230,18 +306,62 @@ def _fast_in(outer: str, inner: str, members: frozenset[str], general: Predicate
     return member
 
 
-def _fast_literal(outer: str, inner: str, expected: Any, general: Predicate) -> Predicate:
-    kind = type(expected)
+def _fast_top_in(key: str, members: frozenset[str], general: Predicate) -> Predicate:
+    def member(attrs: Attributes) -> bool:
+        v = attrs.get(key)
+        if type(v) is list and all(type(x) is str for x in v):
+            return not members.isdisjoint(v)
+        if type(v) is str:
+            return v in members
+        return general(attrs)
 
-    def literal(attrs: Attributes) -> bool:
+    return member
+
+
+def _fast_value(outer: str, inner: str, test: _Plain, general: Predicate) -> Predicate:
+    def fast(attrs: Attributes) -> bool:
+        mapping = attrs.get(outer)
+        if type(mapping) is dict:
+            answer = test(mapping.get(inner))
+            if answer is not None:
+                return answer
+        return general(attrs)
+
+    return fast
+
+
+def _fast_order(
+    outer: str, inner: str, bounds: tuple[tuple[_Compare, float], ...], general: Predicate
+) -> Predicate:
+    # GrowthBook compares a missing attribute as 0 against a number.
+    when_missing = all(cmp(0, bound) for cmp, bound in bounds)
+    if len(bounds) == 1:
+        ((cmp, bound),) = bounds
+
+        def order(attrs: Attributes) -> bool:
+            mapping = attrs.get(outer)
+            if type(mapping) is dict:
+                v = mapping.get(inner)
+                if type(v) is int or type(v) is float:
+                    return cmp(v, bound)
+                if v is None:
+                    return when_missing
+            return general(attrs)
+
+        return order
+
+    def order_all(attrs: Attributes) -> bool:
         mapping = attrs.get(outer)
         if type(mapping) is dict:
             v = mapping.get(inner)
-            if type(v) is kind:
-                return bool(v == expected)
+            if type(v) is int or type(v) is float:
+                for cmp, bound in bounds:  # noqa: SIM110 - hot path
+                    if not cmp(v, bound):
+                        return False
+                return True
         return general(attrs)
 
-    return literal
+    return order_all
 
 
 def _compile_logical(ctx: _Context, key: str, value: Any, path: Path) -> Predicate:
@@ -265,6 +385,9 @@ def _all_of(tests: list[Predicate]) -> Predicate:
         return _always_true
     if len(tests) == 1:
         return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda attrs: first(attrs) and second(attrs)
     frozen = tuple(tests)
 
     def all_of(attrs: Attributes) -> bool:

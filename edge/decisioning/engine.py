@@ -77,7 +77,7 @@ class Decisions:
 NOTHING = Decisions()
 
 
-def decide(
+def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campaign costs)
     profile: Profile | None,
     ctx: VisitContext,
     site: Site,
@@ -98,6 +98,8 @@ def decide(
     states = {s.id: s for s in profile.campaigns} if profile is not None else {}
     popup_block: list[str | None] = []  # computed once, when a pop-up first asks
     taken: dict[str, str] = {}
+    tests = decisioning.clause_tests
+    memo: list[bool | None] = [None] * len(tests)
     items: list[Decision] = []
     trace: list[str] = []
     for campaign in decisioning.campaigns:
@@ -111,7 +113,16 @@ def decide(
         state = states.get(campaign.id)
         if campaign.plain and state is None and trigger == PAGE_TRIGGER and not explain:
             # The fast path: nothing but the audience can stop this campaign.
-            if not campaign.audience.test(attributes):
+            # Each distinct audience entry is evaluated once per decision (memo).
+            for slot in campaign.audience.slots:
+                passed = memo[slot]
+                if passed is None:
+                    passed = memo[slot] = tests[slot](attributes)
+                if not passed:
+                    break
+            else:
+                passed = True
+            if not passed:
                 continue
         else:
             reason = _blocked(

@@ -53,6 +53,39 @@ def _unpack(case: list[Any]) -> tuple[str, Any, Any, bool, Any]:
     return name, condition, attributes, expected, saved_groups
 
 
+def _nest(condition: Any) -> Any:
+    """The same condition one namespace down: ``k`` becomes ``ns.k``.
+
+    Attribute keys are rewritten at condition level (through $and, $or, $nor
+    and $not), never inside operator objects, whose keys are not attributes.
+    """
+    if not isinstance(condition, dict):
+        return condition
+    out: dict[str, Any] = {}
+    for key, value in condition.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, list):
+            out[key] = [_nest(item) for item in value]
+        elif key == "$not":
+            out[key] = _nest(value)
+        else:  # an attribute, `$groups`-style names included
+            out[f"ns.{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("case", _load_cases())
+def test_conformance_one_namespace_down(case: list[Any] | None) -> None:
+    """The whole suite again on ``ns.<attribute>`` paths: these take the
+    compiler's fast paths (``namespace.attribute`` shapes), so this proves the
+    fast paths answer exactly as the general form does."""
+    if case is None:
+        pytest.fail(f"conformance suite not found at {CONFORMANCE_PATH}")
+    name, condition, attributes, expected, saved_groups = _unpack(case)
+    if name in EXPECTED_COMPILE_ERRORS:
+        return
+    nested = compile_condition(_nest(condition), saved_groups)
+    assert nested({"ns": attributes}) is expected
+
+
 @pytest.mark.parametrize("case", _load_cases())
 def test_conformance(case: list[Any] | None) -> None:
     if case is None:
