@@ -21,9 +21,12 @@ from edge.ledger import Ledger
 from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.stores import ProfileStore, open_store
+from edge.stores.redis import RedisStore
 from edge.tracker.collect import collect
 from edge.tracker.ingest import Ingest
 from edge.tracker.ws import websocket_endpoint
+from edge.widgets.coupons import CouponPools, MemoryPools, RedisPools
+from edge.widgets.service import WidgetService
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,22 @@ async def tracker_js(request: Request) -> Response:
     return Response(source, media_type="text/javascript", headers=headers)
 
 
+def pools_for(store: ProfileStore) -> CouponPools:
+    """Coupon pools live where the profiles do."""
+    if isinstance(store, RedisStore):
+        return RedisPools(store.client)
+    return MemoryPools()
+
+
 async def healthz(request: Request) -> Response:
     ingest: Ingest = request.app.state.ingest
     registry = ingest.registry
     sites: dict[str, dict[str, Any]] = {
-        name: {"version": site.version, "problems": registry.problems.get(name, [])}
+        name: {
+            "version": site.version,
+            "problems": registry.problems.get(name, []),
+            "coupons": ingest.widgets.pool_report(site),
+        }
         for name, site in registry.sites.items()
     }
     for name, problems in registry.problems.items():
@@ -91,8 +105,11 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         )
         ledger = Ledger(the_store)
         ledger.start()
-        app.state.ingest = Ingest(settings, registry, ledger)
-        reloader = asyncio.create_task(_watch(registry, settings.reload_interval_s))
+        widgets = WidgetService(pools_for(the_store))
+        for site in registry.sites.values():
+            await widgets.sync_pools(site)
+        app.state.ingest = Ingest(settings, registry, ledger, widgets)
+        reloader = asyncio.create_task(_watch(registry, widgets, settings.reload_interval_s))
         _on_sighup(registry)
         try:
             yield
@@ -110,13 +127,19 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     return app
 
 
-async def _watch(registry: SiteRegistry, interval_s: float) -> None:
+async def _watch(registry: SiteRegistry, widgets: WidgetService, interval_s: float) -> None:
+    """Poll profiles/ for changes; (re)load the coupon pools of changed sites."""
     if interval_s <= 0:
         return
+    versions = {name: site.version for name, site in registry.sites.items()}
     while True:
         await asyncio.sleep(interval_s)
         try:
             registry.reload()
+            for name, site in registry.sites.items():
+                if versions.get(name) != site.version:
+                    versions[name] = site.version
+                    await widgets.sync_pools(site)
         except Exception:  # a vanished folder must not stop the watcher; logged, retried
             log.exception("reloading site configuration failed")
 

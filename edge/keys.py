@@ -15,3 +15,77 @@ PREFIX = "edge"
 
 def profile(site: str, visitor: str) -> str:
     return f"{PREFIX}:p:{{{site}:{visitor}}}"
+
+
+# --- shared recommendation signals (edge.signals) ---------------------------
+#
+# Site-wide, not per visitor: every key of one site carries the tag
+# ``{sig:<site>}``, so each site's signals sit in one slot (different sites
+# spread over the cluster) and the trending sum below, which reads 24 keys in
+# one script, stays a single-slot command.
+#
+#     edge:sig:{sig:<site>}:vt:<sku>     zset  partner sku -> times viewed in the same
+#                                              visit as <sku>; trimmed to the top N
+#     edge:sig:{sig:<site>}:bt:<sku>     zset  partner sku -> orders containing both;
+#                                              trimmed to the top N
+#     edge:sig:{sig:<site>}:bs           zset  sku -> units purchased, all time; trimmed
+#     edge:sig:{sig:<site>}:tr:<hour>    zset  sku -> views in that hour (unix time // 3600);
+#                                              TTL 25 h, so only the last day exists
+#     edge:sig:{sig:<site>}:tr           zset  cache of the sum of the last 24 hour buckets;
+#                                              TTL trending_cache_s (short)
+
+
+def _signals(site: str) -> str:
+    return f"{PREFIX}:sig:{{sig:{site}}}"
+
+
+def viewed_together(site: str, sku: str) -> str:
+    """Partners of ``sku`` by co-views in one visit."""
+    return f"{_signals(site)}:vt:{sku}"
+
+
+def bought_together(site: str, sku: str) -> str:
+    """Partners of ``sku`` by co-occurrence in one order."""
+    return f"{_signals(site)}:bt:{sku}"
+
+
+def bestsellers(site: str) -> str:
+    """Units sold per sku."""
+    return f"{_signals(site)}:bs"
+
+
+def trending_bucket(site: str, hour: int) -> str:
+    """Views per sku during one hour (``hour`` = unix seconds // 3600)."""
+    return f"{_signals(site)}:tr:{hour}"
+
+
+def trending(site: str) -> str:
+    """The cached 24-hour sum of the trending buckets."""
+    return f"{_signals(site)}:tr"
+
+
+# --- coupon pools (edge.widgets.coupons) -----------------------------------
+#
+# The three keys of one campaign's pool share the tag ``{cp:<site>:<campaign>}``:
+# a claim reads the visitor's code and pops a free one in one atomic script,
+# which on Redis Cluster needs one slot; different pools spread over slots.
+#
+#     edge:cp:{cp:<site>:<campaign>}:known   set   every code ever loaded (loading is idempotent)
+#     edge:cp:{cp:<site>:<campaign>}:free    list  codes not handed out yet
+#     edge:cp:{cp:<site>:<campaign>}:given   hash  visitor -> their code (never expires)
+
+
+def _pool(site: str, campaign: str) -> str:
+    return f"{PREFIX}:cp:{{cp:{site}:{campaign}}}"
+
+
+def coupon_known(site: str, campaign: str) -> str:
+    return f"{_pool(site, campaign)}:known"
+
+
+def coupon_free(site: str, campaign: str) -> str:
+    return f"{_pool(site, campaign)}:free"
+
+
+def coupon_given(site: str, campaign: str) -> str:
+    return f"{_pool(site, campaign)}:given"

@@ -42,7 +42,7 @@ class Bounds:
     streams: int = 16
     custom_events: int = 30
     campaigns: int = 50
-    campaign_recent: int = 10
+    campaign_recent: int = 20
     popups: int = 20
 
 
@@ -259,6 +259,9 @@ _PLAIN = (
     "revenue",
     "last_order_at",
     "order_ids",
+    "campaigns",
+    "popups",
+    "popup_page",
     "streams",
     "event_ids",
 )

@@ -24,6 +24,8 @@ from edge.decisioning.config import DecisioningConfig
 from edge.errors import ConfigError
 from edge.identity import hash_email
 from edge.profile import Bounds
+from edge.widgets.check import check_widgets
+from edge.widgets.render import Renderer
 from edge.yamlsource import Located, YamlProblem, load_merged
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class Site:
     bounds: Bounds
     version: str  # hash of the files, shown in /healthz so operators see nodes agree
     folder: Path
+    renderer: Renderer
     decisioning: Decisioning = NO_CAMPAIGNS
 
     def contact_key(self, email: str) -> str:
@@ -145,6 +148,7 @@ def load_site(folder: Path) -> Site:
     site = compile_site(parsed, folder, _version(files))
     problems = Problems()
     decisioning = compile_decisioning(parsed, site.timezone, problems)
+    check_widgets(parsed.campaigns, site.renderer, folder, problems)
     if problems.items:
         raise ConfigError([f"{located.where(w)}: {dotted(w)}: {m}" for w, m in problems.items])
     return replace(site, decisioning=decisioning)
@@ -216,6 +220,7 @@ def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
         bounds=Bounds(),
         version=version,
         folder=folder,
+        renderer=Renderer(folder, currency=site.currency, locale=site.locale),
     )
 
 
@@ -246,4 +251,10 @@ def load_sites(profiles: Path) -> tuple[dict[str, Site], dict[str, list[str]]]:
 
 
 def site_config_schema() -> dict[str, Any]:
-    return SiteFile.model_json_schema()
+    """JSON Schema of one site file. ``site`` is not required in it, because a
+    site's sections may be split over several files (campaigns.yaml ...)."""
+    schema = SiteFile.model_json_schema()
+    schema["required"] = [r for r in schema.get("required", []) if r != "site"]
+    if not schema["required"]:
+        del schema["required"]
+    return schema

@@ -130,7 +130,12 @@ def edge_server(
     ]
     if redis_url:
         args += ["--redis", redis_url]
-    full_env = {**os.environ, "EDGE_RELOAD_INTERVAL_S": "0.2", **(env or {})}
+    full_env = {
+        **os.environ,
+        "EDGE_RELOAD_INTERVAL_S": "0.2",
+        "EDGE_DEMO_SECRET": "test-secret",
+        **(env or {}),
+    }
     with tempfile.NamedTemporaryFile(prefix="edge-server-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
     with log_path.open("wb") as out:

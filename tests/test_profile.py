@@ -281,3 +281,20 @@ def test_profile_helpers() -> None:
     assert profile.stream("0" * 31 + "1") is None
     assert profile.acked(SESSION_A) == 12
     assert profile.acked("0" * 31 + "1") == 0
+
+
+def test_every_profile_field_survives_the_wire() -> None:
+    """A field left out of the stored layout would silently reset on every load."""
+    import dataclasses
+
+    from edge.profile import CampaignState, Profile, decode_profile, encode_profile, to_wire
+
+    changed = Profile(
+        visitor="ab" * 16,
+        created_at=1.0,
+        campaigns=(CampaignState("c", impressions=2, recent=(5.0, 4.0), step=1),),
+        popups=(3.0,),
+        popup_page=7,
+    )
+    assert set(to_wire(changed)) - {"_v"} == {f.name for f in dataclasses.fields(Profile)}
+    assert decode_profile(encode_profile(changed)) == changed

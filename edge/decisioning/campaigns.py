@@ -153,6 +153,13 @@ class Campaign:
     # saw it, only the audience decides (the engine's fast path).
     plain: bool = False
 
+    def widget_for(self, variant: str, step: int) -> dict[str, Any]:
+        """The widget a visitor in ``variant`` sees at ``step``."""
+        arm = next((v for v in self.variants if v.id == variant), None)
+        if arm is not None and arm.widget is not None:
+            return arm.widget
+        return self.steps[min(max(step, 0), len(self.steps) - 1)].widget
+
     def bucket(self, visitor: str, salt: str) -> float:
         """A stable number in [0, 1) for this visitor and campaign: the same on
         every node and after restarts (no state, only a hash)."""
@@ -199,7 +206,9 @@ class Problems:
 
 def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Problems) -> Decisioning:
     groups = config.saved_groups
-    segment_ids = {s.id for s in config.segments}
+    known = Known(
+        frozenset(s.id for s in config.segments), frozenset(c.id for c in config.campaigns)
+    )
     _duplicates(problems, "segments", [s.id for s in config.segments])
     _duplicates(problems, "campaigns", [c.id for c in config.campaigns])
     segments = []
@@ -208,11 +217,11 @@ def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Probl
         for sub, path in condition_paths(segment.condition):
             if path == "segments":
                 problems.add((*where, *sub), "a segment cannot depend on segments")
-        test = _compile(segment.condition, groups, where, problems, segment_ids)
+        test = _compile(segment.condition, groups, where, problems, known)
         segments.append((segment.id, test))
     table = ClauseTable()
     campaigns = [
-        _campaign(c, groups, tz, ("campaigns", i), problems, segment_ids, table)
+        _campaign(c, groups, tz, ("campaigns", i), problems, known, table)
         for i, c in enumerate(config.campaigns)
     ]
     active = sorted((c for c in campaigns if c.status == "active"), key=lambda c: -c.priority)
@@ -233,12 +242,20 @@ def _duplicates(problems: Problems, section: str, ids: list[str]) -> None:
         seen.add(item)
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    """The ids a condition may name (``segments``, ``campaigns.<id>.*``)."""
+
+    segments: frozenset[str]
+    campaigns: frozenset[str]
+
+
 def _compile(
     condition: Mapping[str, Any],
     groups: Mapping[str, list[Any]],
     where: Where,
     problems: Problems,
-    segment_ids: set[str],
+    known: Known,
 ) -> Predicate:
     bad = False
     for sub, path in condition_paths(condition):
@@ -248,9 +265,12 @@ def _compile(
             bad = True
         elif path == "segments":
             for name in _strings(condition_at(condition, sub)):
-                if name not in segment_ids:
+                if name not in known.segments:
                     problems.add((*where, *sub), f"unknown segment {name!r}")
                     bad = True
+        elif path.startswith("campaigns.") and path.split(".")[1] not in known.campaigns:
+            problems.add((*where, *sub), f"unknown campaign {path.split('.')[1]!r}")
+            bad = True
     try:
         test = compile_condition(condition, groups)
     except ConditionError as exc:
@@ -285,12 +305,12 @@ def _audience(
     groups: Mapping[str, list[Any]],
     where: Where,
     problems: Problems,
-    segment_ids: set[str],
+    known: Known,
     table: ClauseTable,
 ) -> Audience:
     clauses = []
     for key, value in condition.items():
-        test = _compile({key: value}, groups, where, problems, segment_ids)
+        test = _compile({key: value}, groups, where, problems, known)
         clauses.append(Clause(str(key), value, test, table.slot(str(key), value, test)))
     return Audience(tuple(clauses), tuple(c.slot for c in clauses))
 
@@ -305,7 +325,7 @@ def _campaign(
     tz: ZoneInfo,
     where: Where,
     problems: Problems,
-    segment_ids: set[str],
+    known: Known,
     table: ClauseTable,
 ) -> Campaign:
     if c.progressive:
@@ -334,7 +354,7 @@ def _campaign(
         priority=c.priority,
         placement=c.placement,
         trigger=trigger,
-        audience=_audience(c.audience, groups, (*where, "audience"), problems, segment_ids, table),
+        audience=_audience(c.audience, groups, (*where, "audience"), problems, known, table),
         frequency=c.frequency,
         schedule=_schedule(c.schedule, tz),
         steps=steps,

@@ -56,7 +56,7 @@ class TriggerConfig(_Strict):
 
 
 class DaysWindow(_Strict):
-    max: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1, le=20)]  # the profile keeps the last 20 impression times
     days: Annotated[float, Field(gt=0, le=3650)]
 
 

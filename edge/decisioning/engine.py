@@ -87,9 +87,11 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
     page: Page = NO_PAGE,
     device: Mapping[str, Any] | None = None,
     explain: bool = False,
+    unavailable: frozenset[str] = frozenset(),
 ) -> Decisions:
     """Decide for one trigger: ``page_view`` (the page-level campaigns: shown on
-    load, after a delay, on scroll, exit intent or inactivity) or ``event:<name>``."""
+    load, after a delay, on scroll, exit intent or inactivity) or ``event:<name>``.
+    ``unavailable`` campaigns are passed over (their coupon pool is empty)."""
     decisioning = site.decisioning
     if not decisioning.campaigns and not explain:
         return NOTHING
@@ -109,6 +111,10 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
                     f"campaign {campaign.id}: {campaign.placement} already taken by "
                     f"{taken[campaign.placement]}"
                 )
+            continue
+        if unavailable and campaign.id in unavailable:
+            if explain:
+                trace.append(f"campaign {campaign.id}: unavailable (no coupon codes to give)")
             continue
         state = states.get(campaign.id)
         if campaign.plain and state is None and trigger == PAGE_TRIGGER and not explain:
@@ -204,7 +210,9 @@ def frequency_cap(
     campaign: Campaign, state: CampaignState, profile: Profile, now: float
 ) -> str | None:
     f = campaign.frequency
-    if f.stop_after_conversion and state.conversions:
+    # A progressive campaign's steps say what follows a conversion; it stops
+    # when its last step is done (see _step), not at the first conversion.
+    if f.stop_after_conversion and state.conversions and len(campaign.steps) == 1:
         return "converted already"
     if f.stop_after_closes and state.closes >= f.stop_after_closes:
         pause = f.close_pause_days

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.decisioning.attributes import Page
-from edge.decisioning.engine import decide
+from edge.decisioning.engine import Decision, decide
 from edge.errors import ProtocolError
 from edge.ledger import Hot, Ledger
 from edge.profile import Profile
@@ -22,6 +22,7 @@ from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.tracker.useragent import classify
 from edge.updates import check_event
+from edge.widgets.service import WidgetService
 
 # Event types after which the page's decisions may change; custom events
 # additionally trigger the campaigns waiting for them; widget reports do neither.
@@ -54,25 +55,34 @@ def next_page(page: Page, events: Sequence[p.Event]) -> Page:
     return page
 
 
-def decisions_for(
+def decide_all(
     profile: Profile | None,
     ctx: VisitContext,
     site: Site,
     now: float,
     page: Page,
     wanted: Sequence[str],
-) -> list[dict[str, Any]]:
+    unavailable: frozenset[str] = frozenset(),
+) -> list[Decision]:
+    """Decisions for every trigger a batch asked for, each campaign once."""
     device = classify(ctx.user_agent).to_attributes()
-    items: list[dict[str, Any]] = []
+    chosen: list[Decision] = []
     seen: set[str] = set()
     for trigger in wanted:
         for decision in decide(
-            profile, ctx, site, now, trigger=trigger, page=page, device=device
+            profile,
+            ctx,
+            site,
+            now,
+            trigger=trigger,
+            page=page,
+            device=device,
+            unavailable=unavailable,
         ).items:
             if decision.campaign not in seen:
                 seen.add(decision.campaign)
-                items.append(decision.to_wire())
-    return items
+                chosen.append(decision)
+    return chosen
 
 
 @dataclass
@@ -90,6 +100,7 @@ class Ingest:
     settings: Settings
     registry: SiteRegistry
     ledger: Ledger
+    widgets: WidgetService
     clock: Callable[[], float] = time.time
     counters: Counters = field(default_factory=Counters)
 
@@ -112,7 +123,8 @@ class Ingest:
         *,
         page: Page | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Store a batch; returns the error frames and the acknowledging answer.
+        """Store a batch; returns the messages to send first (errors, revealed
+        coupons) and the acknowledging answer.
 
         ``hot`` is None when nothing may be stored (no consent): events are then
         acknowledged and dropped. Beacons (``page=None``) get a bare ``ack``:
@@ -138,10 +150,26 @@ class Ingest:
             future = self.ledger.submit(hot, accepted, ctx, site, now)
             self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
             profile = await asyncio.wait_for(asyncio.shield(future), self.settings.ack_timeout_s)
+        before = errors + await self._reveal(accepted, ctx, site)
         seq = batch.highest_seq
         wanted = triggers(accepted) if page is not None else []
         if not wanted:
-            return errors, p.ack(seq)
+            return before, p.ack(seq)
         assert page is not None
-        items = decisions_for(profile, ctx, site, now, page, wanted)
-        return errors, p.decisions(items, seq=seq)
+        chosen = decide_all(profile, ctx, site, now, page, wanted, self.widgets.unavailable(site))
+        items = await self.widgets.render(chosen, profile, ctx, site, page)
+        return before, p.decisions(items, seq=seq)
+
+    async def _reveal(
+        self, events: Sequence[p.Event], ctx: VisitContext, site: Site
+    ) -> list[dict[str, Any]]:
+        """A ``coupon`` message for each coupon form the visitor submitted."""
+        messages = []
+        for event in events:
+            if isinstance(event, p.Widget) and event.action == "convert":
+                message = await self.widgets.reveal(
+                    site, event.campaign, event.variant, event.step, ctx
+                )
+                if message is not None:
+                    messages.append(message)
+        return messages

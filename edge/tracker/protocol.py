@@ -288,8 +288,10 @@ def encode(message: Mapping[str, Any], *, binary: bool) -> str | bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def welcome(visitor: str, session: str, acked: int, config_version: str) -> dict[str, Any]:
-    return {
+def welcome(
+    visitor: str, session: str, acked: int, config_version: str, css: str | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
         "type": "welcome",
         "v": PROTOCOL_VERSION,
         "visitor": visitor,
@@ -297,6 +299,9 @@ def welcome(visitor: str, session: str, acked: int, config_version: str) -> dict
         "ack": acked,
         "config": config_version,
     }
+    if css:
+        message["css"] = css  # the widgets' stylesheet, once per connection
+    return message
 
 
 def ack(seq: int) -> dict[str, Any]:

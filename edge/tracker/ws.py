@@ -145,7 +145,8 @@ class Connection:
                 raise Close(CLOSE_INTERNAL, "store unavailable") from None
             if self.hot.base is not None:  # what is *stored*, never what is pending
                 acked = self.hot.base.acked(hello.session)
-        await self.send(p.welcome(visitor, hello.session, acked, self.site.version))
+        css = self.site.renderer.stylesheet() if self.site.decisioning.campaigns else None
+        await self.send(p.welcome(visitor, hello.session, acked, self.site.version, css))
 
     def may_store(self) -> bool:
         assert self.ctx is not None

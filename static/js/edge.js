@@ -117,6 +117,7 @@ const recv = m => {
   const t = m.type;
   if (typeof m.ack == 'number') { outbox = outbox.filter(e => e.seq > m.ack); save() }
   if (t == 'welcome') {
+    css = m.css || css;
     okId(m.visitor) && m.visitor != vid && put(L, 'edge_vid', vid = m.visitor);
     m.ack > seq && put(S, 'edge_seq', seq = m.ack);
     ready = 1; tries = sent = 0;
@@ -126,7 +127,73 @@ const recv = m => {
     warn(m.code, m.message);
     if (m.code == 'store_unavailable') { sent = 0; setTimeout(safe(flush), 5e3) }
   }
+  if (t == 'decisions') show(m.items || []);
+  if (t == 'coupon' && shown[m.campaign]) shown[m.campaign].innerHTML = css + m.html;
   t == 'decisions' ? emit(t, m.items || [], m) : emit(t, m);
+};
+
+// --- widgets: the server decides whether, the tracker when -------------------
+let css = '', armed = [], popup, shown = {};
+const t0 = Date.now(), slotWait = +attr('slot-timeout') || 300;
+const report = (it, action) => track('widget', { campaign: it.campaign, variant: it.variant, action, step: it.step });
+const host = (it, el) => {
+  const h = d.createElement('div');
+  h.setAttribute('data-edge-campaign', it.campaign); h.setAttribute('data-edge-variant', it.variant);
+  const r = h.attachShadow({ mode: 'open' });
+  r.innerHTML = css + it.html;
+  on(r, 'click', e => {
+    const c = e.target.closest('[data-edge-close],[data-edge-click]');
+    if (!c) return;
+    if (c.hasAttribute('data-edge-close')) { report(it, 'close'); h.remove(); popup = popup == h ? 0 : popup }
+    else report(it, 'click');
+  });
+  on(r, 'submit', e => {
+    e.preventDefault();
+    const f = e.target, email = f.email && f.email.value.trim();
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email || '')) return f.email && f.email.focus();
+    track('identify', { email }); report(it, 'convert');
+  });
+  shown[it.campaign] = r;
+  el ? el.replaceChildren(h) : d.body.append(h);
+  return h;
+};
+const fire = it => {
+  if (it.holdout) return report(it, 'impression');
+  const slot = !/^(popup|bar|bar-top|bar-bottom)$/.test(it.placement);
+  if (slot) {
+    const el = d.querySelector('[data-edge-slot="' + CSS.escape(it.placement) + '"]');
+    if (!el || Date.now() - t0 > slotWait && !el.edgeShown) return;
+    el.edgeShown = 1; host(it, el);
+  } else {
+    if (it.placement == 'popup') { if (popup) return; popup = host(it) } else host(it);
+  }
+  report(it, 'impression');
+};
+const show = items => {
+  armed.forEach(a => a.abort()); armed = [];
+  items.forEach(it => {
+    if (shown[it.campaign]) return;
+    const g = it.trigger || {}, v = +g.value, a = new AbortController(), o = { signal: a.signal, passive: true };
+    const go = () => { if (!a.signal.aborted) { a.abort(); fire(it) } };
+    const add = (t, n, f) => t.addEventListener(n, safe(f), o);
+    let i;
+    a.signal.onabort = () => clearTimeout(i);
+    if (g.type == 'delay_s') i = setTimeout(go, v * 1e3);
+    else if (g.type == 'scroll_pct') add(w, 'scroll', () => (scrollY + innerHeight) * 100 >= v * d.documentElement.scrollHeight && go());
+    else if (g.type == 'exit_intent') {
+      // desktop: the pointer leaves through the top; touch: a fast scroll up, or a tab switch
+      let y = scrollY, at = Date.now();
+      add(d, 'mouseout', e => e.clientY <= 0 && !e.relatedTarget && go());
+      if (matchMedia('(pointer:coarse)').matches) {
+        add(w, 'scroll', () => { const n = Date.now(); scrollY < y - 100 && n - at < 300 && go(); y = scrollY; at = n });
+        add(d, 'visibilitychange', () => d.hidden && go());
+      }
+    } else if (g.type == 'inactivity_s') {
+      const k = () => { clearTimeout(i); i = setTimeout(go, v * 1e3) };
+      k(); ['mousemove', 'keydown', 'scroll', 'touchstart'].forEach(n => add(w, n, k));
+    } else return fire(it);
+    armed.push(a);
+  });
 };
 
 // public API

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_py
@@ -14,6 +16,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from edge import keys
 from edge.profile import Profile, decode_profile
 from tests.browser import new_page, poll, storage, tracker_state, wait_acked
+from tests.helpers import PROFILES as DEMO_PROFILES
 from tests.helpers import EdgeServer, RedisServer, edge_server, free_port
 
 pytest_plugins = ["tests.browser"]  # browser, context, page, page_errors
@@ -39,8 +42,21 @@ def redis_url(redis: RedisServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def shop(redis_url: str) -> Iterator[EdgeServer]:
-    with edge_server(redis_url=redis_url) as running:
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo shop without its campaigns: these tests watch the tracker's
+    own events, and widgets would add impressions of their own."""
+    folder = tmp_path_factory.mktemp("profiles")
+    shutil.copytree(
+        DEMO_PROFILES / "demo",
+        folder / "demo",
+        ignore=shutil.ignore_patterns("campaigns.yaml", "segments.yaml"),
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shop(redis_url: str, profiles: Path) -> Iterator[EdgeServer]:
+    with edge_server(redis_url=redis_url, profiles=profiles) as running:
         yield running
 
 
@@ -130,10 +146,10 @@ async def test_visitor_id_persists_across_pages_and_reloads(
 
 
 async def test_events_tracked_during_an_outage_arrive_exactly_once(
-    redis_url: str, page: Page, store: redis_py.Redis
+    redis_url: str, profiles: Path, page: Page, store: redis_py.Redis
 ) -> None:
     port = free_port()
-    with edge_server(redis_url=redis_url, port=port) as first:
+    with edge_server(redis_url=redis_url, port=port, profiles=profiles) as first:
         state = await visit(page, f"{first.http}/demo")
         first.process.kill()  # a crash: no close handshake
         first.process.wait(10)
@@ -145,7 +161,7 @@ async def test_events_tracked_during_an_outage_arrive_exactly_once(
     visitor = str(state["visitor"])
     profile = stored(store, visitor)
     assert profile is not None and custom_total(profile, "outage") == 0
-    with edge_server(redis_url=redis_url, port=port):
+    with edge_server(redis_url=redis_url, port=port, profiles=profiles):
         # full-jitter backoff: the reconnect may take a while after a few failures
         await wait_acked(page, timeout_ms=60_000)
         await track(page, "custom", {"name": "outage", "props": {"n": 3}})

@@ -1,0 +1,95 @@
+"""Load-time checks of every campaign's widgets: a broken template, an unsafe
+link or a missing coupon file is a configuration error naming the campaign,
+never a surprise on a shopper's page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from edge.decisioning.campaigns import Problems, Where
+from edge.decisioning.config import CampaignConfig
+from edge.widgets.render import KIND_TEMPLATES, Renderer, RenderError
+from edge.widgets.text import is_safe_url
+
+URL_KEYS = ("url", "image")
+PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
+
+
+def widgets_of(campaign: CampaignConfig) -> Iterator[tuple[Where, dict[str, Any]]]:
+    if campaign.widget is not None:
+        yield ("widget",), campaign.widget.model_dump(mode="json")
+    for i, step in enumerate(campaign.progressive or ()):
+        yield ("progressive", i, "widget"), step.widget.model_dump(mode="json")
+    for i, variant in enumerate(campaign.experiment.variants if campaign.experiment else ()):
+        if variant.widget is not None:
+            yield ("experiment", "variants", i, "widget"), variant.widget.model_dump(mode="json")
+
+
+def check_widgets(
+    campaigns: list[CampaignConfig], renderer: Renderer, folder: Path, problems: Problems
+) -> None:
+    try:
+        renderer.stylesheet()
+    except RenderError as exc:
+        problems.add(("campaigns",), str(exc))
+    for index, campaign in enumerate(campaigns):
+        for sub, widget in widgets_of(campaign):
+            where: Where = ("campaigns", index, *sub)
+            _check_one(campaign, widget, renderer, folder, where, problems)
+
+
+def _check_one(
+    campaign: CampaignConfig,
+    widget: Mapping[str, Any],
+    renderer: Renderer,
+    folder: Path,
+    where: Where,
+    problems: Problems,
+) -> None:
+    for key in URL_KEYS:
+        if key in widget and not is_safe_url(widget[key]):
+            problems.add((*where, key), f"{widget[key]!r} is not an http(s) or site-relative URL")
+    kind = widget.get("kind")
+    if kind == "html" and not isinstance(widget.get("template"), str):
+        problems.add((*where, "template"), "an html widget names its template file")
+        return
+    if kind == "coupon":
+        _check_coupon(widget.get("coupon"), folder, (*where, "coupon"), problems)
+    if kind in KIND_TEMPLATES or kind == "html":
+        try:
+            renderer.render(
+                widget, lang="", campaign=campaign.id, variant="a", placement=campaign.placement
+            )
+            if kind == "coupon":
+                renderer.render(
+                    widget,
+                    lang="",
+                    campaign=campaign.id,
+                    variant="a",
+                    placement=campaign.placement,
+                    code="CODE",
+                    revealed=True,
+                )
+        except RenderError as exc:
+            problems.add(where, f"template: {exc}")
+
+
+def _check_coupon(coupon: Any, folder: Path, where: Where, problems: Problems) -> None:
+    if not isinstance(coupon, Mapping):
+        problems.add(where, "a coupon widget needs coupon: {source: generated|pool, ...}")
+        return
+    source = coupon.get("source")
+    if source == "generated":
+        if not PREFIX.match(str(coupon.get("prefix", ""))):
+            problems.add((*where, "prefix"), "a prefix of 1-12 capital letters or digits")
+    elif source == "pool":
+        file = coupon.get("file")
+        if not isinstance(file, str) or "/" in file or file.startswith("."):
+            problems.add((*where, "file"), "the name of a file in the site's coupons/ folder")
+        elif not (folder / "coupons" / file).is_file():
+            problems.add((*where, "file"), f"{folder / 'coupons' / file} does not exist")
+    else:
+        problems.add((*where, "source"), "source is 'generated' or 'pool'")

@@ -1,0 +1,171 @@
+"""Unique coupon codes: one per visitor per campaign, the same one every time.
+
+*Generated* codes need no state. A code is ``PREFIX-BODY-CHECK``:
+``BODY`` is 6 characters of HMAC-SHA256(site secret, "edge-coupon-v1|site|
+campaign|visitor"), so one visitor always gets the same code, on any node;
+``CHECK`` is 4 characters of HMAC-SHA256(secret, "edge-coupon-check-v1|PREFIX|
+BODY"), so the shop can tell a real code from a made-up one offline, with the
+secret alone (docs/configuration.md shows the five lines). Characters come
+from Crockford's base32 alphabet: no I, L, O or U to misread.
+
+*Pool* codes come from a file (``profiles/<site>/coupons/<file>``), loaded into
+the store once (idempotently: every node may load the same file) and handed
+out atomically: a visitor's first claim pops one code and records it against
+the visitor in the same atomic step, later claims return that code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge import keys
+
+log = logging.getLogger(__name__)
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32
+BODY_CHARS = 6
+CHECK_CHARS = 4
+
+
+def _base32(digest: bytes, chars: int) -> str:
+    number = int.from_bytes(digest[:8], "big")
+    out = []
+    for _ in range(chars):
+        number, index = divmod(number, 32)
+        out.append(ALPHABET[index])
+    return "".join(out)
+
+
+def _mac(secret: bytes, message: str) -> bytes:
+    return hmac.new(secret, message.encode(), hashlib.sha256).digest()
+
+
+def generated_code(secret: bytes, site: str, campaign: str, visitor: str, prefix: str) -> str:
+    body = _base32(_mac(secret, f"edge-coupon-v1|{site}|{campaign}|{visitor}"), BODY_CHARS)
+    check = _base32(_mac(secret, f"edge-coupon-check-v1|{prefix}|{body}"), CHECK_CHARS)
+    return f"{prefix}-{body}-{check}"
+
+
+def verify_code(secret: bytes, code: str) -> bool:
+    """True if ``code`` was generated with ``secret`` (any site, campaign, visitor)."""
+    prefix, _, rest = code.strip().upper().rpartition("-")
+    head, _, body = prefix.rpartition("-")
+    if not head or len(body) != BODY_CHARS or len(rest) != CHECK_CHARS:
+        return False
+    expected = _base32(_mac(secret, f"edge-coupon-check-v1|{head}|{body}"), CHECK_CHARS)
+    return hmac.compare_digest(expected, rest)
+
+
+def read_pool(path: Path) -> list[str]:
+    """Codes, one per line; blank lines and ``#`` comments are skipped."""
+    codes = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        code = line.strip()
+        if code and not code.startswith("#"):
+            codes.append(code)
+    return codes
+
+
+class CouponPools(Protocol):
+    async def load(self, site: str, campaign: str, codes: Sequence[str]) -> int:
+        """Add codes not seen before; returns how many were new."""
+        ...
+
+    async def claim(self, site: str, campaign: str, visitor: str) -> str | None:
+        """The visitor's code: the one they have, else a fresh one, else None (empty)."""
+        ...
+
+    async def remaining(self, site: str, campaign: str) -> int: ...
+
+
+class MemoryPools:
+    """Pools of the embedded store (one process, so a dict is atomic enough)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], set[str]] = {}
+        self._free: dict[tuple[str, str], list[str]] = {}
+        self._given: dict[tuple[str, str], dict[str, str]] = {}
+
+    async def load(self, site: str, campaign: str, codes: Sequence[str]) -> int:
+        key = (site, campaign)
+        known = self._known.setdefault(key, set())
+        free = self._free.setdefault(key, [])
+        new = [c for c in dict.fromkeys(codes) if c not in known]
+        known.update(new)
+        free.extend(new)
+        return len(new)
+
+    async def claim(self, site: str, campaign: str, visitor: str) -> str | None:
+        key = (site, campaign)
+        given = self._given.setdefault(key, {})
+        if visitor in given:
+            return given[visitor]
+        free = self._free.get(key)
+        if not free:
+            return None
+        code = given[visitor] = free.pop(0)
+        return code
+
+    async def remaining(self, site: str, campaign: str) -> int:
+        return len(self._free.get((site, campaign), ()))
+
+
+# KEYS[1] the codes ever loaded (set), KEYS[2] the free codes (list); ARGV the codes.
+_LOAD = """
+local added = 0
+for i = 1, #ARGV do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[i])
+    added = added + 1
+  end
+end
+return added
+"""
+# KEYS[1] visitor -> code (hash), KEYS[2] the free codes (list); ARGV[1] the visitor.
+_CLAIM = """
+local code = redis.call('HGET', KEYS[1], ARGV[1])
+if code then return code end
+code = redis.call('LPOP', KEYS[2])
+if not code then return false end
+redis.call('HSET', KEYS[1], ARGV[1], code)
+return code
+"""
+
+
+class RedisPools:
+    """Pools in Redis: the three keys of one pool share a hash tag (one slot),
+    so a claim is one atomic script on Redis Cluster too."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._load = client.register_script(_LOAD)
+        self._claim = client.register_script(_CLAIM)
+
+    async def load(self, site: str, campaign: str, codes: Sequence[str]) -> int:
+        added = 0
+        for start in range(0, len(codes), 1000):
+            chunk = list(codes[start : start + 1000])
+            added += int(
+                await self._load(
+                    keys=[keys.coupon_known(site, campaign), keys.coupon_free(site, campaign)],
+                    args=chunk,
+                )
+            )
+        return added
+
+    async def claim(self, site: str, campaign: str, visitor: str) -> str | None:
+        code = await self._claim(
+            keys=[keys.coupon_given(site, campaign), keys.coupon_free(site, campaign)],
+            args=[visitor],
+        )
+        if code is None:
+            return None
+        return code.decode() if isinstance(code, bytes) else str(code)
+
+    async def remaining(self, site: str, campaign: str) -> int:
+        return int(await self._client.llen(keys.coupon_free(site, campaign)))

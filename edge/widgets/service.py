@@ -1,0 +1,172 @@
+"""The widget shell: renders decided widgets, reveals coupon codes, keeps
+coupon pools loaded. Async and stateful (caches, the store); the choices are
+made by the pure engine before this runs."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edge.decisioning.attributes import Page
+from edge.decisioning.campaigns import Campaign
+from edge.decisioning.engine import Decision
+from edge.profile import Profile
+from edge.sites import Site
+from edge.tracker.context import VisitContext
+from edge.widgets.coupons import CouponPools, generated_code, read_pool
+from edge.widgets.render import RenderError
+from edge.widgets.text import language
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 2048
+VISITOR_SPECIFIC = frozenset({"recommendations"})
+
+
+class WidgetService:
+    def __init__(self, pools: CouponPools) -> None:
+        self.pools = pools
+        self._html: OrderedDict[tuple[str, ...], str] = OrderedDict()
+        self._empty: dict[str, set[str]] = {}  # site -> campaigns whose pool ran dry
+        self._low: dict[str, dict[str, int]] = {}  # site -> campaign -> codes left, when low
+
+    # --- rendering -------------------------------------------------------------
+
+    def unavailable(self, site: Site) -> frozenset[str]:
+        """Campaigns the engine must pass over: empty pools, missing secrets."""
+        missing = set(self._empty.get(site.id, ()))
+        if site.secret is None:
+            missing.update(
+                c.id
+                for c in site.decisioning.by_id.values()
+                if _coupon(c).get("source") == "generated"
+            )
+        return frozenset(missing)
+
+    async def render(
+        self,
+        decisions: Sequence[Decision],
+        profile: Profile | None,
+        ctx: VisitContext,
+        site: Site,
+        page: Page,
+    ) -> list[dict[str, Any]]:
+        lang = language(ctx.lang) or language(site.locale)
+        items = []
+        for decision in decisions:
+            item = decision.to_wire()
+            if decision.widget is not None:
+                products = await self._products(decision, profile, site, page)
+                item["html"] = self._html_for(decision, lang, site, products)
+            items.append(item)
+        return items
+
+    async def _products(
+        self, decision: Decision, profile: Profile | None, site: Site, page: Page
+    ) -> Sequence[Any]:
+        """Recommendations in a recommendation widget; nothing for the others."""
+        return ()
+
+    def _html_for(self, decision: Decision, lang: str, site: Site, products: Sequence[Any]) -> str:
+        assert decision.widget is not None
+        cached = decision.widget.get("kind") not in VISITOR_SPECIFIC
+        key = (site.id, site.version, decision.campaign, decision.variant, str(decision.step), lang)
+        if cached and key in self._html:
+            self._html.move_to_end(key)
+            return self._html[key]
+        html = site.renderer.render(
+            decision.widget,
+            lang=lang,
+            campaign=decision.campaign,
+            variant=decision.variant,
+            placement=decision.placement,
+            products=products,
+        )
+        if cached:
+            self._html[key] = html
+            if len(self._html) > CACHE_SIZE:
+                self._html.popitem(last=False)
+        return html
+
+    # --- coupons ---------------------------------------------------------------
+
+    async def reveal(
+        self, site: Site, campaign_id: str, variant: str, step: int, ctx: VisitContext
+    ) -> dict[str, Any] | None:
+        """The ``coupon`` message for a converted coupon form, or None."""
+        campaign = site.decisioning.by_id.get(campaign_id)
+        if campaign is None:
+            return None
+        widget = campaign.widget_for(variant, step)
+        coupon = widget.get("coupon") if widget.get("kind") == "coupon" else None
+        if not isinstance(coupon, Mapping):
+            return None
+        code = await self._code(site, campaign, coupon, ctx.visitor)
+        lang = language(ctx.lang) or language(site.locale)
+        try:
+            html = site.renderer.render(
+                widget,
+                lang=lang,
+                campaign=campaign.id,
+                variant=variant,
+                placement=campaign.placement,
+                code=code,
+                revealed=True,
+            )
+        except RenderError:
+            log.exception("site %s: coupon template failed", site.id)
+            html = ""
+        return {"type": "coupon", "campaign": campaign.id, "code": code, "html": html}
+
+    async def _code(
+        self, site: Site, campaign: Campaign, coupon: Mapping[str, Any], visitor: str
+    ) -> str | None:
+        if coupon.get("source") == "pool":
+            code = await self.pools.claim(site.id, campaign.id, visitor)
+            if code is None:
+                self._empty.setdefault(site.id, set()).add(campaign.id)
+                log.warning("site %s: coupon pool of %s is empty", site.id, campaign.id)
+            return code
+        if site.secret is None:
+            return None
+        return generated_code(
+            site.secret, site.id, campaign.id, visitor, str(coupon.get("prefix", "EDGE"))
+        )
+
+    async def sync_pools(self, site: Site) -> None:
+        """Load the site's pool files (idempotent) and note low or empty pools."""
+        empty, low = set(), {}
+        for campaign in site.decisioning.by_id.values():
+            coupon = _coupon(campaign)
+            if coupon.get("source") != "pool":
+                continue
+            path = site.folder / "coupons" / str(coupon.get("file"))
+            added = await self.pools.load(site.id, campaign.id, read_pool(path))
+            left = await self.pools.remaining(site.id, campaign.id)
+            if added:
+                log.info(
+                    "site %s: %d new codes for %s (%d free)", site.id, added, campaign.id, left
+                )
+            if left == 0:
+                empty.add(campaign.id)
+            elif left < int(coupon.get("warn_below", 100)):
+                low[campaign.id] = left
+                log.warning("site %s: only %d codes left for %s", site.id, left, campaign.id)
+        self._empty[site.id] = empty
+        self._low[site.id] = low
+
+    def pool_report(self, site: Site) -> dict[str, Any]:
+        return {
+            "empty": sorted(self._empty.get(site.id, ())),
+            "low": dict(self._low.get(site.id, {})),
+        }
+
+
+def _coupon(campaign: Campaign) -> Mapping[str, Any]:
+    for step in campaign.steps:
+        coupon = step.widget.get("coupon")
+        if step.widget.get("kind") == "coupon" and isinstance(coupon, Mapping):
+            return coupon
+    return {}
