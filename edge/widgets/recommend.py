@@ -60,6 +60,7 @@ SIGNALS_NEEDED: dict[str, tuple[str, ...]] = {
     for name in STRATEGIES
 }
 _STORE_KINDS: dict[str, SignalKind] = {kind: kind for kind in KINDS}
+_ANCHORED = frozenset({"similar", *PAIR_KINDS})
 SIMILAR_PRICE_BAND = 0.25  # within 25 % of the anchor's price counts as a shared attribute
 _WORD = re.compile(r"[^\W_]{3,}")
 
@@ -130,7 +131,7 @@ def recommend(
         return []
     view: SignalsView = _MappingView(signals) if isinstance(signals, Mapping) else signals
     ctx = _Context(profile, catalog, view, current_sku, anchor_sku(profile, current_sku))
-    seen = _excluded(ctx, replenish=strategy == "purchased")
+    seen = _excluded(ctx, strategy)
     picked: list[Product] = []
     for sku in _candidates(strategy, ctx):
         if sku in seen:
@@ -152,11 +153,16 @@ def _check(strategy: str) -> None:
         )
 
 
-def _excluded(ctx: _Context, *, replenish: bool) -> set[str]:
+def _excluded(ctx: _Context, strategy: str) -> set[str]:
+    """Never shown: the product on screen, cart lines, already bought (unless
+    replenishing), and for strategies relative to the anchor, the anchor itself
+    (the last viewed product is not "similar" to itself)."""
     out = {ctx.current_sku} if ctx.current_sku else set()
+    if ctx.anchor and strategy in _ANCHORED:
+        out.add(ctx.anchor)
     if ctx.profile is not None:
         out.update(line.sku for line in ctx.profile.cart.lines)
-    if not replenish:
+    if strategy != "purchased":
         out.update(sku for sku, _ in ctx.signals.scores("purchased", None))
     return out
 
