@@ -20,6 +20,7 @@ from edge import __version__
 from edge.ledger import Ledger
 from edge.registry import SiteRegistry
 from edge.settings import Settings
+from edge.signals import MemorySignalStore, RedisSignalStore, SignalStore
 from edge.stores import ProfileStore, open_store
 from edge.stores.redis import RedisStore
 from edge.tracker.collect import collect
@@ -50,6 +51,13 @@ def pools_for(store: ProfileStore) -> CouponPools:
     if isinstance(store, RedisStore):
         return RedisPools(store.client)
     return MemoryPools()
+
+
+def signals_for(store: ProfileStore) -> SignalStore:
+    """So do recommendation signals."""
+    if isinstance(store, RedisStore):
+        return RedisSignalStore(store.client)
+    return MemorySignalStore()
 
 
 async def healthz(request: Request) -> Response:
@@ -105,7 +113,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         )
         ledger = Ledger(the_store)
         ledger.start()
-        widgets = WidgetService(pools_for(the_store))
+        widgets = WidgetService(pools_for(the_store), signals_for(the_store))
         for site in registry.sites.values():
             await widgets.sync_pools(site)
         app.state.ingest = Ingest(settings, registry, ledger, widgets)
@@ -116,6 +124,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         finally:
             reloader.cancel()
             await ledger.stop()
+            await widgets.close()
             if store is None:
                 await the_store.close()
 

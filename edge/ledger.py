@@ -166,16 +166,26 @@ class Ledger:
     # --- ingest --------------------------------------------------------------
 
     def submit(
-        self, hot: Hot, events: Sequence[Event], ctx: VisitContext, site: Site, now: float
+        self,
+        hot: Hot,
+        events: Sequence[Event],
+        ctx: VisitContext,
+        site: Site,
+        now: float,
+        applied: list[tuple[Profile | None, Profile, Event]] | None = None,
     ) -> asyncio.Future[Profile | None]:
         """Apply ``events`` now; the future resolves once they are stored.
 
         It resolves with the stored profile, at once when nothing new had to be
-        stored (all duplicates of events already stored).
+        stored (all duplicates of events already stored). ``applied`` collects
+        (before, after, event) of each event that changed the profile, for the
+        side effects that follow from it (shared recommendation signals).
         """
         for event in events:
             updated = apply(hot.current, event, ctx, site, now)
             if updated is not hot.current:
+                if applied is not None:
+                    applied.append((hot.current, updated, event))
                 hot.current = updated
                 hot.pending.append(Pending(event, ctx, site, now))
                 hot.submitted += 1

@@ -42,6 +42,7 @@ class Bounds:
     streams: int = 16
     custom_events: int = 30
     campaigns: int = 50
+    purchased: int = 50
     campaign_recent: int = 20
     popups: int = 20
 
@@ -119,6 +120,14 @@ class Cart(NamedTuple):
 EMPTY_CART = Cart()
 
 
+class Purchased(NamedTuple):
+    """A product bought: for replenishment and for not recommending it again."""
+
+    sku: str
+    qty: int = 1
+    at: float = 0.0
+
+
 class CampaignState(NamedTuple):
     """What one visitor did with one campaign: frequency caps and progressive
     steps read it; widget events (impression, click, close, convert) write it."""
@@ -183,6 +192,7 @@ class Profile:
     revenue: float = 0.0
     last_order_at: float | None = None
     order_ids: tuple[str, ...] = ()
+    purchased: tuple[Purchased, ...] = ()  # most recent first, one entry per sku
     # campaigns
     campaigns: tuple[CampaignState, ...] = ()
     popups: tuple[float, ...] = ()  # recent pop-up impression times, for global caps
@@ -259,6 +269,7 @@ _PLAIN = (
     "revenue",
     "last_order_at",
     "order_ids",
+    "purchased",
     "campaigns",
     "popups",
     "popup_page",
@@ -310,6 +321,7 @@ def from_wire(data: dict[str, Any]) -> Profile:
         revenue=data.get("revenue", 0.0),
         last_order_at=data.get("last_order_at"),
         order_ids=data.get("order_ids") or (),
+        purchased=_records(Purchased, data.get("purchased")),
         campaigns=tuple(_campaign(c) for c in data.get("campaigns") or ()),
         popups=data.get("popups") or (),
         popup_page=data.get("popup_page", -1),

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.catalog import Catalog, load_catalog
 from edge.decisioning.campaigns import NO_CAMPAIGNS, Decisioning, Problems, compile_decisioning
 from edge.decisioning.config import DecisioningConfig
 from edge.errors import ConfigError
@@ -116,6 +117,7 @@ class Site:
     folder: Path
     renderer: Renderer
     decisioning: Decisioning = NO_CAMPAIGNS
+    catalog: Catalog | None = None
 
     def contact_key(self, email: str) -> str:
         return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)
@@ -145,13 +147,15 @@ def load_site(folder: Path) -> Site:
                 f"must equal the folder name {folder.name!r}"
             ]
         )
-    site = compile_site(parsed, folder, _version(files))
+    every = sorted(p for p in folder.rglob("*") if p.is_file())  # catalog, templates, pools too
+    site = compile_site(parsed, folder, _version(every, folder))
     problems = Problems()
     decisioning = compile_decisioning(parsed, site.timezone, problems)
     check_widgets(parsed.campaigns, site.renderer, folder, problems)
     if problems.items:
         raise ConfigError([f"{located.where(w)}: {dotted(w)}: {m}" for w, m in problems.items])
-    return replace(site, decisioning=decisioning)
+    catalog = load_catalog(folder, currency=site.currency)
+    return replace(site, decisioning=decisioning, catalog=catalog)
 
 
 def dotted(path: tuple[str | int, ...]) -> str:
@@ -184,10 +188,11 @@ def _is_union_tag(part: str | int) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"int", "float", "str", "bool"})
 
 
-def _version(files: list[Path]) -> str:
+def _version(files: list[Path], folder: Path) -> str:
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        name = str(path.relative_to(folder)).encode()
+        digest.update(name + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 

@@ -30,6 +30,7 @@ from edge.profile import (
     CategoryView,
     CustomCount,
     Profile,
+    Purchased,
     Session,
     Stream,
     ViewedProduct,
@@ -220,7 +221,13 @@ def _purchase(
 ) -> Changes:
     if event.order_id in profile.order_ids:  # the shop reported the same order twice
         return {}
+    bought: dict[str, Purchased] = {}
+    for item in event.items:
+        old = bought.get(item.sku)
+        bought[item.sku] = Purchased(item.sku, item.qty + (old.qty if old else 0), now)
+    purchased = (*bought.values(), *(b for b in profile.purchased if b.sku not in bought))
     return {
+        "purchased": purchased[: site.bounds.purchased],
         "orders": profile.orders + 1,
         "revenue": round(profile.revenue + event.value, 2),
         "last_order_at": now,

@@ -188,7 +188,11 @@ def test_purchase_counts_the_order_and_clears_the_cart() -> None:
         "last_order_at",
         "order_ids",
         "cart",
+        "purchased",
     }
+    assert [(b.sku, b.qty, b.at) for b in after.purchased] == [
+        (i["sku"], i.get("qty", 1), T0 + 10) for i in items
+    ]
     assert (after.orders, after.revenue, after.last_order_at) == (1, 98.1, T0 + 10)
     assert after.order_ids == ("A-1",)
     assert after.cart == Cart(updated_at=T0 + 10)

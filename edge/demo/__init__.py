@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge.catalog import Catalog, load_catalog
+from edge.catalog import Catalog
 from edge.sites import Site
 
 HERE = Path(__file__).parent
@@ -31,7 +31,7 @@ def _site_and_catalog(request: Request) -> tuple[Site, Catalog]:
     site = request.app.state.ingest.registry.get(DEMO_SITE)
     if site is None:
         raise HTTPException(404, "the demo site is not configured (profiles/demo)")
-    catalog = load_catalog(site.folder)
+    catalog = site.catalog
     if catalog is None:
         raise HTTPException(404, "the demo site has no catalog.json")
     return site, catalog

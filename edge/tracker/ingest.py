@@ -147,9 +147,11 @@ class Ingest:
         profile: Profile | None = None
         if hot is not None:
             submitted = hot.submitted
-            future = self.ledger.submit(hot, accepted, ctx, site, now)
+            applied: list[tuple[Profile | None, Profile, p.Event]] = []
+            future = self.ledger.submit(hot, accepted, ctx, site, now, applied)
             self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
             profile = await asyncio.wait_for(asyncio.shield(future), self.settings.ack_timeout_s)
+            self.widgets.learn(site, applied)
         before = errors + await self._reveal(accepted, ctx, site)
         seq = batch.highest_seq
         wanted = triggers(accepted) if page is not None else []

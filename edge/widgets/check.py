@@ -11,10 +11,13 @@ from typing import Any
 
 from edge.decisioning.campaigns import Problems, Where
 from edge.decisioning.config import CampaignConfig
+from edge.widgets.recommend import STRATEGIES
 from edge.widgets.render import KIND_TEMPLATES, Renderer, RenderError
 from edge.widgets.text import is_safe_url
 
 URL_KEYS = ("url", "image")
+DEFAULT_LIMIT = 4
+MAX_LIMIT = 24
 PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
 
 
@@ -58,6 +61,16 @@ def _check_one(
         return
     if kind == "coupon":
         _check_coupon(widget.get("coupon"), folder, (*where, "coupon"), problems)
+    if kind == "recommendations":
+        strategy = widget.get("strategy")
+        if strategy not in STRATEGIES:
+            problems.add(
+                (*where, "strategy"),
+                f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}",
+            )
+        limit = widget.get("limit", DEFAULT_LIMIT)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            problems.add((*where, "limit"), f"limit is a whole number from 1 to {MAX_LIMIT}")
     if kind in KIND_TEMPLATES or kind == "html":
         try:
             renderer.render(

@@ -120,7 +120,7 @@ def recommend(
     strategy: str,
     profile: Profile | None,
     catalog: Catalog,
-    signals: Mapping[str, list[tuple[str, float]]] | SignalsView,
+    signals: Mapping[str, Scores] | SignalsView,
     *,
     limit: int,
     current_sku: str | None = None,

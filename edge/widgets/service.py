@@ -4,18 +4,22 @@ made by the pure engine before this runs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
 from edge.profile import Profile
+from edge.signals import SignalKind, SignalStore, SignalUpdate, signal_updates
 from edge.sites import Site
 from edge.tracker.context import VisitContext
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
+from edge.widgets.recommend import Scores, recommend, signal_queries
 from edge.widgets.render import RenderError
 from edge.widgets.text import language
 
@@ -26,8 +30,25 @@ VISITOR_SPECIFIC = frozenset({"recommendations"})
 
 
 class WidgetService:
-    def __init__(self, pools: CouponPools) -> None:
+    """``signal_cache_s``: how long this process reuses a signal list it read
+    (bestsellers, a product's partners) before asking the store again; the
+    rankings move slowly, and a round trip per page view would not."""
+
+    def __init__(
+        self,
+        pools: CouponPools,
+        signals: SignalStore,
+        *,
+        signal_cache_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pools = pools
+        self.signals = signals
+        self._cache_s = signal_cache_s
+        self._clock = clock
+        self._scores: OrderedDict[tuple[str, str, str | None], tuple[float, Scores]] = OrderedDict()
+        self._learned: dict[str, list[SignalUpdate]] = {}
+        self._recorder: asyncio.Task[None] | None = None
         self._html: OrderedDict[tuple[str, ...], str] = OrderedDict()
         self._empty: dict[str, set[str]] = {}  # site -> campaigns whose pool ran dry
         self._low: dict[str, dict[str, int]] = {}  # site -> campaign -> codes left, when low
@@ -67,7 +88,75 @@ class WidgetService:
         self, decision: Decision, profile: Profile | None, site: Site, page: Page
     ) -> Sequence[Any]:
         """Recommendations in a recommendation widget; nothing for the others."""
-        return ()
+        widget = decision.widget or {}
+        if widget.get("kind") != "recommendations" or site.catalog is None:
+            return ()
+        strategy = str(widget.get("strategy"))
+        limit = int(widget.get("limit", 4))
+        queries = signal_queries(strategy, profile, page.product)
+        answers = await self._top_many(site.id, queries, limit * 3 + 10)
+        signals: dict[str, Scores] = {
+            kind: scores for (kind, _), scores in zip(queries, answers, strict=True)
+        }
+        signals["purchased"] = [(b.sku, b.at) for b in profile.purchased] if profile else []
+        return recommend(
+            strategy, profile, site.catalog, signals, limit=limit, current_sku=page.product
+        )
+
+    async def _top_many(
+        self, site: str, queries: Sequence[tuple[SignalKind, str | None]], n: int
+    ) -> list[Scores]:
+        now = self._clock()
+        answers: dict[int, Scores] = {}
+        missing = []
+        for index, (kind, sku) in enumerate(queries):
+            cached = self._scores.get((site, kind, sku))
+            if cached is not None and cached[0] > now:
+                answers[index] = cached[1]
+            else:
+                missing.append(index)
+        if missing:
+            fetched: Sequence[Scores]
+            try:
+                fetched = await self.signals.top_many(site, [queries[i] for i in missing], n)
+            except Exception:  # recommendations degrade to the catalog; logged
+                log.exception("site %s: reading recommendation signals failed", site)
+                fetched = [() for _ in missing]
+            for index, scores in zip(missing, fetched, strict=True):
+                answers[index] = scores
+                self._scores[(site, *queries[index])] = (now + self._cache_s, scores)
+            while len(self._scores) > CACHE_SIZE:
+                self._scores.popitem(last=False)
+        return [answers[i] for i in range(len(queries))]
+
+    # --- learning from events ----------------------------------------------------
+
+    def learn(self, site: Site, applied: Sequence[tuple[Profile | None, Profile, Any]]) -> None:
+        """Queue the signal updates that stored events imply; written in batches
+        in the background (they feed rankings, nobody waits for them)."""
+        updates = [
+            u for before, after, event in applied for u in signal_updates(before, after, event)
+        ]
+        if not updates:
+            return
+        self._learned.setdefault(site.id, []).extend(updates)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.get_running_loop().create_task(self._record())
+
+    async def _record(self) -> None:
+        while self._learned:
+            batches, self._learned = self._learned, {}
+            for site, updates in batches.items():
+                try:
+                    await self.signals.record(site, updates)
+                except Exception:  # rankings lag a little; events are safe; logged
+                    log.exception("site %s: recording %d signals failed", site, len(updates))
+            await asyncio.sleep(0.05)  # let a batch gather
+
+    async def close(self) -> None:
+        if self._recorder is not None:
+            await asyncio.gather(self._recorder, return_exceptions=True)
+        await self.signals.close()
 
     def _html_for(self, decision: Decision, lang: str, site: Site, products: Sequence[Any]) -> str:
         assert decision.widget is not None
