@@ -1,0 +1,75 @@
+"""Widgets end to end over a real socket: rendered HTML, recommendations
+that follow the visitor, coupons revealed after the form."""
+
+from __future__ import annotations
+
+import re
+
+from tests.client import Visitor
+from tests.helpers import EdgeServer
+
+SHOP = "http://127.0.0.1/demo"
+
+
+def item(answers: list[dict[str, object]], campaign: str) -> dict[str, object]:
+    decisions = answers[-1]
+    assert decisions["type"] == "decisions", decisions
+    found = [i for i in decisions["items"] if i["campaign"] == campaign]  # type: ignore[attr-defined]
+    assert found, f"{campaign} not decided: {decisions}"
+    return found[0]  # type: ignore[no-any-return]
+
+
+async def test_welcome_carries_the_widget_stylesheet(server: EdgeServer) -> None:
+    visitor = Visitor(server.ws)
+    welcome = await visitor.connect()
+    assert welcome["css"].startswith("<style>") and ".dialog" in welcome["css"]
+    await visitor.close()
+
+
+async def test_recently_viewed_follows_the_visitor(server: EdgeServer) -> None:
+    visitor = Visitor(server.ws)
+    await visitor.connect()
+    first = await visitor.track(visitor.event("page_view", url=SHOP))
+    cold = item(first, "bestsellers")
+    assert "Bestsellers" in cold["html"]  # type: ignore[operator]
+    for sku, name in (("LMP-02", "Brass desk lamp"), ("TXT-01", "Merino throw")):
+        await visitor.track(
+            visitor.event("page_view", url=f"{SHOP}/p/{sku}"),
+            visitor.event(
+                "product_view", url=f"{SHOP}/p/{sku}", sku=sku, name=name, category="x", price=10.0
+            ),
+        )
+    answers = await visitor.track(visitor.event("page_view", url=f"{SHOP}/c/kitchen"))
+    html = str(item(answers, "recently-viewed")["html"])
+    assert "Brass desk lamp" in html and "Merino throw" in html
+    assert html.index("Merino throw") < html.index("Brass desk lamp")  # most recent first
+    await visitor.close()
+
+
+async def test_a_coupon_is_revealed_after_the_form_and_stays_the_same(
+    server: EdgeServer,
+) -> None:
+    visitor = Visitor(server.ws)
+    await visitor.connect()
+    for _ in range(3):
+        answers = await visitor.track(visitor.event("page_view", url=SHOP))
+    popup = item(answers, "welcome-coupon")
+    assert popup["trigger"] == {"type": "exit_intent", "value": True}
+    assert "data-edge-form" in str(popup["html"])
+    submit = [
+        visitor.event("identify", email="new@example.com"),
+        visitor.event("widget", campaign="welcome-coupon", variant="a", action="convert"),
+    ]
+    answers = await visitor.track(*submit)
+    (coupon,) = [a for a in answers if a["type"] == "coupon"]
+    assert re.fullmatch(r"WELCOME-[0-9A-Z]{6}-[0-9A-Z]{4}", coupon["code"])
+    assert coupon["code"] in coupon["html"]
+    # The same visitor asking again (a reload, another tab) gets the same code...
+    again = await visitor.track(
+        visitor.event("widget", campaign="welcome-coupon", variant="a", action="convert")
+    )
+    assert [a["code"] for a in again if a["type"] == "coupon"] == [coupon["code"]]
+    # ... and never the pop-up again: identified and converted.
+    answers = await visitor.track(visitor.event("page_view", url=SHOP))
+    assert "welcome-coupon" not in [i["campaign"] for i in answers[-1]["items"]]
+    await visitor.close()
