@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,23 @@ async def test_concurrent_claims_never_share_a_code(pools: CouponPools) -> None:
     assert len(given) == 150 and len(set(given)) == 150
     again = await asyncio.gather(*(pools.claim("demo", "race", v) for v in visitors))
     assert again == codes
+
+
+def test_the_offline_check_in_the_docs_works() -> None:
+    """docs/configuration.md gives shops these lines; they must stay true."""
+    import hashlib
+    import hmac
+
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+    def valid(code: str, secret: bytes) -> bool:
+        prefix, body, check = code.upper().rsplit("-", 2)
+        mac = hmac.new(secret, f"edge-coupon-check-v1|{prefix}|{body}".encode(), hashlib.sha256)
+        n = int.from_bytes(mac.digest()[:8], "big")
+        return check == "".join(alphabet[(n >> 5 * i) & 31] for i in range(4))
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert 'f"edge-coupon-check-v1|{prefix}|{body}"' in docs
+    for _ in range(20):
+        code = generated_code(SECRET, "demo", "welcome", new_id(), "WELCOME")
+        assert valid(code, SECRET) and not valid(code, b"other")
