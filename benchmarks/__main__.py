@@ -1,4 +1,5 @@
-"""``python -m benchmarks micro`` runs the in-process micro benchmarks."""
+"""``python -m benchmarks micro|decide|conditions`` runs the in-process micro benchmarks;
+``python -m benchmarks run <scenario>`` the load scenarios (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("conditions", help="compiled conditions vs GrowthBook's SDK")
     c.add_argument("--calls", type=int, default=50_000)
     c.add_argument("--repeat", type=int, default=3)
+    from benchmarks import scenarios  # imports the bench extra (hdrhistogram) only here
+
+    scenarios.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "run":
+        scenarios.run(args, list(sys.argv[1:] if argv is None else argv))
+        return 0
     if args.command == "micro":
         micro.run(events=args.events, repeat=args.repeat)
     elif args.command == "decide":

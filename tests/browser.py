@@ -43,6 +43,14 @@ T = TypeVar("T")
 ACKED = "() => !!(window.edge && edge.state && edge.state().connected && !edge.state().outbox)"
 
 
+# Headless Chromium says "HeadlessChrome", which edge (rightly) counts as a bot:
+# bots get no profile and no widgets. The tests are shoppers, so they say so.
+DESKTOP_CHROME = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/140.0.0.0 Safari/537.36"
+)
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
@@ -55,7 +63,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    ctx = await browser.new_context()
+    ctx = await browser.new_context(user_agent=DESKTOP_CHROME)
     ctx.set_default_timeout(TIMEOUT_MS)
     yield ctx
     await ctx.close()

@@ -10,6 +10,18 @@ from typing import Any
 import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 
+# A real browser's User-Agent: the default of the websockets and httpx clients
+# names a Python HTTP library, which edge counts as a robot (no profile).
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/140.0.0.0 Safari/537.36"
+)
+BROWSER_HEADERS = {"user-agent": BROWSER_UA}
+
+
+async def open_socket(url: str, **options: Any) -> ClientConnection:
+    return await connect(url, compression=None, user_agent_header=BROWSER_UA, **options)
+
 
 def new_id() -> str:
     return secrets.token_hex(16)
@@ -35,7 +47,7 @@ class Visitor:
         self.ws: ClientConnection | None = None
 
     async def connect(self, **hello: Any) -> dict[str, Any]:
-        self.ws = await connect(self.url, compression=None)
+        self.ws = await open_socket(self.url)
         await self.send(
             {
                 "type": "hello",

@@ -15,7 +15,7 @@ import redis
 
 from edge import keys
 from edge.profile import Profile, decode_profile
-from tests.client import Visitor
+from tests.client import BROWSER_HEADERS, Visitor
 from tests.helpers import EdgeServer, RedisServer, edge_server
 
 FAST = {"EDGE_MAX_MESSAGES_PER_S": "100000"}
@@ -99,7 +99,7 @@ async def test_a_session_replayed_three_times_counts_once(
         assert (await again.track(*events))[-1]["ack"] == 20
         await again.close()
     # Replay 3: the beacon, as a page unload would send it.
-    async with httpx.AsyncClient(base_url=b.http) as http:
+    async with httpx.AsyncClient(base_url=b.http, headers=BROWSER_HEADERS) as http:
         answer = await http.post(
             "/collect?site=demo",
             json={

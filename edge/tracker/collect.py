@@ -9,14 +9,38 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edge.errors import InvalidMessage, MalformedFrame, ProtocolError, StoreError
+from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.tracker.ingest import Ingest, may_store
+from edge.tracker.useragent import classify
 
 
 def _answer(message: dict[str, Any], status: int, origin: str | None) -> Response:
     headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
     return JSONResponse(message, status_code=status, headers=headers)
+
+
+class TooBig(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise TooBig
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooBig
+    return body
+
+
+def _parse(body: bytes, binary: bool) -> tuple[dict[str, Any], p.Batch]:
+    message = p.decode_frame(body if binary else _text(body))
+    if p.message_type(message) != "events":
+        raise InvalidMessage("POST /collect takes an 'events' message")
+    return message, p.parse_events(message, beacon=True)
 
 
 async def collect(request: Request) -> Response:
@@ -28,19 +52,13 @@ async def collect(request: Request) -> Response:
     if not ingest.origin_allowed(site, origin, request.headers.get("host")):
         return _answer(p.error("origin_refused", "origin not allowed for this site"), 403, None)
     limit = ingest.settings.max_frame_bytes
-    if int(request.headers.get("content-length") or 0) > limit:
+    try:
+        body = await _body(request, limit)
+    except TooBig:
         return _answer(p.error("too_big", f"body over {limit} bytes"), 413, origin)
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return _answer(p.error("too_big", f"body over {limit} bytes"), 413, origin)
     binary = request.headers.get("content-type", "").startswith("application/msgpack")
     try:
-        message = p.decode_frame(body if binary else _text(body))
-        if p.message_type(message) != "events":
-            raise InvalidMessage("POST /collect takes an 'events' message")
-        batch = p.parse_events(message, beacon=True)
+        message, batch = _parse(body, binary)
     except ProtocolError as exc:
         return _answer(p.error(exc.code, exc.message), 400, origin)
     assert batch.visitor is not None and batch.session is not None
@@ -51,10 +69,19 @@ async def collect(request: Request) -> Response:
         user_agent=request.headers.get("user-agent", "")[:512],
         consent=consent if isinstance(consent, bool) else None,
     )
-    if not may_store(site, ctx.consent):  # acknowledged, and nothing is kept
+    bot = classify(ctx.user_agent).is_bot
+    if bot:
+        ingest.counters.bots += 1
+    if bot or not may_store(site, ctx.consent):  # acknowledged, and nothing is kept
         return _answer(p.ack(batch.highest_seq), 200, origin)
+    return await _store(ingest, site, batch, ctx, origin)
+
+
+async def _store(
+    ingest: Ingest, site: Site, batch: p.Batch, ctx: VisitContext, origin: str | None
+) -> Response:
     try:
-        hot = await ingest.ledger.open(site.id, batch.visitor)
+        hot = await ingest.ledger.open(site.id, ctx.visitor)
     except StoreError:
         return _answer(p.error("store_unavailable", "profile store unavailable"), 503, origin)
     try:

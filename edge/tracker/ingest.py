@@ -92,6 +92,7 @@ class Counters:
     events: int = 0
     duplicates: int = 0
     refused: int = 0
+    bots: int = 0  # robot connections and beacons: counted, never profiled
     close_codes: dict[int, int] = field(default_factory=dict)
 
 

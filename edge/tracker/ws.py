@@ -33,6 +33,7 @@ from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.tracker.ingest import Ingest, may_store, next_page
 from edge.tracker.limits import TokenBucket
+from edge.tracker.useragent import classify
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Connection:
         self.binary = False
         self.ctx: VisitContext | None = None
         self.page = Page()
+        self.bot = False
         self.hot: Hot | None = None
         settings = ingest.settings
         self.bucket = TokenBucket(
@@ -123,6 +125,9 @@ class Connection:
             raise Close(CLOSE_POLICY, "bad hello") from None
         visitor = hello.visitor or new_id()
         self.page = Page(url=hello.url)
+        self.bot = classify(self.ws.headers.get("user-agent", "")).is_bot
+        if self.bot:
+            self.ingest.counters.bots += 1
         self.ctx = VisitContext(
             visitor=visitor,
             session=hello.session,
@@ -145,12 +150,15 @@ class Connection:
                 raise Close(CLOSE_INTERNAL, "store unavailable") from None
             if self.hot.base is not None:  # what is *stored*, never what is pending
                 acked = self.hot.base.acked(hello.session)
-        css = self.site.renderer.stylesheet() if self.site.decisioning.campaigns else None
+        show = self.site.decisioning.campaigns and not self.bot
+        css = self.site.renderer.stylesheet() if show else None
         await self.send(p.welcome(visitor, hello.session, acked, self.site.version, css))
 
     def may_store(self) -> bool:
+        """Consent given (or not required), and not a robot: robots get no
+        profile, no widgets and no coupons; they are only counted."""
         assert self.ctx is not None
-        return may_store(self.site, self.ctx.consent)
+        return may_store(self.site, self.ctx.consent) and not self.bot
 
     async def on_events(self, message: dict[str, Any]) -> None:
         assert self.ctx is not None
@@ -158,7 +166,7 @@ class Connection:
         self.page = next_page(self.page, batch.events)
         try:
             errors, answer = await self.ingest.process(
-                self.hot, batch, self.ctx, self.site, page=self.page
+                self.hot, batch, self.ctx, self.site, page=None if self.bot else self.page
             )
         except TimeoutError:
             await self.send(p.error("store_unavailable", "events not stored yet; resend later"))

@@ -26,7 +26,6 @@ from edge.widgets.text import language
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 2048
-VISITOR_SPECIFIC = frozenset({"recommendations"})
 
 
 class WidgetService:
@@ -160,9 +159,19 @@ class WidgetService:
 
     def _html_for(self, decision: Decision, lang: str, site: Site, products: Sequence[Any]) -> str:
         assert decision.widget is not None
-        cached = decision.widget.get("kind") not in VISITOR_SPECIFIC
-        key = (site.id, site.version, decision.campaign, decision.variant, str(decision.step), lang)
-        if cached and key in self._html:
+        # A widget's HTML depends on the campaign, arm, step and language, and
+        # for recommendations on the products: the same bestsellers are shown
+        # to every newcomer, so that is cached too.
+        key = (
+            site.id,
+            site.version,
+            decision.campaign,
+            decision.variant,
+            str(decision.step),
+            lang,
+            *(str(getattr(p, "id", "")) for p in products),
+        )
+        if key in self._html:
             self._html.move_to_end(key)
             return self._html[key]
         html = site.renderer.render(
@@ -173,10 +182,9 @@ class WidgetService:
             placement=decision.placement,
             products=products,
         )
-        if cached:
-            self._html[key] = html
-            if len(self._html) > CACHE_SIZE:
-                self._html.popitem(last=False)
+        self._html[key] = html
+        if len(self._html) > CACHE_SIZE:
+            self._html.popitem(last=False)
         return html
 
     # --- coupons ---------------------------------------------------------------

@@ -56,5 +56,11 @@ def money(amount: Any, currency: str, locale: str) -> str:
     """A price in the site's currency, formatted for the page's locale (Babel)."""
     if not isinstance(amount, int | float) or isinstance(amount, bool):
         return ""
+    return _money(float(amount), currency, locale)
+
+
+@lru_cache(maxsize=8192)
+def _money(amount: float, currency: str, locale: str) -> str:
+    # Babel formats in ~50 µs; a shop has few distinct prices, rendered all day.
     chosen = _locale(locale) or _locale("en")
     return format_currency(amount, currency, locale=chosen)

@@ -15,7 +15,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 
 from edge import keys
 from edge.profile import Profile, decode_profile
-from tests.browser import new_page, poll, storage, tracker_state, wait_acked
+from tests.browser import DESKTOP_CHROME, new_page, poll, storage, tracker_state, wait_acked
 from tests.helpers import PROFILES as DEMO_PROFILES
 from tests.helpers import EdgeServer, RedisServer, edge_server, free_port
 
@@ -136,7 +136,7 @@ async def test_visitor_id_persists_across_pages_and_reloads(
     assert profile is not None and profile.pageviews == 4
     assert [s.session for s in profile.streams] == [session]
 
-    other = await browser.new_context()
+    other = await browser.new_context(user_agent=DESKTOP_CHROME)
     try:
         stranger = await visit(await other.new_page(), f"{shop.http}/demo")
         assert HEX32.fullmatch(str(stranger["visitor"])) and stranger["visitor"] != visitor

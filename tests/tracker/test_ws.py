@@ -8,10 +8,9 @@ import json
 import httpx
 import msgpack
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.client import Visitor, new_id
+from tests.client import BROWSER_HEADERS, Visitor, new_id, open_socket
 from tests.helpers import EdgeServer
 
 PAGE = "http://127.0.0.1/demo"
@@ -86,7 +85,7 @@ async def test_unknown_event_type_is_refused_alone(server: EdgeServer) -> None:
 
 async def test_events_before_hello_get_an_error_and_the_socket_stays(server: EdgeServer) -> None:
     visitor = Visitor(server.ws)
-    visitor.ws = await connect(visitor.url)
+    visitor.ws = await open_socket(visitor.url)
     await visitor.send({"type": "events", "events": []})
     answer = await visitor.recv()
     assert answer["type"] == "error" and answer["code"] == "hello_required"
@@ -106,7 +105,7 @@ async def test_events_before_hello_get_an_error_and_the_socket_stays(server: Edg
 @pytest.mark.parametrize("bad", ["null", "undefined", "guest", "", "0" * 32, "ABC" * 11, 42])
 async def test_bad_visitor_ids_are_refused(server: EdgeServer, bad: object) -> None:
     visitor = Visitor(server.ws)
-    visitor.ws = await connect(visitor.url)
+    visitor.ws = await open_socket(visitor.url)
     await visitor.send(
         {"type": "hello", "v": 1, "visitor": bad, "session": visitor.session, "url": PAGE}
     )
@@ -181,13 +180,13 @@ async def test_handshake_refused_with_403(
     server: EdgeServer, query: str, origin: str | None
 ) -> None:
     with pytest.raises(InvalidStatus) as info:
-        await connect(f"{server.ws}/ws?{query}", origin=origin)  # type: ignore[arg-type]
+        await open_socket(f"{server.ws}/ws?{query}", origin=origin)  # type: ignore[arg-type]
     assert info.value.response.status_code == 403
 
 
 async def test_allowed_and_same_origin_handshakes_pass(server: EdgeServer) -> None:
     for origin in ["http://localhost:8000", server.http]:
-        ws = await connect(f"{server.ws}/ws?site=demo", origin=origin)  # type: ignore[arg-type]
+        ws = await open_socket(f"{server.ws}/ws?site=demo", origin=origin)  # type: ignore[arg-type]
         await ws.close()
 
 
@@ -209,7 +208,7 @@ async def test_beacon_shares_dedupe_with_the_socket(server: EdgeServer) -> None:
     events = [visitor.event("page_view", url=PAGE) for _ in range(5)]
     await visitor.track(*events[:3])
     await visitor.close()
-    async with httpx.AsyncClient(base_url=server.http) as http:
+    async with httpx.AsyncClient(base_url=server.http, headers=BROWSER_HEADERS) as http:
         answer = await http.post(
             "/collect?site=demo",
             content=json.dumps(beacon(visitor, events)),
@@ -248,14 +247,14 @@ async def test_beacon_shares_dedupe_with_the_socket(server: EdgeServer) -> None:
 async def test_beacon_refusals(
     server: EdgeServer, body: bytes, headers: dict[str, str], status: int, code: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=server.http) as http:
+    async with httpx.AsyncClient(base_url=server.http, headers=BROWSER_HEADERS) as http:
         answer = await http.post("/collect?site=demo", content=body, headers=headers)
     assert answer.status_code == status
     assert answer.json()["code"] == code
 
 
 async def test_tracker_script_is_served_small(server: EdgeServer) -> None:
-    async with httpx.AsyncClient(base_url=server.http) as http:
+    async with httpx.AsyncClient(base_url=server.http, headers=BROWSER_HEADERS) as http:
         plain = await http.get("/edge.js", headers={"accept-encoding": "identity"})
         zipped = await http.get("/edge.js")
     assert plain.status_code == 200
@@ -268,7 +267,7 @@ async def test_tracker_script_is_served_small(server: EdgeServer) -> None:
 
 
 async def test_healthz_reports_store_and_site_versions(server: EdgeServer) -> None:
-    async with httpx.AsyncClient(base_url=server.http) as http:
+    async with httpx.AsyncClient(base_url=server.http, headers=BROWSER_HEADERS) as http:
         health = (await http.get("/healthz")).json()
     assert health["status"] == "ok"
     assert health["store"] in {"embedded", "redis"}

@@ -1,0 +1,77 @@
+"""The transport ceiling: a bare echo WebSocket app on edge's own stack.
+
+Starlette + uvicorn with the settings ``edge serve`` uses (websockets-sansio,
+uvloop, httptools, per-message-deflate off, the same frame limit and pings).
+Every frame is sent back unchanged: no decoding, no store. The load generator
+reads an echoed ``events`` message as acknowledging its own sequence numbers.
+
+    python -m benchmarks.echo --port 8100
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from edge.settings import Settings
+
+
+async def echo(ws: WebSocket) -> None:
+    await ws.accept()
+    try:
+        while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if text is not None:
+                await ws.send_text(text)
+            else:
+                await ws.send_bytes(frame.get("bytes") or b"")
+    except WebSocketDisconnect:
+        return
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok", "app": "echo"})
+
+
+def create_app() -> Starlette:
+    return Starlette(routes=[WebSocketRoute("/ws", echo), Route("/healthz", healthz)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.echo")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    import uvicorn
+
+    uvicorn.run(
+        "benchmarks.echo:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
+        ws_per_message_deflate=settings.ws_deflate,
+        lifespan="off",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,946 @@
+"""Open-loop load generator: simulated visitors over real WebSockets (or HTTP beacons).
+
+A *visitor* holds its own connection and walks through shop sessions (landing
+from a traffic source, browsing categories and products, carts, purchases,
+claimed identities). A scheduler issues events at the target rate across all
+visitors (Poisson or fixed-interval arrivals) and hands each one to a visitor
+that is not waiting for an answer; when none is free the event waits in a
+backlog. Latency runs from the event's *scheduled* time to the server message
+whose ``ack`` covers it, so a slow server shows up as latency instead of as a
+lower offered load (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus, urlsplit
+
+import msgpack
+from hdrh.histogram import HdrHistogram
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CATALOG = ROOT / "profiles" / "demo" / "catalog.json"
+
+LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
+
+
+def percentiles(h: HdrHistogram, *, mean: bool = False) -> dict[str, float]:
+    """Latency figures of a histogram, in milliseconds (``mean`` walks every bucket: slow)."""
+    if h.get_total_count() == 0:
+        return {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "p99_9": 0.0, "max": 0.0}
+    values = h.get_percentile_to_value_dict([50, 90, 99, 99.9, 100])
+    out = {
+        "count": h.get_total_count(),
+        "p50": values[50] / 1000,
+        "p90": values[90] / 1000,
+        "p99": values[99] / 1000,
+        "p99_9": values[99.9] / 1000,
+        "max": values[100] / 1000,
+    }
+    if mean:
+        out["mean"] = h.get_mean_value() / 1000
+    return out
+
+
+def check_loopback(url: str) -> None:
+    """Refuse any target that is not on this machine."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise SystemExit(f"refusing to load {url!r}: only loopback targets (127.0.0.1, ::1)")
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+# --------------------------------------------------------------------------- behaviour
+
+SEARCH = [
+    "https://www.google.com/search?q=",
+    "https://www.google.de/search?q=",
+    "https://www.bing.com/search?q=",
+    "https://duckduckgo.com/?q=",
+]
+SOCIAL = [
+    ("facebook", "https://www.facebook.com/"),
+    ("instagram", "https://l.instagram.com/"),
+    ("pinterest", "https://www.pinterest.com/"),
+    ("tiktok", "https://www.tiktok.com/"),
+]
+SOURCES = [("search", 0.35), ("direct", 0.25), ("social", 0.15), ("paid", 0.15), ("email", 0.10)]
+SCREENS = [[1920, 1080], [1440, 900], [1366, 768], [390, 844], [412, 915], [1536, 864]]
+LANGS = ["en-GB", "en-US", "de-DE", "pl-PL", "fr-FR", "nl-NL"]
+FIRST_NAMES = ["anna", "ben", "chloe", "dawid", "emma", "felix", "greta", "hugo", "ines", "jan"]
+
+
+def _load_agents(name: str) -> list[str]:
+    with (SHARED / "useragents" / name).open(encoding="utf-8") as f:
+        agents: list[str] = json.load(f)["user_agents"]
+    # a few entries are not valid HTTP header values (control or non-ASCII characters):
+    # a browser could not send them either
+    return [a for a in agents if a.isascii() and a.isprintable() and a.strip() == a and a]
+
+
+@dataclass
+class Visit:
+    """One session of one visitor: the hello and the events to come."""
+
+    visitor: str
+    session: str
+    user_agent: str
+    hello: dict[str, Any]
+    events: Iterator[dict[str, Any]]
+    email: str | None
+
+
+class World:
+    """The shop and its audience: catalog, user agents, traffic sources, returning visitors."""
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        seed: int | None = None,
+        bot_share: float = 0.02,
+        returning_share: float = 0.3,
+    ) -> None:
+        self.origin = origin.rstrip("/")
+        self.rng = random.Random(seed)
+        catalog = json.loads(CATALOG.read_text(encoding="utf-8"))
+        self.products: list[dict[str, Any]] = catalog["products"]
+        self.currency: str = catalog.get("currency", "EUR")
+        self.categories = sorted({p["category"] for p in self.products})
+        self.browsers = _load_agents("browsers.json")
+        self.bots = _load_agents("bots.json")
+        self.bot_share = bot_share
+        self.returning_share = returning_share
+        self.returning: deque[tuple[str, str | None]] = deque(maxlen=20_000)
+        self.stats: Counter[str] = Counter()
+
+    def new_id(self) -> str:
+        return f"{self.rng.getrandbits(128):032x}"
+
+    def url(self, path: str) -> str:
+        return f"{self.origin}{path}"
+
+    def phrase(self, product: dict[str, Any]) -> str:
+        words = [
+            w
+            for w in product["name"].lower().replace("(", "").replace(")", "").split()
+            if w.isalpha()
+        ]
+        self.rng.shuffle(words)
+        return " ".join(words[: self.rng.randint(1, 2)] or [product["category"]])
+
+    def landing(self, source: str) -> tuple[str, str | None]:
+        """The landing page (with its tags) and the referrer of a new session."""
+        rng = self.rng
+        product = rng.choice(self.products)
+        pages = [f"/demo/p/{product['id']}", f"/demo/c/{product['category']}", "/demo"]
+        path = rng.choices(pages, weights=[5, 3, 2])[0]
+        if source == "search":
+            return self.url(path), rng.choice(SEARCH) + quote_plus(self.phrase(product))
+        if source == "social":
+            name, ref = rng.choice(SOCIAL)
+            campaign = rng.choice(["spring", "new-in", "reels"])
+            return (
+                self.url(f"{path}?utm_source={name}&utm_medium=social&utm_campaign={campaign}"),
+                ref,
+            )
+        if source == "paid":
+            gclid = f"Cj0KCQ{self.new_id()[:20]}"
+            return (
+                self.url(
+                    f"{path}?gclid={gclid}&utm_source=google&utm_medium=cpc"
+                    f"&utm_campaign={product['category']}"
+                ),
+                "https://www.google.com/",
+            )
+        if source == "email":
+            return (
+                self.url(f"{path}?utm_source=newsletter&utm_medium=email&utm_campaign=weekly"),
+                None,
+            )
+        return self.url("/demo" if rng.random() < 0.7 else path), None
+
+    def new_visit(self) -> Visit:
+        rng = self.rng
+        if self.returning and rng.random() < self.returning_share:
+            visitor, email = rng.choice(self.returning)
+            self.stats["returning_sessions"] += 1
+        else:
+            visitor, email = self.new_id(), None
+            self.stats["new_sessions"] += 1
+        bot = rng.random() < self.bot_share
+        if bot:
+            self.stats["bot_sessions"] += 1
+        ua = rng.choice(self.bots if bot else self.browsers)
+        source = rng.choices([s for s, _ in SOURCES], weights=[w for _, w in SOURCES])[0]
+        self.stats[f"source_{source}"] += 1
+        url, referrer = self.landing(source)
+        session = self.new_id()
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "v": 1,
+            "visitor": visitor,
+            "session": session,
+            "url": url,
+            "title": "Lumen & Loom",
+            "screen": rng.choice(SCREENS),
+            "lang": rng.choice(LANGS),
+            "consent": True,
+        }
+        if referrer:
+            hello["referrer"] = referrer
+        visit = Visit(visitor, session, ua, hello, iter(()), email)
+        visit.events = self.journey(visit, url, referrer, bot)
+        return visit
+
+    def _product_page(
+        self, product: dict[str, Any], url: str, ref: str | None
+    ) -> Iterator[dict[str, Any]]:
+        yield {
+            "type": "page_view",
+            "url": url,
+            "title": product["name"],
+            "referrer": ref,
+            "page_type": "product",
+        }
+        yield {
+            "type": "product_view",
+            "url": url,
+            "sku": product["id"],
+            "name": product["name"],
+            "category": product["category"],
+            "price": product["price"],
+        }
+
+    def journey(
+        self, visit: Visit, landing: str, referrer: str | None, bot: bool
+    ) -> Iterator[dict[str, Any]]:
+        """The events of one session, in order. About 9% of sessions put something
+        in the cart and 30% of those buy (2.7% of sessions; 70% of carts are
+        abandoned); 4% claim an email address."""
+        rng = self.rng
+        by_sku = {p["id"]: p for p in self.products}
+        path = urlsplit(landing).path
+        if path.startswith("/demo/p/") and path.rsplit("/", 1)[1] in by_sku:
+            yield from self._product_page(by_sku[path.rsplit("/", 1)[1]], landing, referrer)
+        else:
+            yield {
+                "type": "page_view",
+                "url": landing,
+                "title": "Lumen & Loom",
+                "referrer": referrer,
+            }
+        will_cart = not bot and rng.random() < 0.09
+        will_buy = will_cart and rng.random() < 0.30
+        will_identify = not bot and rng.random() < 0.04
+        pages = 1 + min(int(rng.expovariate(1 / 5)), 40)
+        cart_at = rng.randrange(pages) if will_cart else -1
+        cart: list[dict[str, Any]] = []
+        previous = landing
+        for i in range(pages):
+            r = rng.random()
+            if r < 0.25:
+                category = rng.choice(self.categories)
+                url = self.url(f"/demo/c/{category}")
+                yield {
+                    "type": "page_view",
+                    "url": url,
+                    "title": category.title(),
+                    "referrer": previous,
+                    "page_type": "category",
+                }
+            elif r < 0.92 or i == cart_at:
+                product = rng.choice(self.products)
+                url = self.url(f"/demo/p/{product['id']}")
+                yield from self._product_page(product, url, previous)
+                if i == cart_at or (cart and rng.random() < 0.15):
+                    cart.append(
+                        {
+                            "sku": product["id"],
+                            "qty": rng.choice([1, 1, 1, 2]),
+                            "price": product["price"],
+                            "name": product["name"],
+                            "category": product["category"],
+                        }
+                    )
+                    yield self._cart_event(cart, url)
+            else:
+                url = self.url("/demo")
+                yield {
+                    "type": "page_view",
+                    "url": url,
+                    "title": "Lumen & Loom",
+                    "referrer": previous,
+                }
+            previous = url
+        if will_identify and visit.email is None:
+            visit.email = f"{rng.choice(FIRST_NAMES)}.{self.new_id()[:6]}@example.com"
+            yield {"type": "identify", "url": previous, "email": visit.email}
+        if cart:
+            self.stats["carts"] += 1
+        if will_buy and cart:
+            self.stats["purchases"] += 1
+            if visit.email is None:
+                visit.email = f"{rng.choice(FIRST_NAMES)}.{self.new_id()[:6]}@example.com"
+                yield {"type": "identify", "url": previous, "email": visit.email}
+            value = round(sum(i["price"] * i["qty"] for i in cart), 2)
+            yield {
+                "type": "purchase",
+                "url": self.url("/demo/checkout/done"),
+                "order_id": f"o-{self.new_id()[:12]}",
+                "items": cart,
+                "value": value,
+                "currency": self.currency,
+            }
+        elif cart:
+            self.stats["abandoned_carts"] += 1
+        if rng.random() < 0.5:
+            self.returning.append((visit.visitor, visit.email))
+
+    def _cart_event(self, cart: list[dict[str, Any]], url: str) -> dict[str, Any]:
+        value = round(sum(i["price"] * i["qty"] for i in cart), 2)
+        return {
+            "type": "cart",
+            "url": url,
+            "items": list(cart),
+            "value": value,
+            "currency": self.currency,
+        }
+
+
+# --------------------------------------------------------------------------- transports
+
+
+class Refused(Exception):
+    """The server answered with a refusal that ends this exchange (code is the kind)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class WsTransport:
+    """One visitor's WebSocket, speaking the edge protocol (also accepts a bare echo)."""
+
+    def __init__(self, base_ws: str, site: str, binary: bool) -> None:
+        self.url = f"{base_ws}/ws?site={site}"
+        self.binary = binary
+        self.ws: ClientConnection | None = None
+
+    def encode(self, message: dict[str, Any]) -> str | bytes:
+        if self.binary:
+            data: bytes = msgpack.packb(message)
+            return data
+        return json.dumps(message, separators=(",", ":"))
+
+    def decode(self, frame: str | bytes) -> dict[str, Any]:
+        message: dict[str, Any] = (
+            msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+        )
+        return message
+
+    async def open(self, visit: Visit) -> int:
+        self.ws = await connect(
+            self.url,
+            compression=None,
+            user_agent_header=visit.user_agent,
+            ping_interval=None,
+            open_timeout=30,
+            max_size=1 << 20,
+        )
+        await self.ws.send(self.encode(visit.hello))
+        reply = self.decode(await self.ws.recv())
+        kind = reply.get("type")
+        if kind == "hello":  # the echo server
+            return 0
+        if kind != "welcome":
+            raise Refused(f"hello:{reply.get('code', kind)}")
+        return int(reply.get("ack", 0))
+
+    async def exchange(self, message: dict[str, Any], errors: Counter[str]) -> int:
+        """Send one events message; return the acknowledged sequence number."""
+        assert self.ws is not None
+        await self.ws.send(self.encode(message))
+        while True:
+            reply = self.decode(await self.ws.recv())
+            if "ack" in reply:
+                if reply.get("type") == "decisions":
+                    errors["_decisions"] += 1
+                return int(reply["ack"])
+            kind = reply.get("type")
+            if kind == "events":  # the echo server sends our message back
+                return max(int(e["seq"]) for e in reply["events"])
+            if kind == "error":
+                errors[str(reply.get("code"))] += 1
+                if reply.get("seq") is None:  # no ack follows (e.g. store_unavailable)
+                    raise Refused(str(reply.get("code")))
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            ws, self.ws = self.ws, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 5)
+
+
+class BeaconTransport:
+    """The same events as ``POST /collect`` (what most trackers do), with HTTP keep-alive."""
+
+    def __init__(self, client: Any, base_http: str, site: str, binary: bool) -> None:
+        self.client = client
+        self.url = f"{base_http}/collect?site={site}"
+        self.binary = binary
+        self.visit: Visit | None = None
+
+    async def open(self, visit: Visit) -> int:
+        self.visit = visit
+        return 0
+
+    async def exchange(self, message: dict[str, Any], errors: Counter[str]) -> int:
+        assert self.visit is not None
+        body = {
+            **message,
+            "visitor": self.visit.visitor,
+            "session": self.visit.session,
+            "consent": True,
+        }
+        headers = {"User-Agent": self.visit.user_agent}
+        if self.binary:
+            headers["Content-Type"] = "application/msgpack"
+            content: bytes = msgpack.packb(body)
+        else:
+            headers["Content-Type"] = "text/plain;charset=UTF-8"
+            content = json.dumps(body, separators=(",", ":")).encode()
+        answer = await self.client.post(self.url, content=content, headers=headers)
+        if answer.status_code != 200:
+            raise Refused(f"http_{answer.status_code}")
+        reply = answer.json()
+        for error in reply.get("errors") or []:
+            errors[str(error.get("code"))] += 1
+        return int(reply["ack"])
+
+    async def close(self) -> None:
+        self.visit = None
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _proc_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _proc_rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (the uvicorn parent and its workers), read from
+    ``/proc/<pid>/task/<tid>/children`` (cheap: no scan of ``/proc``)."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with (
+                    contextlib.suppress(OSError),
+                    open(f"/proc/{p}/task/{tid}/children", encoding="ascii") as f,
+                ):
+                    todo.extend(int(c) for c in f.read().split())
+    return tree
+
+
+class CpuMeter:
+    """CPU% (100 = one core) and RSS of a set of processes, between samples."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.last: dict[int, int] = {}
+        self.last_t = time.perf_counter()
+        self.sample()
+
+    def sample(self) -> tuple[float, float, int]:
+        """(cpu %, rss MiB, process count) since the previous sample."""
+        now = time.perf_counter()
+        ticks: dict[int, int] = {}
+        rss = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ticks[pid] = _proc_ticks(pid)
+                rss += _proc_rss_kb(pid)
+        used = sum(t - self.last.get(pid, t) for pid, t in ticks.items())
+        dt = max(now - self.last_t, 1e-6)
+        self.last, self.last_t = ticks, now
+        return used / CLK_TCK / dt * 100, rss / 1024, len(ticks)
+
+
+class RedisMeter:
+    """Redis ops/s, used memory and CPU from ``INFO``."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.Redis.from_url(url)
+        self.last: tuple[float, int, float] | None = None
+
+    async def sample(self) -> dict[str, float]:
+        info = await self.client.info()
+        now = time.perf_counter()
+        ops = int(info["total_commands_processed"])
+        cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        out = {"used_memory_mb": int(info["used_memory"]) / 2**20, "ops_per_s": 0.0, "cpu_pct": 0.0}
+        if self.last is not None:
+            t0, ops0, cpu0 = self.last
+            dt = max(now - t0, 1e-6)
+            out["ops_per_s"] = (ops - ops0) / dt
+            out["cpu_pct"] = (cpu - cpu0) / dt * 100
+        self.last = (now, ops, cpu)
+        return out
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+@dataclass
+class Config:
+    base_ws: str  # ws://127.0.0.1:PORT
+    visitors: int = 1000
+    site: str = "demo"
+    binary: bool = False
+    transport: str = "ws"  # ws | beacon
+    arrivals: str = "poisson"  # poisson | fixed
+    ack_timeout_s: float = 30.0
+    connect_concurrency: int = 100
+    seed: int | None = None
+    server_pid: int | None = None
+    redis_url: str | None = None
+    progress: bool = True
+    label: str = ""
+
+
+@dataclass
+class Phase:
+    """What the generator counts during one phase (a run or a capacity step)."""
+
+    start: float
+    measure_from: float
+    end: float
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    interval: HdrHistogram = field(default_factory=new_histogram)
+    scheduled: int = 0
+    scheduled_measured: int = 0
+    sent: int = 0
+    acked: int = 0
+    acked_interval: int = 0
+    lost: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    close_codes: Counter[str] = field(default_factory=Counter)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Visitor:
+    def __init__(self, gen: LoadGenerator) -> None:
+        self.gen = gen
+        self.transport: WsTransport | BeaconTransport | None = None
+        self.visit: Visit | None = None
+        self.seq = 0
+        self.waiter: asyncio.Future[float | None] | None = None
+
+    async def start_session(self) -> bool:
+        gen = self.gen
+        if self.transport is not None:
+            await self.transport.close()
+            gen.sessions_closed += 1
+        self.visit = gen.world.new_visit()
+        self.transport = gen.make_transport()
+        t0 = time.perf_counter()
+        try:
+            self.seq = await asyncio.wait_for(
+                self.transport.open(self.visit), gen.cfg.ack_timeout_s
+            )
+        except Exception as exc:  # counted by kind; the visitor tries again on its next event
+            gen.count_failure("connect", exc)
+            self.transport = None
+            return False
+        gen.hello_hist.record_value(max(1, int((time.perf_counter() - t0) * 1e6)))
+        gen.sessions_opened += 1
+        return True
+
+    async def deliver(self, scheduled: float) -> None:
+        gen = self.gen
+        event = None
+        if self.visit is not None and self.transport is not None:
+            event = next(self.visit.events, None)
+        if event is None:
+            if not await self.start_session():
+                gen.phase.lost += 1
+                await asyncio.sleep(0.2)
+                return
+            assert self.visit is not None
+            event = next(self.visit.events)
+        assert self.transport is not None and self.visit is not None
+        self.seq += 1
+        seq = self.seq
+        event["seq"] = seq
+        event["id"] = f"{self.visit.session[:8]}{seq:08d}"
+        event["at"] = int(time.time() * 1000)
+        if event.get("referrer") is None:
+            event.pop("referrer", None)
+        phase = gen.phase
+        phase.sent += 1
+        try:
+            acked = await asyncio.wait_for(
+                self.transport.exchange({"type": "events", "events": [event]}, phase.errors),
+                gen.cfg.ack_timeout_s,
+            )
+        except Exception as exc:
+            gen.count_failure("exchange", exc)
+            phase.lost += 1
+            await self.transport.close()
+            self.transport = None
+            return
+        now = time.perf_counter()
+        if acked < seq:
+            phase.errors["ack_below_seq"] += 1
+            phase.lost += 1
+            return
+        if scheduled >= phase.measure_from and now <= phase.end + gen.drain_s:
+            us = max(1, int((now - scheduled) * 1e6))
+            phase.hist.record_value(min(us, HIGHEST_US))
+            phase.interval.record_value(min(us, HIGHEST_US))
+            phase.acked += 1
+        phase.acked_interval += 1
+
+    async def run(self) -> None:
+        gen = self.gen
+        loop = asyncio.get_running_loop()
+        while True:
+            scheduled = gen.backlog.popleft() if gen.backlog else None
+            if scheduled is None:
+                self.waiter = loop.create_future()
+                gen.idle.append(self)
+                scheduled = await self.waiter
+                self.waiter = None
+                if scheduled is None:
+                    break
+            gen.busy += 1
+            try:
+                await self.deliver(scheduled)
+            finally:
+                gen.busy -= 1
+        if self.transport is not None:
+            await self.transport.close()
+
+
+class LoadGenerator:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        base = cfg.base_ws
+        check_loopback(base)
+        self.base_http = "http" + base[2:] if base.startswith("ws") else base
+        self.world = World(self.base_http, seed=cfg.seed)
+        self.rng = random.Random(None if cfg.seed is None else cfg.seed + 1)
+        self.visitors: list[Visitor] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.idle: list[Visitor] = []
+        self.backlog: deque[float] = deque()
+        self.busy = 0
+        self.drain_s = 10.0
+        self.phase = Phase(0, 0, 0)
+        self.hello_hist = new_histogram()
+        self.connect_failures: Counter[str] = Counter()
+        self.sessions_opened = 0
+        self.sessions_closed = 0
+        self.http_client: Any = None
+        self.server_cpu = CpuMeter(self._server_pids) if cfg.server_pid else None
+        self.own_cpu = CpuMeter(lambda: [os.getpid()])
+        self.redis = RedisMeter(cfg.redis_url) if cfg.redis_url else None
+
+    def _server_pids(self) -> list[int]:
+        assert self.cfg.server_pid is not None
+        return process_tree(self.cfg.server_pid)
+
+    def make_transport(self) -> WsTransport | BeaconTransport:
+        if self.cfg.transport == "beacon":
+            return BeaconTransport(self.http_client, self.base_http, self.cfg.site, self.cfg.binary)
+        return WsTransport(self.cfg.base_ws, self.cfg.site, self.cfg.binary)
+
+    def count_failure(self, where: str, exc: BaseException) -> None:
+        phase = self.phase
+        if isinstance(exc, ConnectionClosed):
+            frame = exc.rcvd
+            phase.close_codes[str(frame.code) if frame else "no_close_frame"] += 1
+        elif isinstance(exc, InvalidStatus):
+            phase.errors[f"{where}:http_{exc.response.status_code}"] += 1
+        elif isinstance(exc, Refused):
+            phase.errors[f"{where}:{exc.kind}"] += 1
+        elif isinstance(exc, TimeoutError):
+            phase.errors[f"{where}:timeout"] += 1
+        else:
+            phase.errors[f"{where}:{type(exc).__name__}"] += 1
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for v in self.visitors if v.transport is not None)
+
+    async def start(self) -> None:
+        """Connect every visitor (its first session's hello), a bounded number at a time."""
+        if self.cfg.transport == "beacon":
+            import httpx
+
+            size = min(self.cfg.visitors, 500)
+            self.http_client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                timeout=self.cfg.ack_timeout_s,
+            )
+        gate = asyncio.Semaphore(self.cfg.connect_concurrency)
+        self.phase = Phase(time.perf_counter(), time.perf_counter(), time.perf_counter())
+
+        async def one() -> Visitor:
+            v = Visitor(self)
+            async with gate:
+                await v.start_session()
+            return v
+
+        t0 = time.perf_counter()
+        self.visitors = list(await asyncio.gather(*(one() for _ in range(self.cfg.visitors))))
+        self.connect_s = time.perf_counter() - t0
+        self.startup_errors = dict(self.phase.errors) | {
+            f"close_{k}": n for k, n in self.phase.close_codes.items()
+        }
+        self.tasks = [asyncio.create_task(v.run()) for v in self.visitors]
+        await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        while self.idle:
+            v = self.idle.pop()
+            if v.waiter is not None and not v.waiter.done():
+                v.waiter.set_result(None)
+        for task in self.tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for v in self.visitors:
+            if v.transport is not None:
+                await v.transport.close()
+        if self.http_client is not None:
+            await self.http_client.aclose()
+        if self.redis is not None:
+            await self.redis.close()
+
+    def assign(self, scheduled: float) -> None:
+        idle = self.idle
+        while idle:
+            i = self.rng.randrange(len(idle))
+            idle[i], idle[-1] = idle[-1], idle[i]
+            v = idle.pop()
+            if v.waiter is not None and not v.waiter.done():
+                v.waiter.set_result(scheduled)
+                return
+        self.backlog.append(scheduled)
+
+    async def _schedule(self, rate: float, phase: Phase) -> None:
+        t = phase.start
+        exp = self.rng.expovariate
+        poisson = self.cfg.arrivals == "poisson"
+        while True:
+            now = time.perf_counter()
+            while t <= now:
+                if t >= phase.end:
+                    return
+                self.assign(t)
+                phase.scheduled += 1
+                if t >= phase.measure_from:
+                    phase.scheduled_measured += 1
+                t += exp(rate) if poisson else 1.0 / rate
+            await asyncio.sleep(min(t - now, 0.005))
+
+    async def _sample(self, phase: Phase, rate: float, elapsed: float, dt: float) -> dict[str, Any]:
+        interval = percentiles(phase.interval)
+        phase.interval = new_histogram()
+        point: dict[str, Any] = {
+            "t": round(elapsed, 3),
+            "target_rate": rate,
+            "achieved_rate": phase.acked_interval / dt,
+            "p50_ms": interval["p50"],
+            "p90_ms": interval["p90"],
+            "p99_ms": interval["p99"],
+            "max_ms": interval["max"],
+            "backlog": len(self.backlog),
+            "open_connections": self.open_connections,
+            "measuring": time.perf_counter() >= phase.measure_from,
+        }
+        phase.acked_interval = 0
+        point["loadgen_cpu_pct"] = self.own_cpu.sample()[0]
+        if self.server_cpu is not None:
+            cpu, rss, nproc = self.server_cpu.sample()
+            point.update(server_cpu_pct=cpu, server_rss_mb=rss, server_processes=nproc)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                for k, v in (await self.redis.sample()).items():
+                    point[f"redis_{k}"] = v
+        return point
+
+    async def phase_run(self, rate: float, duration_s: float, warmup_s: float) -> dict[str, Any]:
+        """Offer ``rate`` events/s for warm-up + duration; measure the last ``duration_s``."""
+        start = time.perf_counter() + 0.05
+        phase = Phase(start, start + warmup_s, start + warmup_s + duration_s)
+        self.phase = phase
+        self.own_cpu.sample()
+        if self.server_cpu is not None:
+            self.server_cpu.sample()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.sample()
+        scheduler = asyncio.create_task(self._schedule(rate, phase))
+        lag = [0.0]
+
+        async def lag_probe() -> None:  # how late the generator's own event loop runs
+            while True:
+                t = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lag[0] = max(lag[0], time.perf_counter() - t - 0.01)
+
+        prober = asyncio.create_task(lag_probe())
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - last)))
+            now = time.perf_counter()
+            point = await self._sample(phase, rate, now - phase.start, now - last)
+            point["loadgen_loop_lag_ms"], lag[0] = lag[0] * 1000, 0.0
+            last = now
+            phase.timeline.append(point)
+            if self.cfg.progress:
+                so_far = {"p99": phase.hist.get_value_at_percentile(99) / 1000}
+                errors = (
+                    sum(n for k, n in phase.errors.items() if not k.startswith("_"))
+                    + sum(phase.close_codes.values())
+                    + phase.lost
+                )
+                print(
+                    f"[{self.cfg.label}] {now - phase.start:6.1f}s "
+                    f"{'measure' if point['measuring'] else 'warm-up'} "
+                    f"target {rate:7.0f}/s achieved {point['achieved_rate']:7.0f}/s "
+                    f"p99 {so_far['p99']:8.2f} ms  errors {errors}  "
+                    f"conns {point['open_connections']}  backlog {point['backlog']}  "
+                    f"server cpu {point.get('server_cpu_pct', 0):5.0f}%  "
+                    f"loadgen cpu {point['loadgen_cpu_pct']:4.0f}%",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if scheduler.done() and (
+                (self.busy == 0 and not self.backlog) or now > phase.end + self.drain_s
+            ):
+                break
+        prober.cancel()
+        undelivered = len(self.backlog)
+        self.backlog.clear()
+        return self._summary(phase, rate, duration_s, warmup_s, undelivered)
+
+    def _summary(
+        self, phase: Phase, rate: float, duration_s: float, warmup_s: float, undelivered: int
+    ) -> dict[str, Any]:
+        measured = [
+            p for p in phase.timeline if p["measuring"] and p["t"] <= warmup_s + duration_s + 0.5
+        ]
+
+        def mean(key: str) -> float | None:
+            values = [p[key] for p in measured if key in p]
+            return sum(values) / len(values) if values else None
+
+        def peak(key: str) -> float | None:
+            values = [p[key] for p in measured if key in p]
+            return max(values) if values else None
+
+        decisions = phase.errors.pop("_decisions", 0)
+        errors = dict(phase.errors)
+        result: dict[str, Any] = {
+            "target_rate": rate,
+            "duration_s": duration_s,
+            "warmup_s": warmup_s,
+            "visitors": self.cfg.visitors,
+            "transport": self.cfg.transport,
+            "encoding": "msgpack" if self.cfg.binary else "json",
+            "arrivals": self.cfg.arrivals,
+            "events_scheduled": phase.scheduled,
+            "events_sent": phase.sent,
+            "events_acked_measured": phase.acked,
+            "events_scheduled_measured": phase.scheduled_measured,
+            "acked_share": phase.acked / phase.scheduled_measured
+            if phase.scheduled_measured
+            else 0.0,
+            "achieved_rate": phase.acked / duration_s,
+            "latency_ms": percentiles(phase.hist, mean=True),
+            "decisions_replies": decisions,
+            "errors": errors,
+            "close_codes": dict(phase.close_codes),
+            "lost_events": phase.lost,
+            "undelivered_at_end": undelivered,
+            "open_connections": self.open_connections,
+            "sessions_opened": self.sessions_opened,
+            "hello_latency_ms": percentiles(self.hello_hist),
+            "server_cpu_pct": mean("server_cpu_pct"),
+            "server_cpu_pct_peak": peak("server_cpu_pct"),
+            "server_rss_mb": peak("server_rss_mb"),
+            "server_processes": peak("server_processes"),
+            "loadgen_cpu_pct": mean("loadgen_cpu_pct"),
+            "loadgen_cpu_pct_peak": peak("loadgen_cpu_pct"),
+            "loadgen_loop_lag_ms_max": peak("loadgen_loop_lag_ms"),
+            "redis_ops_per_s": mean("redis_ops_per_s"),
+            "redis_used_memory_mb": peak("redis_used_memory_mb"),
+            "redis_cpu_pct": mean("redis_cpu_pct"),
+            "timeline": phase.timeline,
+        }
+        result["failures"] = (
+            sum(errors.values()) + sum(phase.close_codes.values()) + phase.lost + undelivered
+        )
+        self.hello_hist = new_histogram()
+        return result

@@ -1,0 +1,789 @@
+"""Scenarios of ``python -m benchmarks run <scenario>``: servers, procedures, reports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import ROOT, Config, LoadGenerator, check_loopback, raise_nofile_limit
+
+SCENARIOS = ["steady", "capacity", "connections", "embedded-vs-redis", "workers", "echo", "beacon"]
+SHARED_NOTE = (
+    "Server and load generator share this {cores}-core machine (and Redis, when used): "
+    "CPU figures are given for each side (100% = one core) so a reader can tell who was "
+    "the bottleneck."
+)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, subprocess.CalledProcessError):
+            if predicate():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout_s}s")
+
+
+def _high_nofile() -> None:  # runs in the child before exec
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (./dev bench installs it)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                folder,
+                "--maxclients",
+                "20000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_high_nofile,
+        )
+        try:
+            import redis
+
+            client = redis.Redis(port=port)
+            _wait(lambda: client.ping(), 10, "redis-server")
+            client.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            _stop(process)
+
+
+@dataclass
+class Server:
+    kind: str  # edge | echo | external
+    url: str  # ws://127.0.0.1:PORT
+    pid: int | None
+    redis_url: str | None
+    workers: int
+    env: dict[str, str]
+    log: Path | None = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log else ""
+
+
+@contextlib.contextmanager
+def spawn(
+    kind: str, *, redis_url: str | None, workers: int, max_messages_per_s: float
+) -> Iterator[Server]:
+    """Start ``edge serve`` (or the echo app) on a free port with a high open-file limit."""
+    port = free_port()
+    env = {"EDGE_MAX_MESSAGES_PER_S": str(max_messages_per_s)}
+    if kind == "echo":
+        args = [
+            sys.executable,
+            "-m",
+            "benchmarks.echo",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+    else:
+        args = [
+            sys.executable,
+            "-m",
+            "edge",
+            "serve",
+            "--port",
+            str(port),
+            "--profiles",
+            str(ROOT / "profiles"),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+        if redis_url:
+            args += ["--redis", redis_url]
+    with tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log", delete=False) as f:
+        log = Path(f.name)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            preexec_fn=_high_nofile,
+        )
+    server = Server(kind, f"ws://127.0.0.1:{port}", process.pid, redis_url, workers, env, log)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited:\n{server.output()}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+            return bool(answer.status == 200)
+
+    try:
+        _wait(healthy, 30, f"{kind} server")
+        time.sleep(0.3 * workers)  # let every worker come up
+        yield server
+    finally:
+        _stop(process)
+        problems = [
+            line
+            for line in server.output().splitlines()
+            if any(w in line for w in ("Traceback", "ERROR", "WARNING", "xception"))
+        ]
+        server.env["log_problems"] = "\n".join(problems[:20])
+        log.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def target(
+    args: argparse.Namespace, *, kind: str = "edge", store: str = "redis", workers: int = 1
+) -> Iterator[Server]:
+    """The server a variant runs against: the given ``--url`` or one started here."""
+    if args.url:
+        check_loopback(args.url)
+        yield Server("external", args.url.rstrip("/"), args.server_pid, args.redis_url, 0, {})
+        return
+    if kind == "echo" or store == "embedded":
+        with spawn(
+            kind, redis_url=None, workers=workers, max_messages_per_s=args.max_messages_per_s
+        ) as server:
+            yield server
+        return
+    with (
+        redis_server() as redis_url,
+        spawn(
+            kind, redis_url=redis_url, workers=workers, max_messages_per_s=args.max_messages_per_s
+        ) as s,
+    ):
+        yield s
+
+
+# --------------------------------------------------------------------------- procedures
+
+
+def config(args: argparse.Namespace, server: Server, label: str, **over: Any) -> Config:
+    values: dict[str, Any] = {
+        "base_ws": server.url,
+        "visitors": args.visitors,
+        "binary": args.msgpack,
+        "arrivals": args.arrivals,
+        "seed": args.seed,
+        "server_pid": server.pid,
+        "redis_url": server.redis_url,
+        "progress": not args.quiet,
+        "label": label,
+    }
+    values.update(over)
+    return Config(**values)
+
+
+async def steady_runs(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+    """``repeat`` runs at one rate on one set of connected visitors, each after a warm-up."""
+    gen = LoadGenerator(cfg)
+    base = cfg.label
+    await gen.start()
+    try:
+        runs = []
+        for i in range(args.repeat):
+            gen.cfg.label = f"{base} run {i + 1}/{args.repeat}"
+            runs.append(await gen.phase_run(args.rate, args.duration_s, args.warmup_s))
+        return runs
+    finally:
+        await gen.stop()
+
+
+def held(step: dict[str, Any], p99_limit_ms: float) -> bool:
+    return (
+        step["latency_ms"]["p99"] <= p99_limit_ms
+        and step["failures"] == 0
+        and step["acked_share"] >= 0.99
+    )
+
+
+async def capacity_ladder(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
+    """Raise the rate step by step until p99 exceeds the limit or errors appear."""
+    ladders = []
+    base = cfg.label
+    for i in range(args.repeat):
+        gen = LoadGenerator(cfg)
+        await gen.start()
+        steps: list[dict[str, Any]] = []
+        try:
+            rate = args.start_rate
+            while rate <= args.max_rate:
+                gen.cfg.label = f"{base} ladder {i + 1}/{args.repeat} @{rate:.0f}/s"
+                step = await gen.phase_run(rate, args.step_s, args.step_warmup_s)
+                step["held"] = held(step, args.p99_limit_ms)
+                steps.append(step)
+                if not step["held"]:
+                    break
+                rate += args.step_rate
+        finally:
+            await gen.stop()
+        good = [s["target_rate"] for s in steps if s["held"]]
+        ladders.append(
+            {
+                "held_rate": max(good) if good else 0.0,
+                "steps": steps,
+                "first_failed": next((_brief(s) for s in steps if not s["held"]), None),
+            }
+        )
+        await asyncio.sleep(1)
+    return ladders
+
+
+def _brief(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: step[k]
+        for k in (
+            "target_rate",
+            "achieved_rate",
+            "latency_ms",
+            "errors",
+            "close_codes",
+            "lost_events",
+            "undelivered_at_end",
+            "server_cpu_pct",
+            "loadgen_cpu_pct",
+        )
+    }
+
+
+async def connections_runs(args: argparse.Namespace, server: Server) -> list[dict[str, Any]]:
+    """Mostly idle visitors: server memory per open connection at each count."""
+    from benchmarks.load import CpuMeter, process_tree
+
+    out = []
+    for count in args.counts:
+        assert server.pid is not None or args.url, "connections needs the server pid"
+        meter = CpuMeter(lambda: process_tree(server.pid)) if server.pid else None
+        base_rss = meter.sample()[1] if meter else None
+        cfg = config(args, server, f"connections {count}", visitors=count, connect_concurrency=200)
+        gen = LoadGenerator(cfg)
+        t0 = time.perf_counter()
+        await gen.start()
+        connect_s = time.perf_counter() - t0
+        await asyncio.sleep(2)
+        rss = meter.sample()[1] if meter else None
+        try:
+            run = await gen.phase_run(args.rate, args.duration_s, args.warmup_s)
+        finally:
+            await gen.stop()
+        run.update(
+            connections=count,
+            connect_s=connect_s,
+            open_after_connect=sum(1 for v in gen.visitors if v.transport is not None),
+            startup_errors=gen.startup_errors,
+            server_rss_before_mb=base_rss,
+            server_rss_connected_mb=rss,
+            server_kib_per_connection=(
+                (rss - base_rss) * 1024 / count
+                if rss is not None and base_rss is not None
+                else None
+            ),
+        )
+        out.append(run)
+        await asyncio.sleep(3)  # let the server close the sockets
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine() -> dict[str, Any]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "uvicorn": version("uvicorn"),
+        "websockets": version("websockets"),
+        "redis_py": version("redis"),
+        "starlette": version("starlette"),
+        "edge": version("edge"),
+        "hdrhistogram": version("hdrhistogram"),
+    }
+
+
+def spread(values: list[float | None]) -> dict[str, float | None]:
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(clean), "min": min(clean), "max": max(clean)}
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [
+        "achieved_rate",
+        "server_cpu_pct",
+        "loadgen_cpu_pct",
+        "server_rss_mb",
+        "redis_ops_per_s",
+        "redis_used_memory_mb",
+        "redis_cpu_pct",
+        "acked_share",
+    ]
+    out: dict[str, Any] = {k: spread([r.get(k) for r in runs]) for k in keys}
+    for q in ("p50", "p90", "p99", "p99_9", "max"):
+        out[f"{q}_ms"] = spread([r["latency_ms"][q] for r in runs])
+    out["failures"] = sum(r["failures"] for r in runs)
+    return out
+
+
+def _fmt(s: dict[str, float | None], digits: int = 2) -> str:
+    if s.get("median") is None:
+        return "-"
+    if s["min"] == s["max"]:
+        return f"{s['median']:.{digits}f}"
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(d.items())) or "none"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# `{report['scenario']}` — {report['started_at']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {m['cores']} cores, Python {m['python']}, uvicorn {m['uvicorn']}, "
+        f"websockets {m['websockets']}, redis-py {m['redis_py']}, starlette {m['starlette']} "
+        f"({m['platform']}).",
+        "",
+        report["note"],
+        "",
+        f"Server settings: {report['server_settings']}. Latency: from each event's scheduled "
+        "send time to the reply that acknowledges it (open loop, HDR histogram). Figures are "
+        "the median of the repetitions with [min-max].",
+        "",
+    ]
+    for variant in report["variants"]:
+        lines += [f"## {variant['name']}", ""]
+        if "ladders" in variant:
+            held_rates = [lad["held_rate"] for lad in variant["ladders"]]
+            lines += [
+                f"Highest rate that held (p99 ≤ {report['p99_limit_ms']} ms, no errors): "
+                f"**{_fmt(spread(held_rates), 0)} events/s** over {len(held_rates)} "
+                "ladder(s).",
+                "",
+                "| ladder | target/s | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | "
+                "failures | server CPU % | loadgen CPU % | redis ops/s | held |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for i, ladder in enumerate(variant["ladders"], 1):
+                for s in ladder["steps"]:
+                    lat = s["latency_ms"]
+                    lines.append(
+                        f"| {i} | {s['target_rate']:.0f} | {s['achieved_rate']:.0f} | "
+                        f"{lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | "
+                        f"{lat['max']:.2f} | {s['failures']} | {s['server_cpu_pct'] or 0:.0f} | "
+                        f"{s['loadgen_cpu_pct'] or 0:.0f} | {s['redis_ops_per_s'] or 0:.0f} | "
+                        f"{'yes' if s['held'] else 'no'} |"
+                    )
+            failed = [lad["first_failed"] for lad in variant["ladders"] if lad["first_failed"]]
+            for f in failed:
+                lines.append(
+                    f"\nFirst failing step {f['target_rate']:.0f}/s: errors "
+                    f"{_counts(f['errors'])}; close codes {_counts(f['close_codes'])}; "
+                    f"lost {f['lost_events']}, undelivered {f['undelivered_at_end']}."
+                )
+            lines.append("")
+            continue
+        s = variant["summary"]
+        lines += [
+            "| figure | value |",
+            "|---|---|",
+            f"| target rate (events/s) | {variant['runs'][0]['target_rate']:.0f} |",
+            f"| achieved rate (events/s) | {_fmt(s['achieved_rate'], 0)} |",
+            f"| acked share | {_fmt(s['acked_share'], 4)} |",
+            f"| p50 / p90 ms | {_fmt(s['p50_ms'])} / {_fmt(s['p90_ms'])} |",
+            f"| p99 ms | {_fmt(s['p99_ms'])} |",
+            f"| p99.9 ms | {_fmt(s['p99_9_ms'])} |",
+            f"| max ms | {_fmt(s['max_ms'])} |",
+            f"| failures (errors + close codes + lost) | {s['failures']} |",
+            f"| errors | {_counts(_merge(r['errors'] for r in variant['runs']))} |",
+            f"| close codes | {_counts(_merge(r['close_codes'] for r in variant['runs']))} |",
+            f"| open connections | {variant['runs'][-1]['open_connections']} |",
+            f"| server CPU % (all processes) | {_fmt(s['server_cpu_pct'], 0)} |",
+            f"| server RSS MiB | {_fmt(s['server_rss_mb'], 0)} |",
+            f"| load generator CPU % | {_fmt(s['loadgen_cpu_pct'], 0)} |",
+            f"| Redis ops/s | {_fmt(s['redis_ops_per_s'], 0)} |",
+            f"| Redis used memory MiB | {_fmt(s['redis_used_memory_mb'], 1)} |",
+            f"| Redis CPU % | {_fmt(s['redis_cpu_pct'], 0)} |",
+        ]
+        for r in variant["runs"]:
+            if "server_kib_per_connection" in r:
+                kib = r["server_kib_per_connection"]
+                lines.append(
+                    f"| {r['connections']} connections: server KiB per connection | "
+                    f"{kib:.1f} (RSS {r['server_rss_before_mb']:.0f} → "
+                    f"{r['server_rss_connected_mb']:.0f} MiB; connected in "
+                    f"{r['connect_s']:.1f} s, {r['open_after_connect']} open) |"
+                    if kib is not None
+                    else "| per connection | - |"
+                )
+        lines.append("")
+    if report.get("comparison"):
+        lines += ["## Comparison", ""] + [f"- {c}" for c in report["comparison"]] + [""]
+    if report.get("server_log_problems"):
+        lines += ["## Server log problems", "", "```", report["server_log_problems"], "```", ""]
+    lines += ["Plots: `latency.png` (percentiles per second), `rate.png` (achieved vs target).", ""]
+    return "\n".join(lines)
+
+
+def _merge(dicts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def plots(report: dict[str, Any], folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for variant in report["variants"]:
+        phases = (
+            variant["runs"]
+            if "runs" in variant
+            else [s for lad in variant["ladders"][:1] for s in lad["steps"]]
+        )
+        points, offset = [], 0.0
+        for phase in phases:
+            for p in phase["timeline"]:
+                points.append({**p, "t": p["t"] + offset})
+            offset += phase["timeline"][-1]["t"] if phase["timeline"] else 0
+        series.append((variant["name"], points))
+    n = len(series)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], series, strict=True):
+        t = [p["t"] for p in points]
+        for key, label in (
+            ("p50_ms", "p50"),
+            ("p90_ms", "p90"),
+            ("p99_ms", "p99"),
+            ("max_ms", "max"),
+        ):
+            ax.plot(t, [max(p[key], 1e-3) for p in points], label=label)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{report['scenario']}: {name} — latency per second")
+        ax.legend(loc="upper left")
+        ax.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(folder / "latency.png", dpi=100)
+    plt.close(fig)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], series, strict=True):
+        t = [p["t"] for p in points]
+        ax.plot(t, [p["target_rate"] for p in points], label="target", linestyle="--")
+        ax.plot(t, [p["achieved_rate"] for p in points], label="achieved (acks/s)")
+        ax.set_ylabel("events/s")
+        ax.set_title(f"{report['scenario']}: {name} — achieved vs target rate")
+        ax.legend(loc="upper left")
+        ax.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(folder / "rate.png", dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    s = args.scenario
+    store = args.store or ("embedded" if s == "connections" else "redis")
+    if s == "embedded-vs-redis":
+        return [
+            ("edge, embedded store", {"store": "embedded"}),
+            ("edge, Redis store", {"store": "redis"}),
+        ]
+    if s == "workers":
+        return [
+            ("edge, Redis, 1 worker", {"workers": 1}),
+            ("edge, Redis, 2 workers", {"workers": 2}),
+        ]
+    if s == "echo":
+        return [
+            ("bare echo (transport ceiling)", {"kind": "echo"}),
+            (f"edge, {store} store", {"store": store}),
+        ]
+    if s == "beacon":
+        return [
+            (f"WebSocket, {store} store", {"store": store, "transport": "ws"}),
+            (f"HTTP beacon POST /collect, {store} store", {"store": store, "transport": "beacon"}),
+        ]
+    return [
+        (
+            f"edge, {store} store, {args.workers} worker(s)",
+            {"store": store, "workers": args.workers},
+        )
+    ]
+
+
+def _procedure(args: argparse.Namespace) -> str:
+    if args.procedure:
+        return str(args.procedure)
+    return {
+        "capacity": "capacity",
+        "echo": "capacity",
+        "workers": "capacity",
+        "connections": "connections",
+    }.get(args.scenario, "steady")
+
+
+async def _run_variant(args: argparse.Namespace, name: str, opts: dict[str, Any]) -> dict[str, Any]:
+    procedure = _procedure(args)
+    with target(
+        args,
+        kind=opts.get("kind", "edge"),
+        store=opts.get("store", "redis"),
+        workers=opts.get("workers", args.workers),
+    ) as server:
+        variant: dict[str, Any] = {
+            "name": name,
+            "server": {
+                "kind": server.kind,
+                "url": server.url,
+                "workers": server.workers,
+                "store": "redis" if server.redis_url else "embedded",
+                "env": dict(server.env),
+            },
+        }
+        cfg = config(args, server, name, transport=opts.get("transport", "ws"))
+        if procedure == "capacity":
+            variant["ladders"] = await capacity_ladder(args, cfg)
+            variant["held_rate"] = spread([lad["held_rate"] for lad in variant["ladders"]])
+        elif procedure == "connections":
+            variant["runs"] = await connections_runs(args, server)
+            variant["summary"] = summarize_runs(variant["runs"])
+        else:
+            variant["runs"] = await steady_runs(args, cfg)
+            variant["summary"] = summarize_runs(variant["runs"])
+    variant["server"]["log_problems"] = server.env.pop("log_problems", "")
+    variant["server"]["env"].pop("log_problems", None)
+    return variant
+
+
+def _comparison(report: dict[str, Any]) -> list[str]:
+    variants = report["variants"]
+    out = []
+    if report["scenario"] == "echo" and len(variants) == 2:
+        echo, edge = (v["held_rate"]["median"] for v in variants)
+        if echo:
+            report["edge_share_of_echo"] = edge / echo
+            out.append(
+                f"edge sustained {edge:.0f} events/s, the bare echo {echo:.0f} "
+                f"messages/s: edge reaches **{edge / echo:.0%}** of the transport "
+                "ceiling (goal: ≥ 50%)."
+            )
+    elif len(variants) == 2:
+        a, b = variants
+        if "held_rate" in a:
+            ra, rb = a["held_rate"]["median"], b["held_rate"]["median"]
+            if ra:
+                out.append(
+                    f"{b['name']} held {rb:.0f}/s vs {ra:.0f}/s for {a['name']} ({rb / ra:.2f}x)."
+                )
+        elif "summary" in a:
+            pa, pb = a["summary"]["p99_ms"]["median"], b["summary"]["p99_ms"]["median"]
+            out.append(f"p99 {a['name']}: {pa:.2f} ms; {b['name']}: {pb:.2f} ms.")
+            ca, cb = (v["summary"]["server_cpu_pct"]["median"] for v in variants)
+            if ca is not None and cb is not None:
+                out.append(f"server CPU {a['name']}: {ca:.0f}%; {b['name']}: {cb:.0f}%.")
+    return out
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    if args.url and args.scenario in ("embedded-vs-redis", "workers", "echo", "beacon"):
+        raise SystemExit(f"{args.scenario} compares servers it starts itself: drop --url")
+    idle = args.scenario == "connections"
+    if args.rate is None:
+        args.rate = 100.0 if idle else 1000.0
+    if args.duration_s is None:
+        args.duration_s = 20.0 if idle else 60.0
+    nofile = raise_nofile_limit()
+    started = dt.datetime.now().astimezone()
+    cores = os.cpu_count() or 0
+    report: dict[str, Any] = {
+        "scenario": args.scenario,
+        "started_at": started.isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + " ".join(argv),
+        "machine": machine(),
+        "note": SHARED_NOTE.format(cores=cores),
+        "procedure": _procedure(args),
+        "p99_limit_ms": args.p99_limit_ms,
+        "server_settings": (
+            f"EDGE_MAX_MESSAGES_PER_S={args.max_messages_per_s:g} (raised from the default "
+            "20/s so that one simulated visitor is not throttled), everything else default"
+            if not args.url
+            else "external server (its own settings)"
+        ),
+        "loadgen": {
+            "pid": os.getpid(),
+            "nofile": nofile,
+            "arrivals": args.arrivals,
+            "encoding": "msgpack" if args.msgpack else "json",
+        },
+        "flags": {k: v for k, v in vars(args).items() if k not in ("func",)},
+    }
+    print(
+        f"machine: {cores} cores, Python {report['machine']['python']}, uvicorn "
+        f"{report['machine']['uvicorn']}, websockets {report['machine']['websockets']}, "
+        f"redis-py {report['machine']['redis_py']}",
+        file=sys.stderr,
+    )
+    print(report["note"], file=sys.stderr)
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    variants = []
+    for name, opts in _variants(args):
+        runner = asyncio.Runner(loop_factory=loop_factory)
+        with runner:
+            variants.append(runner.run(_run_variant(args, name, opts)))
+    report["variants"] = variants
+    report["comparison"] = _comparison(report)
+    report["server_log_problems"] = "\n".join(
+        v["server"]["log_problems"] for v in variants if v["server"]["log_problems"]
+    )
+    folder = (
+        Path(args.out)
+        if args.out
+        else (ROOT / "benchmarks" / "out" / f"{args.scenario}-{started.strftime('%Y%m%d-%H%M%S')}")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    text = markdown(report)
+    (folder / "summary.md").write_text(text)
+    if not args.no_plots:
+        plots(report, folder)
+    print(text)
+    print(f"written to {folder}", file=sys.stderr)
+    report["folder"] = str(folder)
+    return report
+
+
+def add_parser(commands: Any) -> None:
+    r = commands.add_parser("run", help="load scenarios over real WebSockets (see README.md)")
+    r.add_argument("scenario", choices=SCENARIOS)
+    r.add_argument(
+        "--url", help="target a running server (loopback only), e.g. ws://127.0.0.1:8000"
+    )
+    r.add_argument("--server-pid", type=int, help="with --url: the server pid to measure")
+    r.add_argument("--redis-url", help="with --url: the Redis to read INFO from")
+    r.add_argument(
+        "--store",
+        choices=["redis", "embedded"],
+        help="store of the server started here (default: redis)",
+    )
+    r.add_argument("--workers", type=int, default=1)
+    r.add_argument("--visitors", type=int, default=1000)
+    r.add_argument(
+        "--rate", type=float, help="events/s across all visitors (default 1000; connections: 100)"
+    )
+    r.add_argument(
+        "--duration-s", type=float, help="measured seconds per run (default 60; connections: 20)"
+    )
+    r.add_argument("--warmup-s", type=float, default=10.0)
+    r.add_argument("--repeat", type=int, default=3)
+    r.add_argument("--msgpack", action="store_true", help="binary frames (msgpack)")
+    r.add_argument("--arrivals", choices=["poisson", "fixed"], default="poisson")
+    r.add_argument(
+        "--procedure", choices=["steady", "capacity"], help="override the scenario's procedure"
+    )
+    r.add_argument("--start-rate", type=float, default=500.0)
+    r.add_argument("--step-rate", type=float, default=500.0)
+    r.add_argument("--max-rate", type=float, default=50_000.0)
+    r.add_argument("--step-s", type=float, default=10.0, help="measured seconds per step")
+    r.add_argument("--step-warmup-s", type=float, default=3.0)
+    r.add_argument("--p99-limit-ms", type=float, default=10.0)
+    r.add_argument(
+        "--counts",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1000, 5000, 10000],
+        help="connections scenario: visitor counts",
+    )
+    r.add_argument(
+        "--max-messages-per-s",
+        type=float,
+        default=1000.0,
+        help="EDGE_MAX_MESSAGES_PER_S of the server started here",
+    )
+    r.add_argument("--seed", type=int)
+    r.add_argument("--out", help="report folder (default benchmarks/out/<scenario>-<time>)")
+    r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress line")
