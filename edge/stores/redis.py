@@ -12,11 +12,12 @@ redis-py's default pool does raise, and that error would reach visitors.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from edge import keys
 from edge.errors import StoreError
@@ -45,7 +46,10 @@ class RedisStore:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
-        self._cas = client.register_script(CAS_SCRIPT)
+        # EVALSHA by a digest computed here: redis-py's Script objects in a
+        # pipeline send SCRIPT EXISTS before every batch, a second round trip
+        # per flush. The script is loaded once, and again if Redis forgot it.
+        self._cas_sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest()
 
     @classmethod
     def from_url(
@@ -80,19 +84,34 @@ class RedisStore:
         return [_stored(version, payload) for version, payload in replies]
 
     async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
+        payloads = [
+            (
+                keys.profile(w.site, w.visitor),
+                w.expected,
+                encode_profile(w.profile),
+                w.ttl_s * 1000 if w.ttl_s else 0,
+            )
+            for w in writes
+        ]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for w in writes:
-                    ttl_ms = w.ttl_s * 1000 if w.ttl_s else 0
-                    await self._cas(
-                        keys=[keys.profile(w.site, w.visitor)],
-                        args=[w.expected, encode_profile(w.profile), ttl_ms],
-                        client=pipe,
-                    )
-                replies = await pipe.execute()
+            try:
+                replies = await self._cas_batch(payloads)
+            except NoScriptError:  # a restarted or flushed Redis: load it, once
+                await self._client.script_load(CAS_SCRIPT)
+                replies = await self._cas_batch(payloads)
         except RedisError as exc:
             raise StoreError(f"redis commit failed: {exc}") from exc
         return [None if reply == 1 else Conflict(_stored(*reply)) for reply in replies]
+
+    async def _cas_batch(self, payloads: Sequence[tuple[str, int, bytes, int]]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, expected, payload, ttl_ms in payloads:
+                pipe.evalsha(self._cas_sha, 1, key, expected, payload, ttl_ms)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):  # NoScriptError among them
+                raise reply
+        return replies
 
     async def erase(self, site: str, visitor: str) -> bool:
         try:

@@ -97,3 +97,16 @@ async def test_erase_removes_the_profile(store: ProfileStore) -> None:
     assert await store.erase("demo", visitor) is True
     assert await store.load("demo", visitor) is None
     assert await store.erase("demo", visitor) is False
+
+
+async def test_redis_reloads_a_forgotten_script(redis: RedisServer) -> None:
+    """After SCRIPT FLUSH (or a Redis restart) writes go on."""
+    store = RedisStore.from_url(redis.url.replace("/0", "/2"))
+    visitor = new_id()
+    await store.client.script_flush()
+    assert await store.commit([Write("demo", visitor, 0, new_profile(visitor, 1.0), None)]) == [
+        None
+    ]
+    stored = await store.load("demo", visitor)
+    assert stored is not None and stored.version == 1
+    await store.close()
