@@ -12,6 +12,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edge.profile import Profile, decode_profile, encode_profile
@@ -20,7 +21,7 @@ from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.updates import apply
 
-SITE = load_site(__import__("pathlib").Path(__file__).resolve().parent.parent / "profiles" / "demo")
+DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
 VISITOR, SESSION = "5f" * 16, "a1" * 16
 
 
@@ -69,6 +70,7 @@ def run(*, events: int, repeat: int) -> None:
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
     )
+    site = load_site(DEMO)
     raw = raw_events(events)
     parsed = [p.parse_event(r) for r in raw]
     ctx = VisitContext(
@@ -88,7 +90,7 @@ def run(*, events: int, repeat: int) -> None:
     def fold() -> None:
         profile = None
         for i, e in enumerate(parsed):
-            profile = apply(profile, e, ctx, SITE, now + i)
+            profile = apply(profile, e, ctx, site, now + i)
         state["profile"] = profile
 
     timed("parse_event", events, repeat, parse)
