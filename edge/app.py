@@ -17,7 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from edge import __version__
+from edge.errors import StoreError
 from edge.ledger import Ledger
+from edge.metrics import Metrics
 from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.signals import MemorySignalStore, RedisSignalStore, SignalStore
@@ -60,6 +62,26 @@ def signals_for(store: ProfileStore) -> SignalStore:
     return MemorySignalStore()
 
 
+async def readyz(request: Request) -> Response:
+    """Ready when the store answers and at least one site is configured."""
+    ingest: Ingest = request.app.state.ingest
+    problems = []
+    try:
+        await asyncio.wait_for(ingest.ledger.store.ping(), 2.0)
+    except (StoreError, TimeoutError) as exc:
+        problems.append(f"store: {exc or 'timeout'}")
+    if not ingest.registry.sites:
+        problems.append("no valid site configuration")
+    status = 503 if problems else 200
+    return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(
+        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
 async def healthz(request: Request) -> Response:
     ingest: Ingest = request.app.state.ingest
     registry = ingest.registry
@@ -96,6 +118,8 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         Route("/collect", collect, methods=["POST"]),
         Route("/edge.js", tracker_js),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
     ]
     if settings.demo:
         from edge.demo import root
@@ -117,6 +141,9 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         for site in registry.sites.values():
             await widgets.sync_pools(site)
         app.state.ingest = Ingest(settings, registry, ledger, widgets)
+        app.state.metrics.watch(app.state.ingest)
+        app.state.ingest.latency = app.state.metrics.observe
+        ledger.observe_batch = app.state.metrics.store_seconds.observe
         reloader = asyncio.create_task(_watch(registry, widgets, settings.reload_interval_s))
         _on_sighup(registry)
         try:
@@ -133,6 +160,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     app.state.tracker_js = source
     app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
     app.state.settings = settings
+    app.state.metrics = Metrics()
     return app
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class Ledger:
         self.batches = 0
         self.conflicts = 0
         self.store_errors = 0
+        self.observe_batch: Callable[[float], None] = lambda seconds: None  # metrics hook
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -237,6 +239,7 @@ class Ledger:
             for hot, profile, _ in snapshot
             if profile is not None
         ]
+        started = time.perf_counter()
         try:
             results = await self.store.commit(writes)
         except BaseException:
@@ -244,6 +247,7 @@ class Ledger:
                 self._dirty.setdefault(hot.key, hot)
             raise
         self.batches += 1
+        self.observe_batch(time.perf_counter() - started)
         for (hot, profile, upto), result in zip(snapshot, results, strict=True):
             if result is None:
                 assert profile is not None

@@ -104,6 +104,7 @@ class Ingest:
     widgets: WidgetService
     clock: Callable[[], float] = time.time
     counters: Counters = field(default_factory=Counters)
+    latency: Callable[[str, float], None] = lambda site, seconds: None
 
     def origin_allowed(self, site: Site, origin: str | None, host: str | None) -> bool:
         """Same-origin and listed origins pass; a missing Origin (not a browser)

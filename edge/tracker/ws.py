@@ -162,6 +162,7 @@ class Connection:
 
     async def on_events(self, message: dict[str, Any]) -> None:
         assert self.ctx is not None
+        started = time.perf_counter()
         batch = p.parse_events(message)
         self.page = next_page(self.page, batch.events)
         try:
@@ -174,6 +175,7 @@ class Connection:
         for error in errors:
             await self.send(error)
         await self.send(answer)
+        self.ingest.latency(self.site.id, time.perf_counter() - started)
 
     def close(self) -> None:
         if self.hot is not None:

@@ -273,3 +273,18 @@ async def test_healthz_reports_store_and_site_versions(server: EdgeServer) -> No
     assert health["store"] in {"embedded", "redis"}
     assert len(health["sites"]["demo"]["version"]) == 12
     assert health["sites"]["demo"]["problems"] == []
+
+
+async def test_metrics_and_readiness(server: EdgeServer) -> None:
+    visitor = Visitor(server.ws)
+    await visitor.connect()
+    await visitor.track(visitor.event("page_view", url=PAGE))
+    await visitor.close()
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        ready = await http.get("/readyz")
+        text = (await http.get("/metrics")).text
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": []}
+    assert 'edge_message_seconds_count{site="demo"}' in text
+    assert "edge_store_batches_total" in text and "edge_connections{" in text
+    events = [line for line in text.splitlines() if line.startswith("edge_events_total")]
+    assert events and float(events[0].split()[-1]) >= 1

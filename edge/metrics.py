@@ -1,0 +1,96 @@
+"""``/metrics`` in Prometheus' text format (prometheus-client).
+
+Counters that the server keeps anyway (``Ingest.counters``, the ledger's
+batches and conflicts, the site registry) are read at scrape time by a
+collector, so the hot path pays for nothing but the latency histogram.
+Each worker process reports its own figures, labelled with its ``pid``;
+Prometheus sums them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from edge.tracker.ingest import Ingest
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.pid = str(os.getpid())
+        self.message_seconds = Histogram(
+            "edge_message_seconds",
+            "From receiving an events message to sending its answer (stored, decided).",
+            ["site"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "edge_store_batch_seconds",
+            "One group-commit batch written to the store.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def observe(self, site: str, seconds: float) -> None:
+        self.message_seconds.labels(site).observe(seconds)
+
+    def watch(self, ingest: Ingest) -> None:
+        self.registry.register(_IngestCollector(ingest, self.pid))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _IngestCollector(Collector):
+    def __init__(self, ingest: Ingest, pid: str) -> None:
+        self.ingest = ingest
+        self.pid = pid
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.ingest.counters
+        ledger = self.ingest.ledger
+        labels = ["pid"]
+        for name, doc, value in (
+            ("edge_messages", "events messages handled", c.messages),
+            ("edge_events", "events accepted (stored, or dropped for lack of consent)", c.events),
+            ("edge_events_duplicate", "replayed events acknowledged, not applied", c.duplicates),
+            ("edge_events_refused", "events refused with an error frame", c.refused),
+            ("edge_bot_visits", "connections and beacons from robots (not profiled)", c.bots),
+            ("edge_store_batches", "group-commit batches written", ledger.batches),
+            ("edge_store_conflicts", "lost compare-and-sets, re-applied", ledger.conflicts),
+            ("edge_store_errors", "failed store writes (retried)", ledger.store_errors),
+            ("edge_config_reloads", "site configuration reloads", self.ingest.registry.reloads),
+        ):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            family.add_metric([self.pid], value)
+            yield family
+        closes = CounterMetricFamily(
+            "edge_closes", "connections closed, by close code", labels=[*labels, "code"]
+        )
+        for code, count in sorted(c.close_codes.items()):
+            closes.add_metric([self.pid, str(code)], count)
+        yield closes
+        for name, doc, value in (
+            ("edge_connections", "open WebSocket connections", c.connections),
+            ("edge_hot_profiles", "profiles held in this process", ledger.hot_count),
+        ):
+            gauge = GaugeMetricFamily(name, doc, labels=labels)
+            gauge.add_metric([self.pid], value)
+            yield gauge
+        sites = GaugeMetricFamily(
+            "edge_site_config_ok", "1 if the site's configuration is valid", labels=["site"]
+        )
+        registry = self.ingest.registry
+        for name in sorted({*registry.sites, *registry.problems}):
+            sites.add_metric([name], 0 if name in registry.problems else 1)
+        yield sites
