@@ -55,7 +55,11 @@ DESKTOP_CHROME = (
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS
+            executable_path=CHROMIUM,
+            headless=True,
+            # Also on the command line: a beacon sent while a page unloads does
+            # not carry the context's override, and would count as a robot's.
+            args=[*LAUNCH_ARGS, f"--user-agent={DESKTOP_CHROME}"],
         )
         yield chromium
         await chromium.close()

@@ -162,7 +162,8 @@ const fire = it => {
   const slot = !/^(popup|bar|bar-top|bar-bottom)$/.test(it.placement);
   if (slot) {
     const el = d.querySelector('[data-edge-slot="' + CSS.escape(it.placement) + '"]');
-    if (!el || Date.now() - t0 > slotWait && !el.edgeShown) return;
+    // a filled slot keeps its widget for the page view: no swapping, no flicker
+    if (!el || el.edgeShown || Date.now() - t0 > slotWait) return;
     el.edgeShown = 1; host(it, el);
   } else {
     if (it.placement == 'popup') { if (popup) return; popup = host(it) } else host(it);
