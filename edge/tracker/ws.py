@@ -65,6 +65,27 @@ class Connection:
         self.bucket = TokenBucket(
             settings.max_messages_per_s, 2 * settings.max_messages_per_s, time.monotonic()
         )
+        self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = 0  # the close code sent when the deadline passed
+
+    # Hello and idle timeouts: one timer per connection, moved forward by each
+    # message, instead of wrapping every receive in wait_for (a task per
+    # message, the largest asyncio cost on this path).
+
+    def _expect_within(self, timeout_s: float) -> None:
+        self.deadline = self.loop.time() + timeout_s
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._expired)
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._expired)
+            return
+        self.timed_out = CLOSE_GOING_AWAY if self.ctx else CLOSE_POLICY
+        self.closer = self.loop.create_task(_close(self.ws, self.timed_out, "timeout"))
 
     async def send(self, message: dict[str, Any]) -> None:
         data = p.encode(message, binary=self.binary)
@@ -74,12 +95,10 @@ class Connection:
             await self.ws.send_text(data)
 
     async def receive(self, timeout_s: float) -> dict[str, Any]:
-        try:
-            frame = await asyncio.wait_for(self.ws.receive(), timeout_s)
-        except TimeoutError:
-            raise Close(CLOSE_GOING_AWAY if self.ctx else CLOSE_POLICY, "timeout") from None
+        self._expect_within(timeout_s)
+        frame = await self.ws.receive()
         if frame["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(frame.get("code", 1000))
+            raise WebSocketDisconnect(self.timed_out or frame.get("code", 1000))
         if not self.bucket.take(time.monotonic()):
             raise Close(CLOSE_POLICY, "too many messages")
         data = frame.get("text")
@@ -178,6 +197,9 @@ class Connection:
         self.ingest.latency(self.site.id, time.perf_counter() - started)
 
     def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.hot is not None:
             self.ingest.ledger.release(self.hot)
             self.hot = None
