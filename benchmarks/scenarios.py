@@ -127,7 +127,11 @@ def spawn(
 ) -> Iterator[Server]:
     """Start ``edge serve`` (or the echo app) on a free port with a high open-file limit."""
     port = free_port()
-    env = {"EDGE_MAX_MESSAGES_PER_S": str(max_messages_per_s)}
+    env = {
+        "EDGE_MAX_MESSAGES_PER_S": str(max_messages_per_s),
+        # The demo's coupons are signed with it, as under ./dev serve.
+        "EDGE_DEMO_SECRET": os.environ.get("EDGE_DEMO_SECRET", "benchmark-secret"),
+    }
     if kind == "echo":
         args = [
             sys.executable,

@@ -24,6 +24,7 @@ from edge.metrics import Metrics
 from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.signals import MemorySignalStore, RedisSignalStore, SignalStore
+from edge.stats import MemoryStats, RedisStats, StatsStore
 from edge.stores import ProfileStore, open_store
 from edge.stores.redis import RedisStore
 from edge.tracker.collect import collect
@@ -54,6 +55,13 @@ def pools_for(store: ProfileStore) -> CouponPools:
     if isinstance(store, RedisStore):
         return RedisPools(store.client)
     return MemoryPools()
+
+
+def stats_for(store: ProfileStore) -> StatsStore:
+    """And campaign statistics."""
+    if isinstance(store, RedisStore):
+        return RedisStats(store.client)
+    return MemoryStats()
 
 
 def signals_for(store: ProfileStore) -> SignalStore:
@@ -138,7 +146,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         )
         ledger = Ledger(the_store)
         ledger.start()
-        widgets = WidgetService(pools_for(the_store), signals_for(the_store))
+        widgets = WidgetService(pools_for(the_store), signals_for(the_store), stats_for(the_store))
         for site in registry.sites.values():
             await widgets.sync_pools(site)
         app.state.ingest = Ingest(settings, registry, ledger, widgets)

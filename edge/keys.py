@@ -89,3 +89,16 @@ def coupon_free(site: str, campaign: str) -> str:
 
 def coupon_given(site: str, campaign: str) -> str:
     return f"{_pool(site, campaign)}:given"
+
+
+# --- campaign statistics (edge.stats) ----------------------------------------
+#
+#     edge:st:{st:<site>:<campaign>}:<YYYY-MM-DD>   hash  "<arm>:<field>" -> count or sum
+#                                                   TTL 400 days
+#
+# One tag per campaign: a campaign's days sit together (a 30-day read is one
+# slot), different campaigns spread over the cluster.
+
+
+def campaign_stats(site: str, campaign: str, day: str) -> str:
+    return f"{PREFIX}:st:{{st:{site}:{campaign}}}:{day}"

@@ -178,7 +178,7 @@ class Ingest:
             future = self.ledger.submit(hot, accepted, ctx, site, now, applied)
             self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
             profile = await _within(future, self.settings.ack_timeout_s)
-            self.widgets.learn(site, applied)
+            self.widgets.learn(site, applied, now)
         before = errors + await self._reveal(accepted, ctx, site)
         seq = batch.highest_seq
         wanted = triggers(accepted) if page is not None else []

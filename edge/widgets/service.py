@@ -17,6 +17,7 @@ from edge.decisioning.engine import Decision
 from edge.profile import Profile
 from edge.signals import SignalKind, SignalStore, SignalUpdate, signal_updates
 from edge.sites import Site
+from edge.stats import StatsStore, StatUpdate, stat_updates
 from edge.tracker.context import VisitContext
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
 from edge.widgets.recommend import Scores, recommend, signal_queries
@@ -37,12 +38,15 @@ class WidgetService:
         self,
         pools: CouponPools,
         signals: SignalStore,
+        stats: StatsStore,
         *,
         signal_cache_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pools = pools
         self.signals = signals
+        self.stats = stats
+        self._counted: dict[str, list[StatUpdate]] = {}
         self._cache_s = signal_cache_s
         self._clock = clock
         self._scores: OrderedDict[tuple[str, str, str | None], tuple[float, Scores]] = OrderedDict()
@@ -130,26 +134,41 @@ class WidgetService:
 
     # --- learning from events ----------------------------------------------------
 
-    def learn(self, site: Site, applied: Sequence[tuple[Profile | None, Profile, Any]]) -> None:
-        """Queue the signal updates that stored events imply; written in batches
-        in the background (they feed rankings, nobody waits for them)."""
-        updates = [
+    def learn(
+        self, site: Site, applied: Sequence[tuple[Profile | None, Profile, Any]], now: float
+    ) -> None:
+        """Queue what stored events imply for the shared counts (recommendation
+        signals, campaign statistics); written in batches in the background:
+        nobody waits for them, and the events themselves are already safe."""
+        signals = [
             u for before, after, event in applied for u in signal_updates(before, after, event)
         ]
-        if not updates:
-            return
-        self._learned.setdefault(site.id, []).extend(updates)
-        if self._recorder is None or self._recorder.done():
+        stats = [
+            u
+            for before, after, event in applied
+            for u in stat_updates(before, after, event, site.timezone, now)
+        ]
+        if signals:
+            self._learned.setdefault(site.id, []).extend(signals)
+        if stats:
+            self._counted.setdefault(site.id, []).extend(stats)
+        if (signals or stats) and (self._recorder is None or self._recorder.done()):
             self._recorder = asyncio.get_running_loop().create_task(self._record())
 
     async def _record(self) -> None:
-        while self._learned:
-            batches, self._learned = self._learned, {}
-            for site, updates in batches.items():
+        while self._learned or self._counted:
+            signals, self._learned = self._learned, {}
+            stats, self._counted = self._counted, {}
+            for site, updates in signals.items():
                 try:
                     await self.signals.record(site, updates)
                 except Exception:  # rankings lag a little; events are safe; logged
                     log.exception("site %s: recording %d signals failed", site, len(updates))
+            for site, counts in stats.items():
+                try:
+                    await self.stats.record(site, counts)
+                except Exception:  # statistics lag; the profiles hold the truth; logged
+                    log.exception("site %s: recording %d statistics failed", site, len(counts))
             await asyncio.sleep(0.05)  # let a batch gather
 
     async def close(self) -> None:

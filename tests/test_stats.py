@@ -1,0 +1,112 @@
+"""Campaign statistics: derived from applied events, added up in the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.profile import Profile
+from edge.sites import Site, load_site
+from edge.stats import MemoryStats, RedisStats, StatsStore, StatUpdate, stat_updates
+from edge.stores.redis import RedisStore
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from edge.updates import apply
+from tests.client import new_id
+from tests.helpers import PROFILES, RedisServer
+
+TZ = ZoneInfo("Europe/Warsaw")
+NOW = 1_790_000_000.0  # 2026-09-21 in Warsaw
+DAY = "2026-09-21"
+
+
+@pytest.fixture(scope="module")
+def site() -> Site:
+    return load_site(PROFILES / "demo")
+
+
+def run(site: Site, events: list[dict[str, object]]) -> list[StatUpdate]:
+    ctx = VisitContext(new_id(), new_id())
+    profile: Profile | None = None
+    out = []
+    for seq, raw in enumerate(events, 1):
+        event = p.parse_event({"seq": seq, "id": f"ev{seq:08d}", **raw})
+        after = apply(profile, event, ctx, site, NOW + seq)
+        out += stat_updates(profile, after, event, TZ, NOW + seq)
+        profile = after
+    return out
+
+
+def widget(action: str, variant: str = "a") -> dict[str, object]:
+    return {"type": "widget", "campaign": "cart-reminder", "variant": variant, "action": action}
+
+
+def purchase(order: str, value: float) -> dict[str, object]:
+    return {"type": "purchase", "order_id": order, "items": [], "value": value, "currency": "EUR"}
+
+
+def test_first_impression_counts_a_visitor_and_purchases_go_to_the_arm(site: Site) -> None:
+    updates = run(
+        site,
+        [
+            widget("impression"),
+            widget("impression"),
+            widget("click"),
+            purchase("A1", 80.0),
+            purchase("A1", 80.0),
+        ],
+    )
+    got = [(u.arm, u.field, u.amount) for u in updates]
+    assert got == [
+        ("a", "impressions", 1.0),
+        ("a", "visitors", 1.0),
+        ("a", "impressions", 1.0),
+        ("a", "clicks", 1.0),
+        ("a", "orders", 1.0),
+        ("a", "revenue", 80.0),
+    ]
+    assert {u.day for u in updates} == {DAY}
+
+
+def test_holdout_visitors_are_counted_separately(site: Site) -> None:
+    updates = run(site, [widget("impression", "holdout"), purchase("B1", 20.0)])
+    assert {(u.arm, u.field) for u in updates} == {
+        ("holdout", "impressions"),
+        ("holdout", "visitors"),
+        ("holdout", "orders"),
+        ("holdout", "revenue"),
+    }
+
+
+def test_purchases_without_a_campaign_count_nowhere(site: Site) -> None:
+    assert run(site, [purchase("C1", 10.0)]) == []
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def stats(request: pytest.FixtureRequest) -> AsyncIterator[StatsStore]:
+    if request.param == "embedded":
+        yield MemoryStats()
+        return
+    server: RedisServer = request.getfixturevalue("redis")
+    store = RedisStore.from_url(server.url.replace("/0", "/9"))
+    await store.client.flushdb()
+    yield RedisStats(store.client)
+    await store.close()
+
+
+async def test_stores_add_up(stats: StatsStore) -> None:
+    await stats.record(
+        "demo",
+        [StatUpdate("c", "a", "impressions", DAY), StatUpdate("c", "holdout", "visitors", DAY)],
+    )
+    await stats.record(
+        "demo",
+        [StatUpdate("c", "a", "impressions", DAY), StatUpdate("c", "a", "revenue", DAY, 12.5)],
+    )
+    table = await stats.read("demo", "c", [DAY, "2026-09-20"])
+    assert table["2026-09-20"] == {}
+    assert table[DAY]["a"]["impressions"] == 2 and table[DAY]["a"]["revenue"] == 12.5
+    assert table[DAY]["a"]["orders"] == 0
+    assert table[DAY]["holdout"]["visitors"] == 1
