@@ -15,9 +15,10 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from edge import __version__
+from edge.admin import routes as admin_routes
 from edge.errors import StoreError
 from edge.ledger import Ledger
 from edge.metrics import Metrics
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Mount("/admin", routes=admin_routes),  # 404 unless EDGE_ADMIN_TOKEN is set
     ]
     if settings.demo:
         from edge.demo import root

@@ -1,14 +1,15 @@
 """The ``edge`` command (also ``python -m edge``).
 
-edge serve   run the server (embedded store unless --redis is given)
-edge check   validate site configuration; non-zero exit with every problem
+edge serve     run the server (embedded store unless --redis is given)
+edge check     validate site configuration; non-zero exit with every problem
+edge explain   what a visitor would see on a page, and why
+edge privacy   erase or export one visitor's data (docs/operations.md)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    handler = {"serve": serve, "check": check, "explain": explain, "schema": schema}[args.command]
+    handler = {
+        "serve": serve,
+        "check": check,
+        "explain": explain,
+        "schema": schema,
+        "privacy": privacy,
+    }[args.command]
     return handler(args)
 
 
@@ -49,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="worker processes (EDGE_WORKERS); >1 needs --redis"
     )
     run.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument(
+        "--log-json",
+        dest="log_json",
+        action="store_true",
+        default=None,
+        help="one JSON object per log line (EDGE_LOG_JSON=1)",
+    )
     run.add_argument(
         "--no-demo",
         dest="demo",
@@ -80,6 +94,32 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--now", help="ISO date-time to decide at (default: now)")
     exp.add_argument("--json", action="store_true", help="machine-readable output")
 
+    priv = commands.add_parser(
+        "privacy",
+        help="erase or export one visitor's data",
+        description="Erase or export everything stored about one visitor. Works on a Redis "
+        "store directly (--redis or EDGE_REDIS_URL), or through a running server's admin API "
+        "(--server, with EDGE_ADMIN_TOKEN): the embedded store lives inside the server "
+        "process, so only its admin API can reach it.",
+    )
+    actions = priv.add_subparsers(dest="action", required=True)
+    for action, text in (("erase", "erase the visitor"), ("export", "print their data as JSON")):
+        act = actions.add_parser(action, help=text)
+        act.add_argument("--site", required=True)
+        act.add_argument("--visitor", required=True, metavar="ID")
+        act.add_argument("--redis", dest="redis_url", metavar="URL", help="the Redis store")
+        act.add_argument(
+            "--server",
+            metavar="URL",
+            help="a running server's base URL, e.g. http://127.0.0.1:8000 (uses its admin API)",
+        )
+        act.add_argument(
+            "--profiles",
+            type=Path,
+            default=Path("profiles"),
+            help="site configuration folder (finds the coupon pool campaigns)",
+        )
+
     sch = commands.add_parser("schema", help="write the JSON Schema of site files")
     sch.add_argument("--output", type=Path, help="file to write (default: standard output)")
     return parser
@@ -95,13 +135,14 @@ def serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level=args.log_level,
             demo=args.demo,
+            log_json=args.log_json,
         )
     except ValueError as exc:
         print(f"edge serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from edge.logs import install, log_config
+
+    install(settings.log_level, json_lines=settings.log_json)
     if not settings.profiles.is_dir():
         print(f"edge serve: profiles folder {settings.profiles} not found", file=sys.stderr)
         return 2
@@ -120,6 +161,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level, json_lines=settings.log_json),
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,
@@ -189,6 +231,97 @@ def render_explain(report: dict[str, object]) -> str:
             f"(variant {item['variant']}, on {item['trigger']['type']})"
         )
     return "\n".join(lines)
+
+
+def privacy(args: argparse.Namespace) -> int:
+    from edge.errors import BadVisitorId
+    from edge.ids import check_visitor_id
+
+    try:
+        check_visitor_id(args.visitor)
+    except BadVisitorId as exc:
+        print(f"edge privacy: {exc}", file=sys.stderr)
+        return 2
+    if args.server:
+        return _privacy_via_server(args)
+    url = args.redis_url or os.environ.get("EDGE_REDIS_URL")
+    if not url:
+        print(
+            "edge privacy: no Redis store given (--redis URL). The embedded store lives "
+            "inside the running server process; erase or export through its admin API: "
+            "--server http://127.0.0.1:8000 with EDGE_ADMIN_TOKEN set (docs/operations.md).",
+            file=sys.stderr,
+        )
+        return 2
+    import asyncio
+
+    from edge.errors import StoreError
+
+    try:
+        report = asyncio.run(_privacy_on_redis(args, url))
+    except (StoreError, ValueError, ConfigError) as exc:
+        print(f"edge privacy: {exc}", file=sys.stderr)
+        return 1
+    if report is None:
+        print("edge privacy: nothing stored about this visitor", file=sys.stderr)
+        return 1
+    from edge.admin.privacy import dumps
+
+    print(dumps(report))
+    return 0
+
+
+async def _privacy_on_redis(args: argparse.Namespace, url: str) -> dict[str, object] | None:
+    from edge.admin import privacy as p
+    from edge.sites import load_site
+    from edge.stores.redis import RedisStore
+    from edge.widgets.coupons import RedisPools
+
+    folder = args.profiles / args.site
+    configured = (
+        p.configured_pools(load_site(folder).decisioning.by_id.values())
+        if folder.is_dir()
+        else []  # the pools still in Redis are found by a scan all the same
+    )
+    store = RedisStore.from_url(url)
+    try:
+        pools = RedisPools(store.client)
+        if args.action == "export":
+            return await p.export_visitor(store, pools, args.site, args.visitor, configured)
+        days = Settings.from_env().erasure_tombstone_days
+        return await p.erase_visitor(
+            store, pools, args.site, args.visitor, configured, tombstone_s=days * 86400
+        )
+    finally:
+        await store.close()
+
+
+def _privacy_via_server(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    token = os.environ.get("EDGE_ADMIN_TOKEN")
+    if not token:
+        print("edge privacy: --server needs EDGE_ADMIN_TOKEN", file=sys.stderr)
+        return 2
+    site = urllib.parse.quote(args.site, safe="")
+    url = f"{args.server.rstrip('/')}/admin/sites/{site}/visitors/{args.visitor}"
+    request = urllib.request.Request(
+        url,
+        method="DELETE" if args.action == "erase" else "GET",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            sys.stdout.write(answer.read().decode() + "\n")
+    except urllib.error.HTTPError as exc:
+        print(f"edge privacy: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"edge privacy: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def schema(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ single-slot script. Site-wide keys get their own tags.
 
     edge:p:{<site>:<visitor>}     hash  v = version (int), p = msgpack profile
                                   TTL: anonymous_ttl_days; identified: none by default
+    edge:gone:{<site>:<visitor>}  string  erased at (unix s); TTL erasure_tombstone_days
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ PREFIX = "edge"
 
 def profile(site: str, visitor: str) -> str:
     return f"{PREFIX}:p:{{{site}:{visitor}}}"
+
+
+def tombstone(site: str, visitor: str) -> str:
+    """``edge:gone:{<site>:<visitor>}``  string  the erasure time (unix seconds);
+    TTL erasure_tombstone_days. It shares the profile's hash tag (one slot on
+    Redis Cluster), so the compare-and-set script checks it atomically and a
+    late event cannot bring an erased profile back. It holds nothing about the
+    visitor beyond the fact of the erasure."""
+    return f"{PREFIX}:gone:{{{site}:{visitor}}}"
 
 
 # --- shared recommendation signals (edge.signals) ---------------------------

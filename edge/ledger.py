@@ -165,6 +165,36 @@ class Ledger:
         if hot.refs <= 0 and not hot.pending and self._hot.get(hot.key) is hot:
             del self._hot[hot.key]
 
+    async def forget(self, site: str, visitor: str, timeout_s: float = 5.0) -> bool:
+        """Drop the visitor's hot copy (erasure). Call it after the store's
+        ``forget``: the writes still pending are then dropped by the store's
+        tombstone. Waits until no write of the profile is in flight (clearing
+        the copy under a write would break the invariants above), then clears
+        it at once. A connection still holding the ``Hot`` starts over from
+        no profile; what it writes is dropped by the tombstone too. False if
+        the visitor was not hot, or the store did not take the pending writes
+        within ``timeout_s`` (the copy is then left as it is)."""
+        key = (site, visitor)
+        hot = self._hot.get(key)
+        if hot is None:
+            return False
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while hot.pending:  # a write is queued or in flight: let it land (and be dropped)
+            done: asyncio.Future[Profile | None] = asyncio.get_running_loop().create_future()
+            hot.waiters.append((hot.submitted, done))
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(done, max(left, 0.0))
+            except TimeoutError:
+                return False
+        # Nothing pending, so nothing in flight: clear it in one step.
+        self._dirty.pop(key, None)
+        hot.base = hot.current = None
+        hot.version = 0
+        if self._hot.get(key) is hot:
+            del self._hot[key]
+        return True
+
     # --- ingest --------------------------------------------------------------
 
     def submit(

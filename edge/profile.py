@@ -45,6 +45,7 @@ class Bounds:
     purchased: int = 50
     campaign_recent: int = 20
     popups: int = 20
+    interests: int = 20
 
 
 BOUNDS = Bounds()
@@ -94,6 +95,15 @@ class CategoryView(NamedTuple):
     name: str
     views: int = 0
     last_at: float = 0.0
+
+
+class Interest(NamedTuple):
+    """Affinity to one category: ``score`` as of ``at``; it halves every
+    half-life after that (``edge.intelligence``)."""
+
+    name: str
+    score: float = 0.0
+    at: float = 0.0
 
 
 class CustomCount(NamedTuple):
@@ -175,6 +185,9 @@ class Profile:
     contact: str | None = None  # claimed: salted hash of the email (see edge.identity)
     customer_id: str | None = None  # verified only
     consent: bool | None = None
+    first_name: str | None = None  # verified only, from the shop's signed identify
+    birthday: str | None = None  # verified only: "MM-DD" or "YYYY-MM-DD"
+    tier: str | None = None  # verified only: the shop's customer tier
     # behavioural
     first_seen: float = 0.0
     last_seen: float = 0.0
@@ -186,11 +199,16 @@ class Profile:
     products: tuple[ViewedProduct, ...] = ()
     categories: tuple[CategoryView, ...] = ()
     custom: tuple[CustomCount, ...] = ()
+    interests: tuple[Interest, ...] = ()  # category affinities, best first when written
+    score: float = 0.0  # lead score as of score_at (it decays from there)
+    score_at: float = 0.0
+    score_crossed_at: float | None = None  # when the score first reached the threshold
     # transactional
     cart: Cart = EMPTY_CART
     orders: int = 0
     revenue: float = 0.0
     last_order_at: float | None = None
+    first_order_at: float | None = None
     order_ids: tuple[str, ...] = ()
     purchased: tuple[Purchased, ...] = ()  # most recent first, one entry per sku
     # campaigns
@@ -254,6 +272,9 @@ _PLAIN = (
     "contact",
     "customer_id",
     "consent",
+    "first_name",
+    "birthday",
+    "tier",
     "first_seen",
     "last_seen",
     "visits",
@@ -264,10 +285,15 @@ _PLAIN = (
     "products",
     "categories",
     "custom",
+    "interests",
+    "score",
+    "score_at",
+    "score_crossed_at",
     "cart",
     "orders",
     "revenue",
     "last_order_at",
+    "first_order_at",
     "order_ids",
     "purchased",
     "campaigns",
@@ -306,6 +332,9 @@ def from_wire(data: dict[str, Any]) -> Profile:
         contact=data.get("contact"),
         customer_id=data.get("customer_id"),
         consent=data.get("consent"),
+        first_name=data.get("first_name"),
+        birthday=data.get("birthday"),
+        tier=data.get("tier"),
         first_seen=data.get("first_seen", 0.0),
         last_seen=data.get("last_seen", 0.0),
         visits=data.get("visits", 0),
@@ -316,10 +345,15 @@ def from_wire(data: dict[str, Any]) -> Profile:
         products=_records(ViewedProduct, data.get("products")),
         categories=_records(CategoryView, data.get("categories")),
         custom=_records(CustomCount, data.get("custom")),
+        interests=_records(Interest, data.get("interests")),
+        score=data.get("score", 0.0),
+        score_at=data.get("score_at", 0.0),
+        score_crossed_at=data.get("score_crossed_at"),
         cart=Cart(_records(CartLine, cart[0]), *cart[1:]) if cart else Cart(),
         orders=data.get("orders", 0),
         revenue=data.get("revenue", 0.0),
         last_order_at=data.get("last_order_at"),
+        first_order_at=data.get("first_order_at"),
         order_ids=data.get("order_ids") or (),
         purchased=_records(Purchased, data.get("purchased")),
         campaigns=tuple(_campaign(c) for c in data.get("campaigns") or ()),

@@ -8,7 +8,7 @@ names (``_s`` seconds, ``_bytes``, ``_per_s``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,13 @@ class Settings:
     redis_max_connections: int = 32
     redis_timeout_s: float = 5.0
     reload_interval_s: float = 2.0  # how often profiles/ is checked for changes; 0: never
+    # operations (docs/operations.md)
+    log_json: bool = False  # one JSON object per log line
+    # Bearer token of the admin API under /admin/; None: the admin API is off (404).
+    admin_token: str | None = field(default=None, repr=False)
+    # How long an erased visitor id stays refused: events still queued in a
+    # browser cannot recreate the profile during this time.
+    erasure_tombstone_days: int = 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -62,6 +69,10 @@ class Settings:
             )
         if self.max_frame_bytes < 1024:
             raise ValueError("max_frame_bytes must be at least 1024")
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ValueError("admin_token must be at least 16 characters")
+        if self.erasure_tombstone_days < 1:
+            raise ValueError("erasure_tombstone_days must be at least 1")
 
     def to_env(self) -> dict[str, str]:
         """The environment that recreates these settings (for worker processes)."""

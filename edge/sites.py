@@ -21,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.catalog import Catalog, load_catalog
 from edge.decisioning.campaigns import NO_CAMPAIGNS, Decisioning, Problems, compile_decisioning
-from edge.decisioning.config import DecisioningConfig
+from edge.decisioning.config import DecisioningConfig, IntelligenceConfig
 from edge.errors import ConfigError
 from edge.identity import hash_email
+from edge.intelligence import DEFAULT as DEFAULT_INTELLIGENCE
+from edge.intelligence import Intelligence, compile_intelligence
 from edge.profile import Bounds
 from edge.widgets.check import check_widgets
 from edge.widgets.render import Renderer
@@ -91,6 +93,7 @@ class SiteFile(DecisioningConfig):
     """Everything a site folder's YAML files may hold, merged."""
 
     site: SiteSection
+    intelligence: IntelligenceConfig = IntelligenceConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,7 @@ class Site:
     renderer: Renderer
     decisioning: Decisioning = NO_CAMPAIGNS
     catalog: Catalog | None = None
+    intelligence: Intelligence = DEFAULT_INTELLIGENCE
 
     def contact_key(self, email: str) -> str:
         return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)
@@ -226,6 +230,7 @@ def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
         version=version,
         folder=folder,
         renderer=Renderer(folder, currency=site.currency, locale=site.locale),
+        intelligence=compile_intelligence(parsed.intelligence),
     )
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from edge.decisioning.campaigns import Campaign
 from edge.identity import verify_token
+from edge.intelligence import on_event
 from edge.profile import (
     CampaignState,
     Cart,
@@ -78,6 +79,17 @@ def apply(
         return profile
     changes = _bookkeeping(profile, event, ctx, site, now)
     changes.update(_HANDLERS[event.type](profile, changes["session"], event, ctx, site, now))
+    changes.update(
+        on_event(
+            profile,
+            changes,
+            event,
+            event.url or ctx.url,
+            site.intelligence,
+            now,
+            site.bounds.interests,
+        )
+    )
     return evolve(profile, changes)
 
 
@@ -231,6 +243,10 @@ def _purchase(
         "orders": profile.orders + 1,
         "revenue": round(profile.revenue + event.value, 2),
         "last_order_at": now,
+        # orders counted before first_order_at existed have no known start: keep it unknown
+        "first_order_at": profile.first_order_at
+        if profile.orders or profile.first_order_at is not None
+        else now,
         "order_ids": (event.order_id, *profile.order_ids[: site.bounds.order_ids - 1]),
         "cart": Cart(updated_at=now),
     }
@@ -240,7 +256,16 @@ def _identify(
     profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
 ) -> Changes:
     if event.customer_id is not None:  # verified by check_event before it was queued
-        return {"level": "verified", "customer_id": event.customer_id}
+        changes: Changes = {"level": "verified", "customer_id": event.customer_id}
+        # personal data only ever comes with a verified token (the protocol refuses
+        # it on a claimed identify); a field not sent keeps its stored value, unless
+        # the token is for another customer than before: nothing of theirs is kept
+        other = profile.customer_id not in (None, event.customer_id)
+        for name in ("first_name", "birthday", "tier"):
+            value = getattr(event, name)
+            if value is not None or other:
+                changes[name] = value
+        return changes
     contact = site.contact_key(event.email)
     if profile.level == "verified":  # a typed email never weakens a verified identity
         return {} if profile.contact else {"contact": contact}

@@ -131,7 +131,7 @@ def test_product_view() -> None:
     before = landed()
     ev = event(2, "product_view", sku="LMP-01", name="Lamp", category="lamps", price=49.0)
     after = apply(before, ev, CTX, SITE, T0 + 10)
-    assert changed(before, after) == BOOKKEEPING | {"products", "categories"}
+    assert changed(before, after) == BOOKKEEPING | {"products", "categories", "interests"}
     assert after.products == (ViewedProduct("LMP-01", "Lamp", "lamps", 49.0, T0 + 10, 1),)
     assert after.categories == (CategoryView("lamps", 1, T0 + 10),)
     assert before.session is not None
@@ -164,7 +164,7 @@ def test_cart_replaces_the_cart() -> None:
     ]
     ev = event(2, "cart", items=items, value=98.0, currency="EUR")
     after = apply(before, ev, CTX, SITE, T0 + 10)
-    assert changed(before, after) == BOOKKEEPING | {"cart"}
+    assert changed(before, after) == BOOKKEEPING | {"cart", "interests"}
     assert after.cart == Cart(
         lines=(CartLine("LMP-01", 2, 49.0, "Lamp", "lamps"), CartLine("MUG-07", 1)),
         value=98.0,
@@ -186,6 +186,7 @@ def test_purchase_counts_the_order_and_clears_the_cart() -> None:
         "orders",
         "revenue",
         "last_order_at",
+        "first_order_at",
         "order_ids",
         "cart",
         "purchased",

@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from edge.intelligence import attributes as intelligence_attributes
+from edge.intelligence import days_to_birthday
 from edge.profile import Profile
 from edge.tracker.context import VisitContext
 
@@ -38,6 +40,9 @@ KNOWN: dict[str, frozenset[str] | None] = {
             "days_since_first_visit",
             "days_since_last_visit",
             "customer_id",
+            "first_name",
+            "tier",
+            "days_to_birthday",
         }
     ),
     "session": frozenset(
@@ -66,6 +71,10 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "campaigns": None,  # campaigns.<id>.impressions / clicks / closes / conversions / step
     "events": None,  # events.<custom event name>: how many times it happened
     "time": frozenset({"hour", "minute", "weekday", "date", "month", "day"}),
+    "rfm": frozenset({"r", "f", "m", "segment"}),
+    "score": frozenset({"value", "hot"}),
+    "interests": frozenset({"top", "scores"}),  # interests.scores.<category> too
+    "lifecycle": frozenset({"stage", "churn_risk", "winback"}),
 }
 CAMPAIGN_FIELDS = frozenset({"impressions", "clicks", "closes", "conversions", "step"})
 
@@ -149,6 +158,11 @@ def build(
     if profile is None:
         profile = Profile(visitor=ctx.visitor, created_at=now, first_seen=now, last_seen=now)
     attrs.update(_profile_attrs(profile, now))
+    visitor = attrs["visitor"]
+    visitor["first_name"] = profile.first_name
+    visitor["tier"] = profile.tier
+    visitor["days_to_birthday"] = days_to_birthday(profile.birthday, local.date())
+    attrs.update(intelligence_attributes(profile, site.intelligence, now))
     return attrs
 
 

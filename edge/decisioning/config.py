@@ -8,10 +8,12 @@ setting.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CAMPAIGN_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -164,3 +166,69 @@ class DecisioningConfig(_Strict):
     segments: list[SegmentConfig] = []
     campaigns: list[CampaignConfig] = []
     caps: CapsConfig = CapsConfig()
+
+
+# --- visitor intelligence: RFM, lead score, interests, lifecycle (edge.intelligence) ---
+
+Cutoffs = Annotated[list[Annotated[float, Field(ge=0, le=1e12)]], Field(min_length=4, max_length=4)]
+
+
+class RfmConfig(_Strict):
+    """Four ascending cut-offs per score (see docs/configuration.md, "rfm")."""
+
+    recency_days: Cutoffs = [30, 90, 180, 365]
+    frequency: Cutoffs = [2, 3, 5, 8]
+    monetary: Cutoffs = [100, 250, 500, 1000]
+
+    @field_validator("recency_days", "frequency", "monetary")
+    @classmethod
+    def _ascending(cls, values: list[float]) -> list[float]:
+        if any(b <= a for a, b in pairwise(values)):
+            raise ValueError("needs 4 strictly ascending cut-offs, e.g. [30, 90, 180, 365]")
+        return values
+
+
+class ScoreRule(_Strict):
+    event: Literal["page_view", "product_view", "cart", "purchase", "identify", "custom", "widget"]
+    path: Annotated[str, Field(min_length=1, max_length=200)] | None = None  # regex, searched
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] | None = None  # custom only
+    points: Annotated[float, Field(ge=-1000, le=1000, allow_inf_nan=False)]
+
+    @field_validator("path")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _name_for_custom(self) -> ScoreRule:
+        if self.name is not None and self.event != "custom":
+            raise ValueError("'name' matches custom events only (event: custom)")
+        return self
+
+
+class ScoreConfig(_Strict):
+    rules: Annotated[list[ScoreRule], Field(max_length=200)] = []
+    half_life_days: Annotated[float, Field(gt=0, le=3650)] | None = 30  # None: no decay
+    threshold: Annotated[float, Field(gt=0, le=1e6)] = 50
+
+
+class InterestsConfig(_Strict):
+    half_life_days: Annotated[float, Field(gt=0, le=3650)] = 30
+
+
+class ChurnConfig(_Strict):
+    # the expected interval of a customer with a single order (no rhythm of their own yet)
+    single_order_days: Annotated[float, Field(gt=0, le=36500)] = 365
+
+
+class IntelligenceConfig(_Strict):
+    rfm: RfmConfig = RfmConfig()
+    score: ScoreConfig = ScoreConfig()
+    interests: InterestsConfig = InterestsConfig()
+    churn: ChurnConfig = ChurnConfig()
+    winback_days: Annotated[float, Field(gt=0, le=3650)] = 90

@@ -6,6 +6,9 @@ exactly one. Two writers that read the same version cannot both succeed, so no
 update is ever lost: the loser re-reads and re-applies its events
 (``edge.ledger``). Writes are batched: a store turns a list of writes into
 as few round trips as it can (one pipeline for Redis).
+
+Erasure (``forget``) leaves a tombstone: for its lifetime, a write that would
+create the visitor's profile again is dropped (docs/operations.md, "Privacy").
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ class ProfileStore(Protocol):
         ...
 
     async def erase(self, site: str, visitor: str) -> bool: ...
+
+    async def forget(self, site: str, visitor: str, tombstone_s: int) -> bool:
+        """Erase the profile and refuse to create it again for ``tombstone_s``:
+        a write expecting version 0 (a new profile) of a forgotten visitor is
+        dropped and reported as succeeded, so writers holding events of that
+        visitor (a browser's queue, another process's hot copy) move on without
+        storing anything. True if a profile was there."""
+        ...
 
     async def ping(self) -> None: ...
 

@@ -18,6 +18,7 @@ class MemoryStore:
 
     def __init__(self, clock: object = time.time) -> None:
         self._data: dict[tuple[str, str], tuple[Stored, float | None]] = {}
+        self._gone: dict[tuple[str, str], float] = {}  # forgotten visitor -> tombstone expiry
         self._clock = clock
 
     def _now(self) -> float:
@@ -45,6 +46,9 @@ class MemoryStore:
         for write in writes:
             key = (write.site, write.visitor)
             current = self._get(key)
+            if write.expected == 0 and self._forgotten(key):
+                results.append(None)  # dropped: the visitor was erased
+                continue
             if (current.version if current else 0) != write.expected:
                 results.append(Conflict(current))
                 continue
@@ -55,6 +59,19 @@ class MemoryStore:
 
     async def erase(self, site: str, visitor: str) -> bool:
         return self._data.pop((site, visitor), None) is not None
+
+    async def forget(self, site: str, visitor: str, tombstone_s: int) -> bool:
+        self._gone[(site, visitor)] = self._now() + tombstone_s
+        return self._data.pop((site, visitor), None) is not None
+
+    def _forgotten(self, key: tuple[str, str]) -> bool:
+        expires = self._gone.get(key)
+        if expires is None:
+            return False
+        if expires <= self._now():
+            del self._gone[key]
+            return False
+        return True
 
     async def ping(self) -> None:
         return None

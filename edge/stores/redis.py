@@ -13,6 +13,7 @@ redis-py's default pool does raise, and that error would reach visitors.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +25,14 @@ from edge.errors import StoreError
 from edge.profile import decode_profile, encode_profile
 from edge.stores.base import Conflict, Stored, Write
 
-# KEYS[1] profile; ARGV[1] expected version, ARGV[2] payload, ARGV[3] TTL in ms (0: persist).
-# Returns 1 on success, or {current version, current payload} when the version moved.
+# KEYS[1] profile, KEYS[2] its erasure tombstone; ARGV[1] expected version,
+# ARGV[2] payload, ARGV[3] TTL in ms (0: persist). Returns 1 on success (or when
+# a new profile of an erased visitor is dropped), or {current version, current
+# payload} when the version moved.
 CAS_SCRIPT = """
+if ARGV[1] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 1
+end
 local current = redis.call('HGET', KEYS[1], 'v')
 if (current or '0') ~= ARGV[1] then
   return {current or '0', redis.call('HGET', KEYS[1], 'p') or ''}
@@ -87,6 +93,7 @@ class RedisStore:
         payloads = [
             (
                 keys.profile(w.site, w.visitor),
+                keys.tombstone(w.site, w.visitor),
                 w.expected,
                 encode_profile(w.profile),
                 w.ttl_s * 1000 if w.ttl_s else 0,
@@ -103,10 +110,10 @@ class RedisStore:
             raise StoreError(f"redis commit failed: {exc}") from exc
         return [None if reply == 1 else Conflict(_stored(*reply)) for reply in replies]
 
-    async def _cas_batch(self, payloads: Sequence[tuple[str, int, bytes, int]]) -> list[Any]:
+    async def _cas_batch(self, payloads: Sequence[tuple[str, str, int, bytes, int]]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
-            for key, expected, payload, ttl_ms in payloads:
-                pipe.evalsha(self._cas_sha, 1, key, expected, payload, ttl_ms)
+            for key, gone, expected, payload, ttl_ms in payloads:
+                pipe.evalsha(self._cas_sha, 2, key, gone, expected, payload, ttl_ms)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, Exception):  # NoScriptError among them
@@ -119,6 +126,17 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"redis erase failed: {exc}") from exc
         return deleted > 0
+
+    async def forget(self, site: str, visitor: str, tombstone_s: int) -> bool:
+        """Delete the profile and set the tombstone in one MULTI (one slot)."""
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.profile(site, visitor))
+                pipe.set(keys.tombstone(site, visitor), int(time.time()), ex=tombstone_s)
+                deleted, _ = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis erase failed: {exc}") from exc
+        return int(deleted) > 0
 
     async def ping(self) -> None:
         try:

@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import msgpack
@@ -33,6 +34,7 @@ ShortText = Annotated[str, Field(max_length=300)]
 Sku = Annotated[str, Field(min_length=1, max_length=64)]
 Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+BIRTHDAY = r"^([0-9]{4}-)?[0-9]{2}-[0-9]{2}$"  # MM-DD or YYYY-MM-DD
 
 
 class _Model(BaseModel):
@@ -97,6 +99,11 @@ class Identify(_EventBase):
     customer_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     ts: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
     sig: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    # Personal data, accepted only with a verified token (see docs/profile.md):
+    # trusted because the token is fresh and signed by the shop's backend.
+    first_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    birthday: Annotated[str, Field(pattern=BIRTHDAY)] | None = None
+    tier: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
     def model_post_init(self, context: Any, /) -> None:
         verified = (self.customer_id, self.ts, self.sig)
@@ -104,6 +111,24 @@ class Identify(_EventBase):
             raise ValueError("identify needs email, or customer_id with ts and sig")
         if self.email is not None and any(v is not None for v in verified):
             raise ValueError("identify takes email or a signed customer_id, not both")
+        if self.email is not None and (self.first_name, self.birthday, self.tier) != (
+            None,
+            None,
+            None,
+        ):
+            raise ValueError("first_name, birthday and tier need a verified identify, not email")
+        if self.birthday is not None:
+            _check_birthday(self.birthday)
+
+
+def _check_birthday(value: str) -> None:
+    """``MM-DD`` (29 February allowed) or a real ``YYYY-MM-DD`` date."""
+    parts = [int(p) for p in value.split("-")]
+    year = parts[0] if len(parts) == 3 else 2000  # a leap year: 02-29 exists
+    try:
+        date(year, parts[-2], parts[-1])
+    except ValueError:
+        raise ValueError(f"birthday {value!r} is not a date") from None
 
 
 Scalar = (

@@ -82,6 +82,15 @@ class CouponPools(Protocol):
 
     async def remaining(self, site: str, campaign: str) -> int: ...
 
+    async def code_of(self, site: str, campaign: str, visitor: str) -> str | None:
+        """The code the visitor holds, without claiming one (privacy export)."""
+        ...
+
+    async def forget(self, site: str, campaign: str, visitor: str) -> bool:
+        """Remove the visitor's assignment (erasure). The code is not handed out
+        again; True if they had one."""
+        ...
+
 
 class MemoryPools:
     """Pools of the embedded store (one process, so a dict is atomic enough)."""
@@ -113,6 +122,12 @@ class MemoryPools:
 
     async def remaining(self, site: str, campaign: str) -> int:
         return len(self._free.get((site, campaign), ()))
+
+    async def code_of(self, site: str, campaign: str, visitor: str) -> str | None:
+        return self._given.get((site, campaign), {}).get(visitor)
+
+    async def forget(self, site: str, campaign: str, visitor: str) -> bool:
+        return self._given.get((site, campaign), {}).pop(visitor, None) is not None
 
 
 # KEYS[1] the codes ever loaded (set), KEYS[2] the free codes (list); ARGV the codes.
@@ -169,3 +184,12 @@ class RedisPools:
 
     async def remaining(self, site: str, campaign: str) -> int:
         return int(await self._client.llen(keys.coupon_free(site, campaign)))
+
+    async def code_of(self, site: str, campaign: str, visitor: str) -> str | None:
+        code = await self._client.hget(keys.coupon_given(site, campaign), visitor)
+        if code is None:
+            return None
+        return code.decode() if isinstance(code, bytes) else str(code)
+
+    async def forget(self, site: str, campaign: str, visitor: str) -> bool:
+        return int(await self._client.hdel(keys.coupon_given(site, campaign), visitor)) > 0

@@ -123,7 +123,7 @@ def test_unknown_namespace(tmp_path: Path) -> None:
     assert only_problem(tmp_path, text) == (
         "4: campaigns[0].audience['sesion.pageviews']: unknown attribute 'sesion.pageviews': "
         "namespaces are visitor, session, page, device, cart, orders, viewed, segments, "
-        "campaigns, events, time"
+        "campaigns, events, time, rfm, score, interests, lifecycle"
     )
 
 

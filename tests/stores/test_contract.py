@@ -110,3 +110,38 @@ async def test_redis_reloads_a_forgotten_script(redis: RedisServer) -> None:
     stored = await store.load("demo", visitor)
     assert stored is not None and stored.version == 1
     await store.close()
+
+
+async def test_forget_erases_and_refuses_to_recreate(store: ProfileStore) -> None:
+    visitor, other = new_id(), new_id()
+    await store.commit([Write("demo", visitor, 0, new_profile(visitor, 1.0), None)])
+    assert await store.forget("demo", visitor, 60) is True
+    assert await store.load("demo", visitor) is None
+    # A writer still holding the visitor's events (a queued browser, a hot copy
+    # elsewhere): creating the profile again is dropped, yet reported stored.
+    assert await store.commit(
+        [
+            Write("demo", visitor, 0, new_profile(visitor, 2.0), None),
+            Write("demo", other, 0, new_profile(other, 2.0), None),
+        ]
+    ) == [None, None]
+    assert await store.load("demo", visitor) is None
+    assert await store.load("demo", other) is not None  # others are unaffected
+    # A writer that had read the old version loses, and then is dropped as above.
+    [lost] = await store.commit([Write("demo", visitor, 1, new_profile(visitor, 3.0), None)])
+    assert isinstance(lost, Conflict) and lost.current is None
+    assert await store.load("demo", visitor) is None
+    assert await store.forget("demo", visitor, 60) is False  # nothing left to erase
+    # The same visitor on another site is a different person's id space.
+    assert await store.commit([Write("other", visitor, 0, new_profile(visitor, 1.0), None)]) == [
+        None
+    ]
+    assert await store.load("other", visitor) is not None
+
+
+async def test_a_tombstone_expires(store: ProfileStore) -> None:
+    visitor = new_id()
+    await store.forget("demo", visitor, 1)
+    await asyncio.sleep(1.2)
+    await store.commit([Write("demo", visitor, 0, new_profile(visitor, 1.0), None)])
+    assert await store.load("demo", visitor) is not None

@@ -1,0 +1,274 @@
+"""Routes of the admin API. Every handler runs behind ``_guard``: 404 while no
+token is configured, 401 (``WWW-Authenticate: Bearer``) on a missing or wrong
+one, the token compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from edge.admin import page, privacy
+from edge.admin.stats import last_days, summarize
+from edge.decisioning.attributes import Page
+from edge.decisioning.engine import decide
+from edge.errors import BadVisitorId, ConfigError, StoreError
+from edge.explain import CLIENT_TRIGGERS
+from edge.ids import check_visitor_id, new_id
+from edge.settings import Settings
+from edge.sites import Site
+from edge.tracker.context import VisitContext
+from edge.tracker.ingest import Ingest
+from edge.tracker.useragent import classify
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Awaitable[Response]]
+MAX_DAYS = 400
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _presented(request: Request, query_token: bool) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if query_token:
+        return request.query_params.get("token") or None
+    return None
+
+
+def _deny(request: Request, query_token: bool) -> Response | None:
+    settings: Settings = request.app.state.settings
+    if not settings.admin_token:
+        return PlainTextResponse("Not Found", status_code=404)
+    given = _presented(request, query_token)
+    if given is None or not hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), settings.admin_token.encode()
+    ):
+        return JSONResponse(
+            {"error": "unauthorized", "message": "a valid admin bearer token is required"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="edge admin"', **NO_STORE},
+        )
+    return None
+
+
+def _guard(handler: Handler, *, query_token: bool = False) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        denied = _deny(request, query_token)
+        if denied is not None:
+            return denied
+        try:
+            return await handler(request)
+        except Problem as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)
+        except StoreError as exc:
+            log.warning("admin %s: store error: %s", request.url.path, exc)
+            return JSONResponse({"error": "store unavailable"}, status_code=503, headers=NO_STORE)
+
+    return endpoint
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        privacy.dumps(data),
+        status_code=status,
+        media_type="application/json",
+        headers=NO_STORE,
+    )
+
+
+def _ingest(request: Request) -> Ingest:
+    ingest: Ingest = request.app.state.ingest
+    return ingest
+
+
+def _site(request: Request) -> Site:
+    site = _ingest(request).registry.get(request.path_params["site"])
+    if site is None:
+        raise Problem(404, "no such site")
+    return site
+
+
+def _visitor(value: str | None) -> str:
+    try:
+        return check_visitor_id(value)
+    except BadVisitorId as exc:
+        raise Problem(400, str(exc)) from None
+
+
+def _days(request: Request) -> int:
+    raw = request.query_params.get("days", "30")
+    try:
+        days = int(raw)
+    except ValueError:
+        raise Problem(400, "days must be a whole number") from None
+    if not 1 <= days <= MAX_DAYS:
+        raise Problem(400, f"days must be between 1 and {MAX_DAYS}")
+    return days
+
+
+async def campaign_report(ingest: Ingest, site: Site, days: int) -> dict[str, Any]:
+    """Statistics of every configured campaign over the last ``days`` days."""
+    names = last_days(ingest.clock(), site.timezone, days)
+    campaigns = []
+    for campaign in site.decisioning.by_id.values():
+        table = await ingest.widgets.stats.read(site.id, campaign.id, names)
+        campaigns.append(summarize(campaign.id, campaign.name, table, names))
+    return {
+        "site": site.id,
+        "config": site.version,
+        "days": days,
+        "from": names[0],
+        "to": names[-1],
+        "timezone": str(site.timezone),
+        "campaigns": campaigns,
+    }
+
+
+async def campaigns(request: Request) -> Response:
+    return _json(await campaign_report(_ingest(request), _site(request), _days(request)))
+
+
+async def export(request: Request) -> Response:
+    ingest, site = _ingest(request), _site(request)
+    visitor = _visitor(request.path_params["visitor"])
+    data = await privacy.export_visitor(
+        ingest.ledger.store,
+        ingest.widgets.pools,
+        site.id,
+        visitor,
+        privacy.configured_pools(site.decisioning.by_id.values()),
+    )
+    if data is None:
+        raise Problem(404, "nothing stored about this visitor")
+    return _json(data)
+
+
+async def erase(request: Request) -> Response:
+    ingest, site = _ingest(request), _site(request)
+    visitor = _visitor(request.path_params["visitor"])
+    settings: Settings = request.app.state.settings
+    report = await privacy.erase_visitor(
+        ingest.ledger.store,
+        ingest.widgets.pools,
+        site.id,
+        visitor,
+        privacy.configured_pools(site.decisioning.by_id.values()),
+        tombstone_s=settings.erasure_tombstone_days * 86400,
+        ledger=ingest.ledger,
+    )
+    log.info("admin: visitor erased on site %s", site.id)  # no id in logs
+    return _json(report)
+
+
+async def explain(request: Request) -> Response:
+    ingest, site = _ingest(request), _site(request)
+    visitor = _visitor(request.query_params.get("visitor"))
+    url = request.query_params.get("page")
+    if not url:
+        raise Problem(400, "page (the URL to decide for) is required")
+    trigger = request.query_params.get("trigger", "page_view")
+    user_agent = request.query_params.get("user_agent", "")
+    stored = await ingest.ledger.store.load(site.id, visitor)
+    profile = stored.profile if stored else None
+    now = ingest.clock()
+    ctx = VisitContext(visitor, new_id(), user_agent=user_agent, url=url)
+    decisions = decide(
+        profile,
+        ctx,
+        site,
+        now,
+        trigger="page_view" if trigger in CLIENT_TRIGGERS else trigger,
+        page=Page(url=url),
+        device=classify(user_agent).to_attributes(),
+        unavailable=ingest.widgets.unavailable(site),
+        explain=True,
+    )
+    items = decisions.to_wire()
+    trace = list(decisions.trace)
+    if trigger in CLIENT_TRIGGERS:  # as edge.explain.run_explain does
+        armed = [i for i in items if i["trigger"]["type"] == trigger]
+        trace += [
+            f"campaign {i['campaign']}: decided, but shows on {i['trigger']['type']}, not {trigger}"
+            for i in items
+            if i not in armed
+        ]
+        items = armed
+    return _json(
+        {
+            "site": site.id,
+            "config": site.version,
+            "page": url,
+            "trigger": trigger,
+            "visitor": visitor,
+            "stored": stored is not None,
+            "profile_version": stored.version if stored else None,
+            "trace": trace,
+            "decisions": items,
+            "attributes": decisions.attributes,
+        }
+    )
+
+
+async def reload(request: Request) -> Response:
+    ingest = _ingest(request)
+    registry = ingest.registry
+    try:
+        changed = registry.reload()
+    except ConfigError as exc:
+        raise Problem(500, "; ".join(exc.problems)) from None
+    for site in registry.sites.values():
+        await ingest.widgets.sync_pools(site)  # idempotent
+    sites: dict[str, dict[str, Any]] = {
+        name: {"version": site.version, "problems": registry.problems.get(name, [])}
+        for name, site in registry.sites.items()
+    }
+    for name, problems in registry.problems.items():
+        sites.setdefault(name, {"version": None, "problems": problems})
+    log.info("admin: configuration reloaded (changed: %s)", changed)
+    return _json({"changed": changed, "reloads": registry.reloads, "sites": sites})
+
+
+async def index(request: Request) -> Response:
+    ingest = _ingest(request)
+    reports = [
+        await campaign_report(ingest, site, page.CHART_DAYS)
+        for _, site in sorted(ingest.registry.sites.items())
+    ]
+    html = page.render(reports, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    return HTMLResponse(
+        html,
+        headers={
+            **NO_STORE,
+            # The token may be in this page's URL: never send it on as a Referer.
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/", _guard(index, query_token=True), methods=["GET"]),
+    Route("/sites/{site}/campaigns", _guard(campaigns), methods=["GET"]),
+    Route("/sites/{site}/visitors/{visitor}", _guard(export), methods=["GET"]),
+    Route("/sites/{site}/visitors/{visitor}", _guard(erase), methods=["DELETE"]),
+    Route("/sites/{site}/explain", _guard(explain), methods=["GET"]),
+    Route("/reload", _guard(reload), methods=["POST"]),
+]
