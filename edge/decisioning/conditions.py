@@ -219,6 +219,8 @@ _Plain = Callable[[Any], "bool | None"]  # None: not the plain case, ask the gen
 
 
 def _fast_value_test(op: str, arg: Any) -> _Plain | None:
+    if op == "$size":
+        return _size_test(arg)
     if op == "$ne" and type(arg) in (str, int, float, bool):
         return _same_type_test(arg, operator.ne)
     if op in ("$in", "$nin", "$all") and _string_list(arg):
@@ -254,6 +256,18 @@ def _any_search(pattern: str) -> _Plain:
     return test
 
 
+def _size_test(arg: Any) -> _Plain | None:
+    """``$size: 3`` or ``$size: {$gte: 1}`` on a list."""
+    if type(arg) is int and arg >= 0:
+        return lambda v: len(v) == arg if type(v) is list else None
+    if isinstance(arg, Mapping) and len(arg) == 1:
+        ((op, bound),) = arg.items()
+        if op in _FAST_ORDER and type(bound) in (int, float):
+            cmp = _FAST_ORDER[op]
+            return lambda v: cmp(len(v), bound) if type(v) is list else None
+    return None
+
+
 def _string_list(arg: Any) -> bool:
     return isinstance(arg, list) and bool(arg) and all(type(a) is str for a in arg)
 
@@ -267,10 +281,16 @@ def _string_set_test(op: str, members: frozenset[str]) -> _Plain:
     def test(v: Any) -> bool | None:
         if type(v) is str and op != "$all":
             return (v in members) is (op == "$in")
-        if type(v) is list and all(type(x) is str for x in v):
-            if op == "$all":
-                return members.issubset(v)
-            return members.isdisjoint(v) is (op == "$nin")  # any element matches
+        if type(v) is list:
+            # Set operations run in C; the members are strings, so an element
+            # of another type never equals one, and an unhashable element
+            # (a list, a mapping) raises: the general form decides then.
+            try:
+                if op == "$all":
+                    return members.issubset(v)
+                return members.isdisjoint(v) is (op == "$nin")  # any element matches
+            except TypeError:
+                return None
         return None
 
     return test
@@ -299,8 +319,11 @@ def _fast_in(outer: str, inner: str, members: frozenset[str], general: Predicate
             v = mapping.get(inner)
             if type(v) is str:
                 return v in members
-            if type(v) is list and all(type(x) is str for x in v):
-                return not members.isdisjoint(v)  # an array matches when any element does
+            if type(v) is list:
+                try:  # see _string_set_test
+                    return not members.isdisjoint(v)  # an array matches when any element does
+                except TypeError:
+                    pass
         return general(attrs)
 
     return member
@@ -309,8 +332,11 @@ def _fast_in(outer: str, inner: str, members: frozenset[str], general: Predicate
 def _fast_top_in(key: str, members: frozenset[str], general: Predicate) -> Predicate:
     def member(attrs: Attributes) -> bool:
         v = attrs.get(key)
-        if type(v) is list and all(type(x) is str for x in v):
-            return not members.isdisjoint(v)
+        if type(v) is list:
+            try:  # see _string_set_test
+                return not members.isdisjoint(v)
+            except TypeError:
+                pass
         if type(v) is str:
             return v in members
         return general(attrs)
