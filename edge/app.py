@@ -19,6 +19,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from edge import __version__
 from edge.admin import routes as admin_routes
+from edge.automation.service import AutomationService
+from edge.automation.store import AutomationStore, MemoryAutomation, RedisAutomation
 from edge.errors import StoreError
 from edge.ledger import Ledger
 from edge.metrics import Metrics
@@ -70,6 +72,13 @@ def signals_for(store: ProfileStore) -> SignalStore:
     if isinstance(store, RedisStore):
         return RedisSignalStore(store.client)
     return MemorySignalStore()
+
+
+def automation_for(store: ProfileStore, settings: Settings) -> AutomationStore:
+    """Automation streams too (a bounded ring in memory for the embedded store)."""
+    if isinstance(store, RedisStore):
+        return RedisAutomation(store.client, maxlen=settings.automation_stream_maxlen)
+    return MemoryAutomation(min(settings.automation_stream_maxlen, 100_000))
 
 
 async def readyz(request: Request) -> Response:
@@ -144,7 +153,10 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
             settings.redis_url,
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_timeout_s,
-            socket_timeout_s=settings.redis_timeout_s,
+            socket_timeout_s=settings.redis_socket_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            breaker_failures=settings.redis_breaker_failures,
+            breaker_cooldown_s=settings.redis_breaker_cooldown_s,
         )
         ledger = Ledger(the_store)
         ledger.start()
@@ -152,6 +164,17 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         for site in registry.sites.values():
             await widgets.sync_pools(site)
         app.state.ingest = Ingest(settings, registry, ledger, widgets)
+        automation = AutomationService(
+            automation_for(the_store, settings),
+            claim_interval_s=settings.automation_claim_interval_s,
+            webhook_attempts=settings.webhook_attempts,
+            webhook_backoff_s=settings.webhook_backoff_s,
+            webhook_timeout_s=settings.webhook_timeout_s,
+        )
+        app.state.automation = automation
+        app.state.ingest.automate = automation.observe
+        widgets.on_coupon = automation.coupon_issued
+        automation.start(lambda: list(registry.sites.values()))
         app.state.metrics.watch(app.state.ingest)
         _tune_gc()
         app.state.ingest.latency = app.state.metrics.observe
@@ -163,6 +186,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         finally:
             reloader.cancel()
             await ledger.stop()
+            await automation.close()
             await widgets.close()
             if store is None:
                 await the_store.close()

@@ -4,6 +4,7 @@ edge serve     run the server (embedded store unless --redis is given)
 edge check     validate site configuration; non-zero exit with every problem
 edge explain   what a visitor would see on a page, and why
 edge privacy   erase or export one visitor's data (docs/operations.md)
+edge events    print a site's automation event stream (edge events tail)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": explain,
         "schema": schema,
         "privacy": privacy,
+        "events": events,
     }[args.command]
     return handler(args)
 
@@ -119,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
             default=Path("profiles"),
             help="site configuration folder (finds the coupon pool campaigns)",
         )
+
+    evs = commands.add_parser("events", help="automation events (docs/operations.md)")
+    ev_actions = evs.add_subparsers(dest="action", required=True)
+    tail = ev_actions.add_parser("tail", help="print a site's automation event stream")
+    tail.add_argument("--site", required=True)
+    tail.add_argument("--redis", dest="redis_url", metavar="URL", help="the Redis store")
+    tail.add_argument("--count", type=int, default=20, help="recent events to print first")
+    tail.add_argument("--follow", action="store_true", help="then wait for new events")
 
     sch = commands.add_parser("schema", help="write the JSON Schema of site files")
     sch.add_argument("--output", type=Path, help="file to write (default: standard output)")
@@ -320,6 +330,31 @@ def _privacy_via_server(args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         print(f"edge privacy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def events(args: argparse.Namespace) -> int:
+    url = args.redis_url or os.environ.get("EDGE_REDIS_URL")
+    if not url:
+        print(
+            "edge events: no Redis store given (--redis URL or EDGE_REDIS_URL). The embedded "
+            "store keeps its events in the server process only.",
+            file=sys.stderr,
+        )
+        return 2
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from edge.automation.tail import tail
+
+    try:
+        asyncio.run(tail(url, args.site, max(0, args.count), args.follow))
+    except KeyboardInterrupt:
+        return 0
+    except (RedisError, OSError, ValueError) as exc:
+        print(f"edge events: {exc}", file=sys.stderr)
         return 1
     return 0
 

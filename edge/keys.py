@@ -112,3 +112,38 @@ def coupon_given(site: str, campaign: str) -> str:
 
 def campaign_stats(site: str, campaign: str, day: str) -> str:
     return f"{PREFIX}:st:{{st:{site}:{campaign}}}:{day}"
+
+
+# --- automation events out (edge.automation) ------------------------------------
+#
+# One tag per site, ``{au:<site>}``: the claim script pops due deadlines, reads
+# their carts and appends to the stream in one atomic single-slot call.
+#
+#     edge:au:{au:<site>}:events   stream  automation events, XADD MAXLEN ~ (setting
+#                                          automation_stream_maxlen); fields type, site,
+#                                          visitor, customer, at, payload (JSON)
+#     edge:au:{au:<site>}:due      zset    visitor -> abandoned-cart deadline (unix s)
+#     edge:au:{au:<site>}:carts    hash    <visitor> -> the cart_abandoned payload (JSON) of that
+#                                          deadline, <visitor>:c -> customer id ("" if none)
+#     edge:au:{au:<site>}:dead     list    JSON webhook deliveries that failed every try; newest
+#                                          first, trimmed to 1,000
+
+
+def _automation(site: str) -> str:
+    return f"{PREFIX}:au:{{au:{site}}}"
+
+
+def automation_stream(site: str) -> str:
+    return f"{_automation(site)}:events"
+
+
+def cart_deadlines(site: str) -> str:
+    return f"{_automation(site)}:due"
+
+
+def cart_payloads(site: str) -> str:
+    return f"{_automation(site)}:carts"
+
+
+def webhook_dead_letters(site: str) -> str:
+    return f"{_automation(site)}:dead"

@@ -17,6 +17,13 @@ under load. Instead:
   top of it, then writes again: no lost updates, and since the replay window
   lives in the profile, no event is applied twice (exactly-once applied).
 
+When the store fails (docs/operations.md, "Store outages") nothing is
+dropped: the profiles stay dirty and the flusher retries with backoff. The
+ledger is then *degraded* until a write succeeds again: every message waiting
+for a write is told at once (``StoreUnavailable``), and new ones are not made
+to wait, so visitors get a fallback answer without an ``ack`` and resend; the
+resent events are duplicates of the pending ones and are stored once.
+
 Invariants, for each hot profile ``h``:
   ``h.current == fold(apply, h.base, h.pending)``;
   ``h.version`` is the store version ``h.base`` was read or written at;
@@ -35,7 +42,7 @@ from dataclasses import dataclass, field
 from edge.errors import StoreError
 from edge.profile import Profile
 from edge.sites import Site
-from edge.stores.base import ProfileStore, Stored, Write
+from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
 from edge.tracker.context import VisitContext
 from edge.tracker.protocol import Event
 from edge.updates import apply
@@ -77,7 +84,7 @@ class Ledger:
         store: ProfileStore,
         *,
         max_batch: int = 512,
-        retry_backoff_s: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1.0),
+        retry_backoff_s: Sequence[float] = (0.05, 0.1, 0.25, 0.5),
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
@@ -93,6 +100,8 @@ class Ledger:
         self.batches = 0
         self.conflicts = 0
         self.store_errors = 0
+        self.degraded = False  # the last write failed, and none succeeded since
+        self._settling: set[asyncio.Future[Profile | None]] = set()  # messages in ``settle``
         self.observe_batch: Callable[[float], None] = lambda seconds: None  # metrics hook
 
     # --- lifecycle ---------------------------------------------------------
@@ -120,6 +129,30 @@ class Ledger:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    @property
+    def available(self) -> bool:
+        """False while writes are failing or the store's breaker is not closed:
+        callers should answer without waiting for the store."""
+        return not self.degraded and bool(getattr(self.store, "available", True))
+
+    async def settle(
+        self, future: asyncio.Future[Profile | None], timeout_s: float
+    ) -> Profile | None:
+        """Wait for ``submit``'s future. Raises ``StoreUnavailable`` at once
+        when the store is known to be down, or as soon as a write fails while
+        waiting, and ``TimeoutError`` after ``timeout_s``. Either way the
+        events stay pending and are stored when the store is back."""
+        if future.done():
+            return future.result()
+        if not self.available:
+            future.cancel()  # this message's own: the ledger skips it
+            raise StoreUnavailable("profile store unavailable")
+        self._settling.add(future)
+        try:
+            return await _within(future, timeout_s)
+        finally:
+            self._settling.discard(future)
+
     # --- hot profiles --------------------------------------------------------
 
     @property
@@ -131,6 +164,8 @@ class Ledger:
         key = (site, visitor)
         hot = self._hot.get(key)
         if hot is None:
+            if self.degraded and self._dirty:  # the flusher is retrying: it probes
+                raise StoreUnavailable("profile store unavailable")
             stored = await self._load(key)
             hot = self._hot.get(key)  # another open may have won while we waited
             if hot is None:
@@ -244,14 +279,27 @@ class Ledger:
             while self._dirty:
                 try:
                     await self._flush_once()
+                    if self.degraded:
+                        log.warning("store writes succeed again after %d failures", failures)
                     failures = 0
+                    self.degraded = False
                 except StoreError as exc:
                     self.store_errors += 1
+                    self.degraded = True
+                    self._fail_waiters(exc)
                     delay = self._backoff[min(failures, len(self._backoff) - 1)]
                     failures += 1
-                    log.warning("store write failed (%s); retrying in %.2fs", exc, delay)
+                    if failures == 1 or not isinstance(exc, StoreUnavailable):
+                        log.warning("store write failed (%s); retrying in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
             self._idle.set()
+
+    def _fail_waiters(self, exc: StoreError) -> None:
+        """Tell every message waiting in ``settle`` that its write will not come
+        soon. The events stay pending (and dirty): a later try stores them."""
+        for future in self._settling:
+            if not future.done():  # the ledger skips a done future when it stores
+                future.set_exception(StoreUnavailable(f"profile store unavailable: {exc}"))
 
     async def _flush_once(self) -> None:
         batch = list(self._dirty.values())[: self._max_batch]
@@ -311,3 +359,26 @@ class Ledger:
             current = apply(current, p.event, p.ctx, p.site, p.now)
         hot.current = current
         self._mark_dirty(hot)
+
+
+async def _within(future: asyncio.Future[Profile | None], timeout_s: float) -> Profile | None:
+    """Wait for the ledger's future, or raise ``TimeoutError``: a timer that
+    cancels it, cheaper than ``wait_for(shield(...))`` (two more futures and a
+    task per message). The future is the message's own; the ledger skips a
+    cancelled one, so the events stay queued and are still stored."""
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        future.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if expired:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()

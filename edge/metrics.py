@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edge.breaker import STATE_VALUES
+
 if TYPE_CHECKING:
     from edge.tracker.ingest import Ingest
 
@@ -80,9 +82,24 @@ class _IngestCollector(Collector):
         for code, count in sorted(c.close_codes.items()):
             closes.add_metric([self.pid, str(code)], count)
         yield closes
+        breaker = getattr(ledger.store, "breaker", None)  # Redis only
+        if breaker is not None:
+            for name, doc, value in (
+                ("edge_store_call_errors", "failed calls", getattr(ledger.store, "errors", 0)),
+                ("edge_store_breaker_opened", "times the store's breaker opened", breaker.opened),
+            ):
+                family = CounterMetricFamily(name, doc, labels=labels)
+                family.add_metric([self.pid], value)
+                yield family
         for name, doc, value in (
             ("edge_connections", "open WebSocket connections", c.connections),
             ("edge_hot_profiles", "profiles held in this process", ledger.hot_count),
+            ("edge_store_degraded", "1 while store writes fail", ledger.degraded),
+            (
+                "edge_store_breaker_state",
+                "the store's circuit breaker: 0 closed, 1 half-open, 2 open",
+                STATE_VALUES[breaker.state] if breaker is not None else 0,
+            ),
         ):
             gauge = GaugeMetricFamily(name, doc, labels=labels)
             gauge.add_metric([self.pid], value)

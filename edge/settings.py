@@ -37,7 +37,13 @@ class Settings:
     # store
     ack_timeout_s: float = 10.0
     redis_max_connections: int = 32
-    redis_timeout_s: float = 5.0
+    redis_timeout_s: float = 5.0  # waiting for a free pooled connection
+    # Store outages (docs/operations.md): each Redis call's deadline, and the
+    # circuit breaker that fails calls at once after consecutive failures.
+    redis_socket_timeout_s: float = 0.25
+    redis_connect_timeout_s: float = 0.25
+    redis_breaker_failures: int = 3
+    redis_breaker_cooldown_s: float = 0.5
     reload_interval_s: float = 2.0  # how often profiles/ is checked for changes; 0: never
     # operations (docs/operations.md)
     log_json: bool = False  # one JSON object per log line
@@ -46,6 +52,12 @@ class Settings:
     # How long an erased visitor id stays refused: events still queued in a
     # browser cannot recreate the profile during this time.
     erasure_tombstone_days: int = 30
+    # automation events out (docs/operations.md, "Automation events")
+    automation_stream_maxlen: int = 100_000  # per site, approximate (XADD MAXLEN ~)
+    automation_claim_interval_s: float = 5.0  # how often due abandoned carts are claimed
+    webhook_timeout_s: float = 5.0
+    webhook_attempts: int = 5  # then the delivery goes to the dead-letter list
+    webhook_backoff_s: float = 1.0  # doubled after each failed try
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -71,6 +83,8 @@ class Settings:
             raise ValueError("max_frame_bytes must be at least 1024")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("admin_token must be at least 16 characters")
+        if self.redis_breaker_failures < 1:
+            raise ValueError("redis_breaker_failures must be at least 1")
         if self.erasure_tombstone_days < 1:
             raise ValueError("erasure_tombstone_days must be at least 1")
 

@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from edge.automation.config import automation_of
+from edge.automation.events import abandoned
 from edge.intelligence import attributes as intelligence_attributes
 from edge.intelligence import days_to_birthday
 from edge.profile import Profile
@@ -63,7 +65,16 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "page": frozenset({"url", "path", "type", "category", "product", "query"}),
     "device": frozenset({"type", "os", "browser", "bot"}),
     "cart": frozenset(
-        {"items", "lines", "value", "currency", "skus", "categories", "minutes_since_change"}
+        {
+            "items",
+            "lines",
+            "value",
+            "currency",
+            "skus",
+            "categories",
+            "minutes_since_change",
+            "abandoned",
+        }
     ),
     "orders": frozenset({"count", "revenue", "average_value", "days_since_last"}),
     "viewed": frozenset({"skus", "categories", "products"}),
@@ -162,6 +173,7 @@ def build(
     visitor["first_name"] = profile.first_name
     visitor["tier"] = profile.tier
     visitor["days_to_birthday"] = days_to_birthday(profile.birthday, local.date())
+    attrs["cart"]["abandoned"] = abandoned(profile, automation_of(site), now)
     attrs.update(intelligence_attributes(profile, site.intelligence, now))
     return attrs
 

@@ -161,11 +161,62 @@ class CapsConfig(_Strict):
     popups_per_day: Annotated[int, Field(ge=0)] = 3
 
 
+# --- automation events out (edge.automation; docs/configuration.md, "automation") ---
+
+AUTOMATION_EVENTS = (
+    "identified",
+    "cart_abandoned",
+    "purchase",
+    "watched_page_visited",
+    "score_threshold",
+    "winback_returned",
+    "coupon_issued",
+    "widget_converted",
+)
+
+
+class WebhookConfig(_Strict):
+    """A signed POST of each listed event (every event when ``events`` is empty)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+\S*$", max_length=500)]
+    events: list[
+        Literal[
+            "identified",
+            "cart_abandoned",
+            "purchase",
+            "watched_page_visited",
+            "score_threshold",
+            "winback_returned",
+            "coupon_issued",
+            "widget_converted",
+        ]
+    ] = []
+    # the name of the environment variable holding the signing secret, never the secret
+    secret_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class AutomationConfig(_Strict):
+    cart_abandon_min: Annotated[float, Field(gt=0, le=30 * 24 * 60)] = 30
+    watched_pages: Annotated[list[str], Field(max_length=100)] = []  # path regexes, searched
+    webhooks: Annotated[list[WebhookConfig], Field(max_length=10)] = []
+
+    @field_validator("watched_pages")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"watched page {pattern!r} is not a regex: {exc}") from None
+        return value
+
+
 class DecisioningConfig(_Strict):
     saved_groups: dict[str, list[Any]] = {}
     segments: list[SegmentConfig] = []
     campaigns: list[CampaignConfig] = []
     caps: CapsConfig = CapsConfig()
+    automation: AutomationConfig = AutomationConfig()
 
 
 # --- visitor intelligence: RFM, lead score, interests, lifecycle (edge.intelligence) ---

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge.errors import StoreError
 from edge.profile import Profile
+
+
+class StoreUnavailable(StoreError):
+    """The store is known to be down (its circuit breaker is open, or the last
+    write failed): refused at once, without waiting on the network."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ async def _store(
         return _answer(p.error("store_unavailable", "profile store unavailable"), 503, origin)
     try:
         errors, answer = await ingest.process(hot, batch, ctx, site)
-    except TimeoutError:
+    except (TimeoutError, StoreError):  # not stored (yet): the tracker keeps them
         return _answer(p.error("store_unavailable", "not stored yet; resend later"), 503, origin)
     finally:
         ingest.ledger.release(hot)

@@ -3,7 +3,6 @@ need, origin checks, and turning one ``events`` message into stored events."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -85,31 +84,6 @@ def decide_all(
     return chosen
 
 
-async def _within(future: asyncio.Future[Profile | None], timeout_s: float) -> Profile | None:
-    """Wait for the ledger's future, or raise ``TimeoutError``: a timer that
-    cancels it, cheaper than ``wait_for(shield(...))`` (two more futures and a
-    task per message). The future is this message's own; the ledger skips a
-    cancelled one, so the events stay queued and are still stored."""
-    if future.done():
-        return future.result()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        future.cancel()
-
-    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
-    try:
-        return await future
-    except asyncio.CancelledError:
-        if expired:
-            raise TimeoutError from None
-        raise
-    finally:
-        timer.cancel()
-
-
 @dataclass
 class Counters:
     connections: int = 0
@@ -130,6 +104,7 @@ class Ingest:
     clock: Callable[[], float] = time.time
     counters: Counters = field(default_factory=Counters)
     latency: Callable[[str, float], None] = lambda site, seconds: None
+    automate: Callable[[Site, Sequence[Any], float], None] = lambda site, applied, now: None
 
     def origin_allowed(self, site: Site, origin: str | None, host: str | None) -> bool:
         """Same-origin and listed origins pass; a missing Origin (not a browser)
@@ -156,7 +131,8 @@ class Ingest:
         ``hot`` is None when nothing may be stored (no consent): events are then
         acknowledged and dropped. Beacons (``page=None``) get a bare ``ack``:
         their page is going away. Raises ``TimeoutError`` if the store did not
-        take the events within ``ack_timeout_s`` (they stay queued).
+        take the events within ``ack_timeout_s``, ``StoreUnavailable`` at once
+        when it is known to be down (they stay queued either way).
         """
         now = self.clock()
         errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
@@ -177,8 +153,9 @@ class Ingest:
             applied: list[tuple[Profile | None, Profile, p.Event]] = []
             future = self.ledger.submit(hot, accepted, ctx, site, now, applied)
             self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
-            profile = await _within(future, self.settings.ack_timeout_s)
+            profile = await self.ledger.settle(future, self.settings.ack_timeout_s)
             self.widgets.learn(site, applied, now)
+            self.automate(site, applied, now)  # automation events (edge.automation)
         before = errors + await self._reveal(accepted, ctx, site)
         seq = batch.highest_seq
         wanted = triggers(accepted) if page is not None else []

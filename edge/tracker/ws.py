@@ -5,6 +5,12 @@ Per connection: refuse a bad site or Origin before accepting (HTTP 403), wait
 for ``hello``, then answer each ``events`` message after its events are
 stored. Messages of one connection are handled in order, one at a time, so
 answers come back in order and a slow store pushes back on that client only.
+
+While the store is down (docs/protocol.md, "Store outages") a ``hello`` is
+still welcomed (``ack`` 0; the profile is loaded by a later message), and an
+``events`` message gets the fallback answer at once: ``error``
+``store_unavailable`` and, when it asked for decisions, an empty
+``decisions`` without ``ack``. The tracker keeps those events and resends them.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from edge.errors import (
 from edge.ids import new_id
 from edge.ledger import Hot
 from edge.sites import Site
+from edge.stores.base import StoreUnavailable
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.tracker.ingest import Ingest, may_store, next_page
+from edge.tracker.ingest import Ingest, may_store, next_page, triggers
 from edge.tracker.limits import TokenBucket
 from edge.tracker.useragent import classify
 
@@ -159,19 +166,25 @@ class Connection:
             url=hello.url,
             referrer=hello.referrer,
         )
-        acked = 0
-        if self.may_store():
-            try:
-                self.hot = await self.ingest.ledger.open(self.site.id, visitor)
-            except StoreError as exc:
-                log.warning("cannot load profile: %s", exc)
-                await self.send(p.error("store_unavailable", "profile store unavailable"))
-                raise Close(CLOSE_INTERNAL, "store unavailable") from None
+        acked = 0  # also when the store is down: unknown, so the tracker resends all
+        if self.may_store() and await self.load():
+            assert self.hot is not None
             if self.hot.base is not None:  # what is *stored*, never what is pending
                 acked = self.hot.base.acked(hello.session)
         show = self.site.decisioning.campaigns and not self.bot
         css = self.site.renderer.stylesheet() if show else None
         await self.send(p.welcome(visitor, hello.session, acked, self.site.version, css))
+
+    async def load(self) -> bool:
+        """Make the visitor's profile hot; False while the store is down (the
+        next message tries again)."""
+        assert self.ctx is not None
+        try:
+            self.hot = await self.ingest.ledger.open(self.site.id, self.ctx.visitor)
+        except StoreError as exc:
+            log.debug("cannot load profile: %s", exc)
+            return False
+        return True
 
     def may_store(self) -> bool:
         """Consent given (or not required), and not a robot: robots get no
@@ -185,16 +198,27 @@ class Connection:
         batch = p.parse_events(message)
         self.page = next_page(self.page, batch.events)
         try:
+            if self.hot is None and self.may_store() and not await self.load():
+                raise StoreUnavailable("profile store unavailable")
             errors, answer = await self.ingest.process(
                 self.hot, batch, self.ctx, self.site, page=None if self.bot else self.page
             )
-        except TimeoutError:
-            await self.send(p.error("store_unavailable", "events not stored yet; resend later"))
+        except (TimeoutError, StoreError):
+            await self.fallback(batch)
+            self.ingest.latency(self.site.id, time.perf_counter() - started)
             return
         for error in errors:
             await self.send(error)
         await self.send(answer)
         self.ingest.latency(self.site.id, time.perf_counter() - started)
+
+    async def fallback(self, batch: p.Batch) -> None:
+        """The answer when the events could not be stored (in time): no ``ack``,
+        so the tracker keeps and resends them, and no widgets (showing them
+        needs the profile, coupons and signals that live in the store)."""
+        await self.send(p.error("store_unavailable", "events not stored yet; resend later"))
+        if not self.bot and triggers(batch.events):
+            await self.send(p.decisions([], seq=None))
 
     def close(self) -> None:
         if self.timer is not None:

@@ -55,6 +55,7 @@ class WidgetService:
         self._html: OrderedDict[tuple[str, ...], str] = OrderedDict()
         self._empty: dict[str, set[str]] = {}  # site -> campaigns whose pool ran dry
         self._low: dict[str, dict[str, int]] = {}  # site -> campaign -> codes left, when low
+        self.on_coupon: Callable[[Site, str, str, str | None], None] = lambda *issued: None
 
     # --- rendering -------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class WidgetService:
         if not isinstance(coupon, Mapping):
             return None
         code = await self._code(site, campaign, coupon, ctx.visitor)
+        self.on_coupon(site, campaign.id, ctx.visitor, code)  # edge.automation: coupon_issued
         lang = language(ctx.lang) or language(site.locale)
         try:
             html = site.renderer.render(

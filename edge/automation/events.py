@@ -1,0 +1,225 @@
+"""Automation events: what marketing automation acts on, derived purely.
+
+``derive`` turns one applied event (profile before, profile after, event)
+into the automation events it implies, and ``deadline`` into what it does to
+the visitor's abandoned-cart deadline. Like ``edge.signals.signal_updates``
+both are pure, so a replayed event (``apply`` returns the same profile
+object) implies nothing, and an order reported twice is one ``purchase``.
+
+No event carries a claimed email: a claimed identity is reported by its level
+only; a verified one by the shop's own customer id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from edge.decisioning.config import AutomationConfig
+from edge.intelligence import DAY_S, Intelligence, winback
+from edge.profile import Cart, Profile
+from edge.tracker import protocol as p
+
+EventType = Literal[
+    "identified",
+    "cart_abandoned",
+    "purchase",
+    "watched_page_visited",
+    "score_threshold",
+    "winback_returned",
+    "coupon_issued",
+    "widget_converted",
+]
+_RANK = {"anonymous": 0, "claimed": 1, "verified": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str
+    events: frozenset[str]  # empty: every event
+    secret_env: str
+
+    def wants(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class Automation:
+    """A site's compiled ``automation`` section."""
+
+    cart_window_s: float = 30 * 60.0
+    watched: tuple[re.Pattern[str], ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
+
+
+DEFAULT = Automation()
+
+
+def compile_automation(config: AutomationConfig) -> Automation:
+    """The runtime form: regexes compiled once."""
+    return Automation(
+        cart_window_s=config.cart_abandon_min * 60.0,
+        watched=tuple(re.compile(pattern) for pattern in config.watched_pages),
+        webhooks=tuple(Webhook(w.url, frozenset(w.events), w.secret_env) for w in config.webhooks),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AutomationEvent:
+    type: str
+    site: str
+    visitor: str
+    at: float
+    customer: str | None = None  # the shop's customer id, verified identities only
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_fields(self) -> dict[str, str]:
+        """The stream entry (every value a string; ``customer`` empty when none)."""
+        return {
+            "type": self.type,
+            "site": self.site,
+            "visitor": self.visitor,
+            "customer": self.customer or "",
+            "at": f"{self.at:.3f}",
+            "payload": json.dumps(dict(self.payload), separators=(",", ":"), sort_keys=True),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The webhook body."""
+        return {
+            "type": self.type,
+            "site": self.site,
+            "visitor": self.visitor,
+            "customer": self.customer,
+            "at": self.at,
+            "payload": dict(self.payload),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[Any, Any]) -> AutomationEvent:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(
+            type=f["type"],
+            site=f["site"],
+            visitor=f["visitor"],
+            at=float(f["at"]),
+            customer=f.get("customer") or None,
+            payload=json.loads(f.get("payload") or "{}"),
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def customer_of(profile: Profile) -> str | None:
+    return profile.customer_id if profile.level == "verified" else None
+
+
+def cart_items(cart: Cart) -> list[dict[str, Any]]:
+    return [
+        {"sku": line.sku, "qty": line.qty, "price": line.price, "name": line.name}
+        for line in cart.lines
+    ]
+
+
+def cart_payload(cart: Cart) -> dict[str, Any]:
+    return {
+        "items": cart_items(cart),
+        "value": cart.value,
+        "currency": cart.currency,
+        "changed_at": cart.updated_at,
+    }
+
+
+def derive(
+    site: str,
+    before: Profile | None,
+    after: Profile,
+    event: p.Event,
+    cfg: Automation,
+    intelligence: Intelligence,
+    now: float,
+) -> list[AutomationEvent]:
+    """The automation events of one applied event (``cart_abandoned`` and
+    ``coupon_issued`` come from elsewhere: the deadline claimer, the reveal)."""
+    if after is before:  # a replayed event
+        return []
+    out: list[AutomationEvent] = []
+
+    def emit(kind: str, **payload: Any) -> None:
+        out.append(AutomationEvent(kind, site, after.visitor, now, customer_of(after), payload))
+
+    old_level = before.level if before is not None else "anonymous"
+    if _RANK[after.level] > _RANK[old_level]:
+        emit("identified", level=after.level)
+    if isinstance(event, p.Purchase) and after.orders > (before.orders if before else 0):
+        items = [{"sku": i.sku, "qty": i.qty, "price": i.price} for i in event.items]
+        emit(
+            "purchase",
+            order_id=event.order_id,
+            value=event.value,
+            currency=event.currency,
+            items=items,
+        )
+    if isinstance(event, p.PageView) and cfg.watched:
+        path = _path(event.url)
+        if path is not None and any(pattern.search(path) for pattern in cfg.watched):
+            emit("watched_page_visited", path=path)
+    if after.score_crossed_at is not None and (before is None or before.score_crossed_at is None):
+        emit("score_threshold", score=round(after.score, 2))
+    if _new_visit(before, after) and winback(after, intelligence):
+        assert after.session is not None and after.previous_visit_at is not None
+        away = (after.session.started_at - after.previous_visit_at) / DAY_S
+        emit("winback_returned", days_away=round(away, 1))
+    if isinstance(event, p.Widget) and event.action == "convert":
+        emit("widget_converted", campaign=event.campaign, variant=event.variant, step=event.step)
+    return out
+
+
+def _new_visit(before: Profile | None, after: Profile) -> bool:
+    if after.session is None:
+        return False
+    return (
+        before is None
+        or before.session is None
+        or before.session.started_at != after.session.started_at
+    )
+
+
+def _path(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return None
+
+
+Deadline = tuple[Literal["schedule"], float] | tuple[Literal["cancel"], None] | None
+
+
+def deadline(before: Profile | None, after: Profile, event: p.Event, cfg: Automation) -> Deadline:
+    """What one applied event does to the visitor's abandoned-cart deadline:
+    a non-empty cart change (re)schedules it at ``updated_at + window``; an
+    emptied cart or a new order cancels it; anything else leaves it alone."""
+    if after is before:
+        return None
+    if isinstance(event, p.Cart):
+        if after.cart.lines:
+            return ("schedule", after.cart.updated_at + cfg.cart_window_s)
+        return ("cancel", None)
+    if isinstance(event, p.Purchase) and after.orders > (before.orders if before else 0):
+        return ("cancel", None)
+    return None
+
+
+def abandoned(profile: Profile, cfg: Automation, now: float) -> bool:
+    """``cart.abandoned``: the cart is not empty and has not changed for the
+    site's window: exactly when the claimer emits ``cart_abandoned`` (give or
+    take its polling interval)."""
+    return bool(profile.cart.lines) and now - profile.cart.updated_at >= cfg.cart_window_s

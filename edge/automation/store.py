@@ -1,0 +1,261 @@
+"""Where automation events go: a Redis Stream per site (or an in-memory ring
+for the embedded store), abandoned-cart deadlines, and webhook dead letters.
+
+Consumers read the stream with consumer groups (docs/operations.md,
+"Automation events"); the stream is capped with ``XADD MAXLEN ~``.
+
+Abandoned carts: a deadline per visitor in a sorted set (score: when the cart
+counts as abandoned) with the cart it was set for in a hash. ``claim_due``
+runs one Lua script per site that pops the due deadlines, reads their carts
+and appends the ``cart_abandoned`` events to the stream, all atomically: with
+any number of processes claiming at once, each deadline is emitted once, and
+a process dying after the claim cannot lose the stream entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from edge import keys
+from edge.automation.events import AutomationEvent
+from edge.errors import StoreError
+
+MEMORY_RING = 10_000
+Deadline = tuple[str, float | None, Mapping[str, Any] | None]  # visitor, due or None, cart
+DEAD_LETTERS = 1000
+
+
+class AutomationStore(Protocol):
+    async def publish(self, site: str, events: Sequence[AutomationEvent]) -> None:
+        """Append to the site's stream; one round trip for Redis."""
+        ...
+
+    async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
+        """Set (``due`` a time, ``cart`` the event's customer and payload) or
+        cancel (``due`` None) visitors' abandoned-cart deadlines, in order."""
+        ...
+
+    async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
+        """Pop the deadlines due at ``now``, publish and return their
+        ``cart_abandoned`` events; each deadline is claimed by one caller only."""
+        ...
+
+    async def read(
+        self, site: str, count: int, after: str | None = None
+    ) -> list[tuple[str, AutomationEvent]]:
+        """Up to ``count`` entries (id, event): the latest ones when ``after`` is
+        None, else those after that id, oldest first."""
+        ...
+
+    async def dead_letter(self, site: str, record: Mapping[str, Any]) -> None: ...
+
+    async def dead_letters(self, site: str) -> list[dict[str, Any]]: ...
+
+
+def _abandoned(site: str, visitor: str, due: float, cart: Mapping[str, Any]) -> AutomationEvent:
+    return AutomationEvent(
+        "cart_abandoned", site, visitor, due, cart.get("customer"), cart.get("payload") or {}
+    )
+
+
+class MemoryAutomation:
+    """For the embedded store (one process): bounded rings of events."""
+
+    def __init__(self, maxlen: int = MEMORY_RING) -> None:
+        self._maxlen = maxlen
+        self._streams: dict[str, deque[tuple[str, AutomationEvent]]] = {}
+        self._due: dict[str, dict[str, tuple[float, Mapping[str, Any]]]] = {}
+        self._dead: dict[str, deque[dict[str, Any]]] = {}
+        self._seq = 0
+
+    async def publish(self, site: str, events: Sequence[AutomationEvent]) -> None:
+        ring = self._streams.setdefault(site, deque(maxlen=self._maxlen))
+        for event in events:
+            self._seq += 1
+            ring.append((f"{int(event.at * 1000)}-{self._seq}", event))
+
+    async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
+        table = self._due.setdefault(site, {})
+        for visitor, due, cart in changes:
+            if due is None:
+                table.pop(visitor, None)
+            else:
+                table[visitor] = (due, cart or {})
+
+    async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
+        table = self._due.get(site, {})
+        due = sorted((at, visitor) for visitor, (at, _) in table.items() if at <= now)[:limit]
+        events = [_abandoned(site, v, at, table.pop(v)[1]) for at, v in due]
+        await self.publish(site, events)
+        return events
+
+    async def read(
+        self, site: str, count: int, after: str | None = None
+    ) -> list[tuple[str, AutomationEvent]]:
+        ring = list(self._streams.get(site, ()))
+        if after is None:
+            return ring[-count:] if count > 0 else []
+        newer = [entry for entry in ring if _id(entry[0]) > _id(after)]
+        return newer[:count]
+
+    async def dead_letter(self, site: str, record: Mapping[str, Any]) -> None:
+        self._dead.setdefault(site, deque(maxlen=DEAD_LETTERS)).appendleft(dict(record))
+
+    async def dead_letters(self, site: str) -> list[dict[str, Any]]:
+        return list(self._dead.get(site, ()))
+
+    async def close(self) -> None:
+        return None
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+# KEYS[1] deadlines (zset), KEYS[2] carts (hash: <visitor> -> payload JSON,
+# <visitor>:c -> customer id), KEYS[3] the stream.
+# ARGV[1] now, ARGV[2] limit, ARGV[3] stream max length, ARGV[4] site.
+# Returns [visitor, due, payload, customer, ...] of the deadlines this call claimed.
+CLAIM_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
+  tonumber(ARGV[2]))
+local out = {}
+for i = 1, #due, 2 do
+  local visitor, at = due[i], due[i + 1]
+  redis.call('ZREM', KEYS[1], visitor)
+  local cart = redis.call('HMGET', KEYS[2], visitor, visitor .. ':c')
+  redis.call('HDEL', KEYS[2], visitor, visitor .. ':c')
+  local payload, customer = cart[1] or '{}', cart[2] or ''
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
+    'type', 'cart_abandoned', 'site', ARGV[4], 'visitor', visitor, 'customer', customer,
+    'at', string.format('%.3f', tonumber(at)), 'payload', payload)
+  table.insert(out, visitor)
+  table.insert(out, at)
+  table.insert(out, payload)
+  table.insert(out, customer)
+end
+return out
+"""
+
+
+class RedisAutomation:
+    """Streams, deadlines and dead letters in Redis (layout in ``edge.keys``)."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, maxlen: int = 100_000, owns_client: bool = False
+    ) -> None:
+        self._client = client
+        self._maxlen = maxlen
+        self._owns_client = owns_client
+        self._claim = client.register_script(CLAIM_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisAutomation:
+        return cls(aioredis.Redis.from_url(url), owns_client=True, **options)
+
+    async def publish(self, site: str, events: Sequence[AutomationEvent]) -> None:
+        if not events:
+            return
+        stream = keys.automation_stream(site)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.xadd(stream, event.to_fields(), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"publishing automation events failed: {exc}") from exc
+
+    async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
+        if not changes:
+            return
+        carts = keys.cart_payloads(site)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for visitor, due, cart in changes:
+                    if due is None:
+                        pipe.zrem(keys.cart_deadlines(site), visitor)
+                        pipe.hdel(carts, visitor, f"{visitor}:c")
+                    else:
+                        cart = cart or {}
+                        payload = json.dumps(cart.get("payload") or {}, separators=(",", ":"))
+                        pipe.zadd(keys.cart_deadlines(site), {visitor: due})
+                        pipe.hset(
+                            carts,
+                            mapping={visitor: payload, f"{visitor}:c": cart.get("customer") or ""},
+                        )
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"recording a cart deadline failed: {exc}") from exc
+
+    async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
+        try:
+            reply = await self._claim(
+                keys=[
+                    keys.cart_deadlines(site),
+                    keys.cart_payloads(site),
+                    keys.automation_stream(site),
+                ],
+                args=[repr(now), limit, self._maxlen, site],
+            )
+        except RedisError as exc:
+            raise StoreError(f"claiming abandoned carts failed: {exc}") from exc
+        events = []
+        for i in range(0, len(reply), 4):
+            try:
+                payload = json.loads(_text(reply[i + 2]))
+            except ValueError:
+                payload = {}
+            cart = {"customer": _text(reply[i + 3]) or None, "payload": payload}
+            events.append(_abandoned(site, _text(reply[i]), float(reply[i + 1]), cart))
+        return events
+
+    async def read(
+        self, site: str, count: int, after: str | None = None
+    ) -> list[tuple[str, AutomationEvent]]:
+        stream = keys.automation_stream(site)
+        if count <= 0:
+            return []
+        try:
+            rows: Any
+            if after is None:
+                rows = list(reversed(await self._client.xrevrange(stream, count=count) or []))
+            else:
+                rows = await self._client.xrange(stream, min=f"({after}", count=count) or []
+        except RedisError as exc:
+            raise StoreError(f"reading automation events failed: {exc}") from exc
+        return [
+            (_text(entry_id), AutomationEvent.from_fields(fields or {}))
+            for entry_id, fields in rows
+        ]
+
+    async def dead_letter(self, site: str, record: Mapping[str, Any]) -> None:
+        key = keys.webhook_dead_letters(site)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, json.dumps(dict(record), separators=(",", ":")))
+                pipe.ltrim(key, 0, DEAD_LETTERS - 1)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"recording a dead letter failed: {exc}") from exc
+
+    async def dead_letters(self, site: str) -> list[dict[str, Any]]:
+        try:
+            rows = await self._client.lrange(keys.webhook_dead_letters(site), 0, -1)
+        except RedisError as exc:
+            raise StoreError(f"reading dead letters failed: {exc}") from exc
+        return [json.loads(row) for row in rows]
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
