@@ -20,20 +20,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from edge.decisioning.config import AutomationConfig
+from edge.decisioning.config import AutomationEvent as EventKind
 from edge.intelligence import DAY_S, Intelligence, winback
 from edge.profile import Cart, Profile
 from edge.tracker import protocol as p
 
-EventType = Literal[
-    "identified",
-    "cart_abandoned",
-    "purchase",
-    "watched_page_visited",
-    "score_threshold",
-    "winback_returned",
-    "coupon_issued",
-    "widget_converted",
-]
+EventType = EventKind  # one list of event types, in the configuration module
 _RANK = {"anonymous": 0, "claimed": 1, "verified": 2}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -163,7 +163,7 @@ class CapsConfig(_Strict):
 
 # --- automation events out (edge.automation; docs/configuration.md, "automation") ---
 
-AUTOMATION_EVENTS = (
+AutomationEvent = Literal[
     "identified",
     "cart_abandoned",
     "purchase",
@@ -172,7 +172,8 @@ AUTOMATION_EVENTS = (
     "winback_returned",
     "coupon_issued",
     "widget_converted",
-)
+]
+AUTOMATION_EVENTS: tuple[str, ...] = get_args(AutomationEvent)
 
 
 class WebhookConfig(_Strict):
