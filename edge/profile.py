@@ -176,6 +176,19 @@ class Session(NamedTuple):
     pages: tuple[str, ...] = ()  # paths, most recent first, bounded
 
 
+class Touch(NamedTuple):
+    """Where a visit came from, kept as first touch (the visitor's first visit)
+    and last touch (the latest visit from a non-direct source) for attribution."""
+
+    source: str = "direct"
+    medium: str = "none"
+    campaign: str | None = None
+    term: str | None = None
+    referrer_domain: str | None = None
+    landing: str | None = None
+    at: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     visitor: str
@@ -218,10 +231,23 @@ class Profile:
     # exactly-once bookkeeping
     streams: tuple[Stream, ...] = ()
     event_ids: tuple[str, ...] = ()
+    # attribution
+    first_touch: Touch | None = None
+    last_touch: Touch | None = None
+    # identity links (edge.merge): a device profile merged into a customer's
+    # profile points at it; the customer's profile lists the devices merged in
+    merged_into: str | None = None  # set: events of this visitor go to that profile
+    merge_pending: bool = False  # sealed, and its data may not be in the target yet
+    merged_from: tuple[str, ...] = ()  # device visitor ids merged in, most recent first
 
     @property
     def identified(self) -> bool:
         return self.level != "anonymous"
+
+    @property
+    def sealed(self) -> bool:
+        """Merged into another profile: nothing may be applied here any more."""
+        return self.merged_into is not None
 
     def stream(self, session: str) -> Stream | None:
         for stream in self.streams:
@@ -301,6 +327,11 @@ _PLAIN = (
     "popup_page",
     "streams",
     "event_ids",
+    "first_touch",
+    "last_touch",
+    "merged_into",
+    "merge_pending",
+    "merged_from",
 )
 
 
@@ -361,7 +392,16 @@ def from_wire(data: dict[str, Any]) -> Profile:
         popup_page=data.get("popup_page", -1),
         streams=_records(Stream, data.get("streams")),
         event_ids=data.get("event_ids") or (),
+        first_touch=_touch(data.get("first_touch")),
+        last_touch=_touch(data.get("last_touch")),
+        merged_into=data.get("merged_into"),
+        merge_pending=data.get("merge_pending", False),
+        merged_from=data.get("merged_from") or (),
     )
+
+
+def _touch(values: Any) -> Touch | None:
+    return Touch(*values) if values else None  # Touch(*...): shorter (older) arrays get defaults
 
 
 def encode_profile(profile: Profile) -> bytes:

@@ -34,6 +34,7 @@ from edge.profile import (
     Purchased,
     Session,
     Stream,
+    Touch,
     ViewedProduct,
     evolve,
 )
@@ -115,8 +116,10 @@ def _bookkeeping(
     source = _arrival(profile.session, event, ctx, site)
     current = profile.session
     if current is None or now - current.last_at > site.session_timeout_s or source is not None:
-        changes["session"] = _start_session(source or DIRECT, event, ctx, now)
+        session = _start_session(source or DIRECT, event, ctx, now)
+        changes["session"] = session
         changes["visits"] = profile.visits + 1
+        changes.update(_touches(profile, session))
         if current is not None:
             changes["previous_visit_at"] = current.last_at
     else:
@@ -166,6 +169,27 @@ def _start_session(source: Source, event: p.Event, ctx: VisitContext, now: float
         term=source.term,
         referrer_domain=source.referrer_domain,
     )
+
+
+def _touches(profile: Profile, session: Session) -> Changes:
+    """First touch: the first visit's source, whatever it was. Last touch: the
+    latest visit that came from somewhere (direct visits do not overwrite it,
+    the usual last non-direct click rule)."""
+    touch = Touch(
+        session.source,
+        session.medium,
+        session.campaign,
+        session.term,
+        session.referrer_domain,
+        session.landing,
+        session.started_at,
+    )
+    changes: Changes = {}
+    if profile.first_touch is None:
+        changes["first_touch"] = touch
+    if session.medium != "none" or profile.last_touch is None:
+        changes["last_touch"] = touch
+    return changes
 
 
 def _front(item: T, items: tuple[T, ...], same: Callable[[T], bool], bound: int) -> tuple[T, ...]:

@@ -19,6 +19,7 @@ from edge.profile import (
     Profile,
     Session,
     Stream,
+    Touch,
     ViewedProduct,
     evolve,
 )
@@ -93,7 +94,40 @@ def test_first_page_view_builds_the_whole_profile() -> None:
         ),
         streams=(Stream(TAB, 1, 0b1, T0),),
         event_ids=("ev-000001",),
+        first_touch=Touch(landing=f"{SHOP}/c/lamps", at=T0),
+        last_touch=Touch(landing=f"{SHOP}/c/lamps", at=T0),
     )
+
+
+def test_first_and_last_touch_follow_the_last_non_direct_rule() -> None:
+    social = "/?utm_source=facebook&utm_medium=social&utm_campaign=spring"
+    profile = apply(landed(), page_view(2, social), CTX, SITE, T0 + 60)
+    assert profile.first_touch == Touch(landing=f"{SHOP}/c/lamps", at=T0)
+    assert profile.last_touch == Touch(
+        "facebook", "social", "spring", None, None, f"{SHOP}{social}", T0 + 60
+    )
+    # a later direct visit (after the session timed out) starts a visit but
+    # leaves the last touch where it was
+    later = T0 + SITE.session_timeout_s + 3600
+    direct = apply(profile, page_view(3, "/"), CTX, SITE, later)
+    assert direct.session is not None and direct.session.source == "direct"
+    assert direct.visits == profile.visits + 1
+    assert direct.last_touch == profile.last_touch
+    assert direct.first_touch == profile.first_touch
+    search = apply(
+        direct,
+        page_view(4, "/x", referrer="https://www.google.com/search?q=floor+lamp"),
+        CTX,
+        SITE,
+        later + 5,
+    )
+    assert search.last_touch is not None
+    assert (search.last_touch.source, search.last_touch.medium, search.last_touch.term) == (
+        "google",
+        "search",
+        "floor lamp",
+    )
+    assert search.first_touch == profile.first_touch
 
 
 def test_new_profile() -> None:

@@ -20,7 +20,8 @@ from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import BadVisitorId, ConfigError, StoreError
 from edge.explain import CLIENT_TRIGGERS
-from edge.ids import check_visitor_id, new_id
+from edge.identity import customer_visitor
+from edge.ids import check_visitor_id, is_valid_id, new_id
 from edge.settings import Settings
 from edge.sites import Site
 from edge.tracker.context import VisitContext
@@ -105,10 +106,24 @@ def _site(request: Request) -> Site:
 
 
 def _visitor(value: str | None) -> str:
+    """A device's visitor id, or a customer profile's id (``c`` + 32 hex)."""
+    if isinstance(value, str) and value[:1] == "c" and is_valid_id(value[1:]):
+        return value
     try:
         return check_visitor_id(value)
     except BadVisitorId as exc:
         raise Problem(400, str(exc)) from None
+
+
+def _subject(request: Request, site: Site) -> str:
+    """The profile a privacy request names: ``/visitors/<id>`` or
+    ``/customers/<the shop's customer id>``."""
+    customer = request.path_params.get("customer")
+    if customer is not None:
+        if not 0 < len(customer) <= 128:
+            raise Problem(400, "customer id must be 1 to 128 characters")
+        return customer_visitor(site.id, customer)
+    return _visitor(request.path_params["visitor"])
 
 
 def _days(request: Request) -> int:
@@ -146,7 +161,7 @@ async def campaigns(request: Request) -> Response:
 
 async def export(request: Request) -> Response:
     ingest, site = _ingest(request), _site(request)
-    visitor = _visitor(request.path_params["visitor"])
+    visitor = _subject(request, site)
     data = await privacy.export_visitor(
         ingest.ledger.store,
         ingest.widgets.pools,
@@ -161,7 +176,7 @@ async def export(request: Request) -> Response:
 
 async def erase(request: Request) -> Response:
     ingest, site = _ingest(request), _site(request)
-    visitor = _visitor(request.path_params["visitor"])
+    visitor = _subject(request, site)
     settings: Settings = request.app.state.settings
     report = await privacy.erase_visitor(
         ingest.ledger.store,
@@ -185,6 +200,8 @@ async def explain(request: Request) -> Response:
     trigger = request.query_params.get("trigger", "page_view")
     user_agent = request.query_params.get("user_agent", "")
     stored = await ingest.ledger.store.load(site.id, visitor)
+    if stored is not None and stored.profile.merged_into is not None:  # a device: its customer
+        stored = await ingest.ledger.store.load(site.id, stored.profile.merged_into)
     profile = stored.profile if stored else None
     now = ingest.clock()
     ctx = VisitContext(visitor, new_id(), user_agent=user_agent, url=url)
@@ -269,6 +286,8 @@ routes: list[BaseRoute] = [
     Route("/sites/{site}/campaigns", _guard(campaigns), methods=["GET"]),
     Route("/sites/{site}/visitors/{visitor}", _guard(export), methods=["GET"]),
     Route("/sites/{site}/visitors/{visitor}", _guard(erase), methods=["DELETE"]),
+    Route("/sites/{site}/customers/{customer}", _guard(export), methods=["GET"]),
+    Route("/sites/{site}/customers/{customer}", _guard(erase), methods=["DELETE"]),
     Route("/sites/{site}/explain", _guard(explain), methods=["GET"]),
     Route("/reload", _guard(reload), methods=["POST"]),
 ]

@@ -20,7 +20,7 @@ from edge.automation.config import automation_of
 from edge.automation.events import abandoned
 from edge.intelligence import attributes as intelligence_attributes
 from edge.intelligence import days_to_birthday
-from edge.profile import Profile
+from edge.profile import Profile, Touch
 from edge.tracker.context import VisitContext
 
 if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
 
 DAY_S = 86400.0
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+TOUCH_FIELDS = frozenset(
+    {"source", "medium", "campaign", "search_phrase", "referrer_domain", "landing_page", "days_ago"}
+)
 
 # namespace -> its attributes; None marks an open namespace keyed by ids.
 KNOWN: dict[str, frozenset[str] | None] = {
@@ -62,6 +66,8 @@ KNOWN: dict[str, frozenset[str] | None] = {
             "pages",
         }
     ),
+    "first_touch": TOUCH_FIELDS,
+    "last_touch": TOUCH_FIELDS,
     "page": frozenset({"url", "path", "type", "category", "product", "query"}),
     "device": frozenset({"type", "os", "browser", "bot"}),
     "cart": frozenset(
@@ -228,6 +234,8 @@ def _profile_attrs(profile: Profile, now: float) -> dict[str, Any]:
             "referrer": session.referrer if session else None,
             "pages": list(session.pages) if session else [],
         },
+        "first_touch": _touch(profile.first_touch, now),
+        "last_touch": _touch(profile.last_touch, now),
         "cart": {
             "items": sum(line.qty for line in cart.lines),
             "lines": len(cart.lines),
@@ -259,6 +267,20 @@ def _profile_attrs(profile: Profile, now: float) -> dict[str, Any]:
             for c in profile.campaigns
         },
         "events": {c.name: c.total for c in profile.custom},
+    }
+
+
+def _touch(touch: Touch | None, now: float) -> dict[str, Any]:
+    if touch is None:
+        touch = Touch()
+    return {
+        "source": touch.source,
+        "medium": touch.medium,
+        "campaign": touch.campaign,
+        "search_phrase": touch.term,
+        "referrer_domain": touch.referrer_domain,
+        "landing_page": _path(touch.landing),
+        "days_ago": _days(touch.at, now) if touch.at else None,
     }
 
 

@@ -166,6 +166,13 @@ class Campaign:
         digest = hashlib.blake2b(f"{salt}|{self.id}|{visitor}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
+    def sticky(self, shown: str, visitor: str) -> Variant | None:
+        """The arm a visitor was shown before (``holdout``: None), or their
+        hashed arm when that arm is no longer configured."""
+        if shown == "holdout" and self.holdout:
+            return None
+        return next((v for v in self.variants if v.id == shown), None) or self.arm(visitor)
+
     def arm(self, visitor: str) -> Variant | None:
         """The experiment arm: None for the holdout group."""
         if self.holdout and self.bucket(visitor, "holdout") < self.holdout:

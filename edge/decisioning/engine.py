@@ -147,7 +147,8 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
                 if explain:
                     trace.append(f"campaign {campaign.id}: {reason}")
                 continue
-        decision = _choose(campaign, ctx.visitor, _step(campaign, state, profile))
+        unit = profile.visitor if profile is not None else ctx.visitor
+        decision = _choose(campaign, unit, state, _step(campaign, state, profile))
         items.append(decision)
         if not decision.holdout:
             taken[campaign.placement] = campaign.id
@@ -272,8 +273,15 @@ def _step(campaign: Campaign, state: CampaignState | None, profile: Profile | No
     return step
 
 
-def _choose(campaign: Campaign, visitor: str, step: int) -> Decision:
-    arm = campaign.arm(visitor)
+def _choose(campaign: Campaign, unit: str, state: CampaignState | None, step: int) -> Decision:
+    """The arm is the one this visitor was shown before (so signing in, which
+    moves them to their customer profile, keeps their arm), else a stable
+    hash of the profile id: one customer's devices share it."""
+    arm = (
+        campaign.arm(unit)
+        if state is None or not state.variant
+        else campaign.sticky(state.variant, unit)
+    )
     trigger = campaign.trigger.to_wire()
     if arm is None:
         return Decision(

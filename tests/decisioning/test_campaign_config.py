@@ -122,7 +122,8 @@ def test_unknown_namespace(tmp_path: Path) -> None:
     """
     assert only_problem(tmp_path, text) == (
         "4: campaigns[0].audience['sesion.pageviews']: unknown attribute 'sesion.pageviews': "
-        "namespaces are visitor, session, page, device, cart, orders, viewed, segments, "
+        "namespaces are visitor, session, first_touch, last_touch, page, device, cart, "
+        "orders, viewed, segments, "
         "campaigns, events, time, rfm, score, interests, lifecycle"
     )
 

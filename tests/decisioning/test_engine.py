@@ -8,6 +8,7 @@ test goes through the same path as production: events -> profile -> decide.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import textwrap
 from datetime import datetime
@@ -863,3 +864,30 @@ def test_demo_hero_banner_by_traffic_source(demo: Site) -> None:
     elsewhere = demo_browser(demo, visitor="3b2c3d4e5f60718293a4b5c6d7e8f903")
     elsewhere.view(f"{DEMO_HOST}/demo/c/lighting", referrer="https://www.google.com/")
     assert {"hero-social", "hero-search"}.isdisjoint(elsewhere.shown())
+
+
+def test_a_visitor_keeps_their_arm_when_their_profile_id_changes(tmp_path: Path) -> None:
+    """Signing in moves a visitor to their customer profile (another id, so
+    another hash): the arm they were shown is kept; a customer's devices that
+    saw nothing yet share the customer's arm."""
+    site = make_site(tmp_path, EXPERIMENT)
+    ids = visitor_ids(200)
+    device = ids[0]
+    shown = arms(site, device)["split"]
+    customer = next(v for v in ids[1:] if arms(site, v)["split"] != shown)
+    browser = Browser(site, visitor=device)
+    browser.view("/")
+    browser.widget("split", "impression", variant=shown)
+    browser.view("/next", after=30 * HOUR)  # a later visit: no cap stands in the way
+    assert browser.profile is not None
+    moved = dataclasses.replace(browser.profile, visitor=customer)
+    ctx = VisitContext(visitor=device, session=TAB)
+    later = T0 + 30 * HOUR + 60
+    got = {d.campaign: d.variant for d in decide(moved, ctx, site, later).items}
+    assert got["split"] == shown
+    # a second device of that customer, with nothing shown yet: the customer's arm
+    other = dataclasses.replace(moved, campaigns=())
+    fresh = {
+        d.campaign: d.variant for d in decide(other, VisitContext(ids[5], TAB), site, T0).items
+    }
+    assert fresh["split"] == arms(site, customer)["split"]
