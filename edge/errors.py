@@ -2,6 +2,7 @@
 
     EdgeError
     ├── ConfigError              a site's YAML is invalid (names file, line, key)
+    ├── BadRedisUrl              --redis / EDGE_REDIS_URL cannot be used (also a ValueError)
     ├── ProtocolError            a client sent something we refuse; carries a
     │   │                        machine-readable ``code`` for the error frame
     │   ├── MalformedFrame       undecodable JSON / msgpack (close 1007)
@@ -12,6 +13,8 @@
     │   ├── OriginRefused        Origin header not allowed for the site
     │   └── IdentityRejected     forged, expired or foreign identity token
     └── StoreError               the profile store failed or timed out
+        └── ProfileMoved         the profile was merged into another one while
+                                 events were waiting to be stored (resend them)
 
 ``ConditionError`` (edge.decisioning.conditions) subclasses ``ValueError``
 so the condition compiler can be used on its own; the site loader turns it
@@ -74,3 +77,15 @@ class IdentityRejected(ProtocolError):
 
 class StoreError(EdgeError):
     """The profile store failed (connection lost, timeout, bad data)."""
+
+
+class ProfileMoved(StoreError):
+    """The visitor's profile was merged into a customer's profile (by another
+    tab or process) before these events were stored. They were not stored and
+    not acknowledged: the tracker resends them, and they go to the customer's
+    profile."""
+
+
+class BadRedisUrl(EdgeError, ValueError):
+    """``--redis`` / ``EDGE_REDIS_URL`` is not a Redis URL edge can use. The
+    message names the problem and the accepted forms, never the password."""

@@ -7,6 +7,26 @@ single-slot script. Site-wide keys get their own tags.
     edge:p:{<site>:<visitor>}     hash  v = version (int), p = msgpack profile
                                   TTL: anonymous_ttl_days; identified: none by default
     edge:gone:{<site>:<visitor>}  string  erased at (unix s); TTL erasure_tombstone_days
+
+Redis Cluster hashes only the text between the first ``{`` and the next ``}``
+(the tag), so keys with one tag share a slot, whatever follows the tag. The
+rule every Redis user keeps: whatever must be atomic is one Lua script (edge
+sends no MULTI: ``edge.stores.connect`` says why) over keys of one tag, all
+passed in KEYS. Per tag, that is:
+
+    {<site>:<visitor>}       profile compare-and-set and erasure (profile, tombstone)
+    {sig:<site>}             a site's recommendation signals (one script sums 24 hour
+                             buckets into their cache)
+    {cp:<site>:<campaign>}   one coupon pool (load, claim)
+    {st:<site>:<campaign>}   one campaign's statistics, a hash per day (no script)
+    {au:<site>}              a site's automation stream, cart deadlines, dead letters
+                             (the abandoned-cart claim pops, reads and appends at once)
+
+Batches across tags (a flush's profiles, statistics of several campaigns) are
+non-transactional pipelines; the cluster client splits them by master. How
+keys spread: visitors over the whole cluster; signals, automation and the
+site-wide part of each site on one slot per site (a busy site's signals load
+one master); pools and statistics one slot per campaign.
 """
 
 from __future__ import annotations
@@ -16,6 +36,19 @@ PREFIX = "edge"
 
 def profile(site: str, visitor: str) -> str:
     return f"{PREFIX}:p:{{{site}:{visitor}}}"
+
+
+def profile_pattern(site: str) -> str:
+    """``edge:p:{<site>:*}``: a SCAN MATCH pattern for every profile key of one
+    site (``ProfileStore.iter_profiles``). Braces are literal in Redis glob
+    patterns; the glob characters ``* ? [ ] \\`` are escaped in the site id, which
+    its validation (``edge.sites.SITE_ID``) already keeps free of them. Site ids
+    contain no ``:``, so the pattern matches no other site's keys; tombstones
+    (``edge:gone:``) have another prefix. On Redis Cluster the keys of one site
+    are spread over every node (the tag holds the visitor), so a scan visits all
+    primaries."""
+    escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in site)
+    return f"{PREFIX}:p:{{{escaped}:*}}"
 
 
 def tombstone(site: str, visitor: str) -> str:
@@ -117,7 +150,8 @@ def campaign_stats(site: str, campaign: str, day: str) -> str:
 # --- automation events out (edge.automation) ------------------------------------
 #
 # One tag per site, ``{au:<site>}``: the claim script pops due deadlines, reads
-# their carts and appends to the stream in one atomic single-slot call.
+# their carts and appends to the stream in one atomic single-slot call, and the
+# schedule script sets or cancels deadlines together with their carts.
 #
 #     edge:au:{au:<site>}:events   stream  automation events, XADD MAXLEN ~ (setting
 #                                          automation_stream_maxlen); fields type, site,

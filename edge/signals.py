@@ -37,12 +37,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from edge import keys
 from edge.errors import StoreError
 from edge.profile import Profile
+from edge.stores import connect, lua
+from edge.stores.connect import REDIS_ERRORS, RedisClient
 from edge.tracker import protocol as p
 
 SignalKind = Literal["viewed_together", "bought_together", "bestsellers", "trending"]
@@ -209,7 +208,8 @@ class MemorySignalStore:
         return None
 
 
-# KEYS[1] the trending cache, KEYS[2..] the hour buckets.
+# KEYS[1] the trending cache, KEYS[2..] the hour buckets: all of one site's
+# ``{sig:<site>}`` tag, so one slot on Redis Cluster (the script reads nothing else).
 # ARGV[1] n, ARGV[2] cache TTL in ms (0: do not keep), ARGV[3] members the cache keeps.
 TRENDING_SCRIPT = """
 local n = tonumber(ARGV[1])
@@ -226,6 +226,7 @@ else
 end
 return out
 """
+TRENDING = lua.Script(TRENDING_SCRIPT)
 
 
 class RedisSignalStore:
@@ -237,7 +238,7 @@ class RedisSignalStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         clock: Clock = time.time,
         max_partners: int = MAX_PARTNERS,
@@ -255,11 +256,11 @@ class RedisSignalStore:
         self._cache_ms = int(trending_cache_s * 1000)
         self._rng = rng
         self._owns_client = owns_client
-        self._trending = client.register_script(TRENDING_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSignalStore:
-        return cls(aioredis.Redis.from_url(url), owns_client=True, **options)
+        """Any URL form of ``edge.stores.connect``."""
+        return cls(connect.open_client(url), owns_client=True, **options)
 
     def _target(self, site: str, update: SignalUpdate, hour: int) -> tuple[str, str, int]:
         """(key, member, bound) one update increments."""
@@ -292,7 +293,7 @@ class RedisSignalStore:
                 if any(u.kind == "trending" for u in updates):
                     pipe.expire(keys.trending_bucket(site, hour), (TRENDING_HOURS + 1) * HOUR_S)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"redis signal record failed: {exc}") from exc
 
     async def top(self, site: str, kind: SignalKind, sku: str | None, n: int) -> Scores:
@@ -307,23 +308,34 @@ class RedisSignalStore:
             return [[] for _ in queries]
         hour = int(self._clock() // HOUR_S)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for kind, sku in queries:
-                    await self._query(pipe, site, kind, sku, n, hour)
-                replies = await pipe.execute()
-        except RedisError as exc:
+            replies = await self._read(site, queries, n, hour)
+            if lua.missing(replies):  # Redis forgot the script: load it, read again
+                await TRENDING.load(self._client)
+                replies = await self._read(site, queries, n, hour)
+        except REDIS_ERRORS as exc:
             raise StoreError(f"redis signal read failed: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StoreError(f"redis signal read failed: {reply}")
         return [_scores(reply) for reply in replies]
 
-    async def _query(
+    async def _read(
+        self, site: str, queries: Sequence[tuple[SignalKind, str | None]], n: int, hour: int
+    ) -> list[Any]:
+        """One pipeline, one slot (the site's tag): reads only, so safe to repeat."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for kind, sku in queries:
+                self._query(pipe, site, kind, sku, n, hour)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    def _query(
         self, pipe: Any, site: str, kind: SignalKind, sku: str | None, n: int, hour: int
     ) -> None:
         if kind == "trending":
             buckets = [keys.trending_bucket(site, hour - i) for i in range(TRENDING_HOURS)]
-            await self._trending(
-                keys=[keys.trending(site), *buckets],
-                args=[n, self._cache_ms, self._max_ranked],
-                client=pipe,
+            TRENDING.queue(
+                pipe, [keys.trending(site), *buckets], [n, self._cache_ms, self._max_ranked]
             )
         elif kind == "bestsellers":
             pipe.zrevrange(keys.bestsellers(site), 0, n - 1, withscores=True)
@@ -334,10 +346,10 @@ class RedisSignalStore:
 
     async def close(self) -> None:
         if self._owns_client:
-            await self._client.aclose()
+            await connect.close_client(self._client)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._client
 
 

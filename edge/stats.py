@@ -21,11 +21,10 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from redis.exceptions import RedisError
-
 from edge import keys
 from edge.errors import StoreError
 from edge.profile import Profile
+from edge.stores.connect import REDIS_ERRORS, RedisClient
 from edge.tracker import protocol as p
 
 FIELDS = ("impressions", "visitors", "clicks", "closes", "conversions", "orders", "revenue")
@@ -98,7 +97,11 @@ class MemoryStats:
 
 
 class RedisStats:
-    def __init__(self, client: Any) -> None:
+    """One hash per campaign and day. A batch is one non-transactional pipeline:
+    on Redis Cluster its commands go to the masters of their campaigns' slots
+    (one tag per campaign), each increment atomic on its own."""
+
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
 
     async def record(self, site: str, updates: Sequence[StatUpdate]) -> None:
@@ -112,7 +115,7 @@ class RedisStats:
                 for key in touched:
                     pipe.expire(key, KEEP_DAYS * 86400)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"recording campaign statistics failed: {exc}") from exc
 
     async def read(self, site: str, campaign: str, days: Sequence[str]) -> Table:
@@ -121,7 +124,7 @@ class RedisStats:
                 for day in days:
                     pipe.hgetall(keys.campaign_stats(site, campaign, day))
                 rows = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"reading campaign statistics failed: {exc}") from exc
         return {
             day: _table({_text(k): float(v) for k, v in row.items()})

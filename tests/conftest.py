@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.cluster import RedisClusterServers, SentinelServers, redis_cluster, redis_sentinel
 from tests.helpers import EdgeServer, RedisServer, edge_server, redis_server
 
 
@@ -12,6 +13,20 @@ def redis() -> Iterator[RedisServer]:
     """One real redis-server for the session, on a free port."""
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[RedisClusterServers]:
+    """A real 3-master Redis Cluster for the session (tests/cluster.py)."""
+    with redis_cluster() as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def sentinel() -> Iterator[SentinelServers]:
+    """A real master and a Sentinel watching it, for the session."""
+    with redis_sentinel() as servers:
+        yield servers
 
 
 @pytest.fixture(scope="session", params=["embedded", "redis"])

@@ -1,4 +1,5 @@
-"""The delivery guarantees, proven against real processes sharing a real Redis.
+"""The delivery guarantees, proven against real processes sharing a real Redis:
+one server, and a 3-master Redis Cluster (``--redis redis+cluster://...``).
 
 * No lost updates: two server processes write one visitor's profile at once.
 * Exactly-once applied: a whole session replayed three times counts once.
@@ -11,26 +12,31 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from edge import keys
 from edge.profile import Profile, decode_profile
 from tests.client import BROWSER_HEADERS, Visitor
+from tests.cluster import RedisClusterServers, sync_client
 from tests.helpers import EdgeServer, RedisServer, edge_server
 
 FAST = {"EDGE_MAX_MESSAGES_PER_S": "100000"}
 PAGE = "http://127.0.0.1/demo"
 
 
-@pytest.fixture(scope="module")
-def two_servers(redis: RedisServer) -> Iterator[tuple[EdgeServer, EdgeServer, str]]:
-    url = redis.url.replace("/0", "/3")
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def two_servers(request: pytest.FixtureRequest) -> Iterator[tuple[EdgeServer, EdgeServer, str]]:
+    if request.param == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("cluster")
+        url = cluster.url
+    else:
+        server: RedisServer = request.getfixturevalue("redis")
+        url = server.url.replace("/0", "/3")
     with edge_server(redis_url=url, env=FAST) as a, edge_server(redis_url=url, env=FAST) as b:
         yield a, b, url
 
 
 def stored_profile(redis_url: str, visitor: str) -> Profile:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         payload = client.hget(keys.profile("demo", visitor), "p")
     finally:

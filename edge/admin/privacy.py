@@ -21,9 +21,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from edge import keys
+from edge.errors import StoreError
 from edge.ledger import Ledger
 from edge.profile import to_wire
 from edge.stores.base import ProfileStore
+from edge.stores.connect import REDIS_ERRORS
 from edge.stores.redis import RedisStore
 from edge.widgets.coupons import CouponPools
 
@@ -47,36 +49,67 @@ def configured_pools(campaigns: Iterable[Any]) -> list[str]:
 async def pool_campaigns(store: ProfileStore, site: str, configured: Iterable[str]) -> list[str]:
     """The configured pool campaigns, plus (on Redis) every pool of the site
     still in the store: a campaign removed from the configuration keeps its
-    assignments, and they must be found too. One SCAN of the keyspace."""
+    assignments, and they must be found too. One SCAN of the keyspace; on
+    Redis Cluster, of every master's (each pool has its own hash tag, so a
+    site's pools are spread over the cluster)."""
     found = set(configured)
     if isinstance(store, RedisStore):
         head = f"{keys.PREFIX}:cp:{{cp:{site}:"
         pattern = _GLOB.sub(r"\\\1", head) + "*}:given"
-        async for raw in store.client.scan_iter(match=pattern, count=1000):
-            key = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if key.startswith(head) and key.endswith("}:given"):
-                found.add(key[len(head) : -len("}:given")])
+        try:
+            async for raw in store.client.scan_iter(match=pattern, count=1000):
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if key.startswith(head) and key.endswith("}:given"):
+                    found.add(key[len(head) : -len("}:given")])
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"finding the coupon pools of {site} failed: {exc}") from exc
     return sorted(found)
+
+
+async def linked(store: ProfileStore, site: str, visitor: str) -> list[str]:
+    """The visitor and every profile linked to it by identity (``edge.merge``):
+    a device leads to its customer's profile, a customer's profile to every
+    device merged into it. Erasure and export cover them all, since they are
+    one person's data."""
+    found = [visitor]
+    stored = await store.load(site, visitor)
+    customer = stored.profile.merged_into if stored else None
+    if customer is not None:
+        found.append(customer)
+        stored = await store.load(site, customer)
+    if stored is not None:
+        found += [device for device in stored.profile.merged_from if device not in found]
+    return found
 
 
 async def export_visitor(
     store: ProfileStore, pools: CouponPools, site: str, visitor: str, campaigns: Iterable[str]
 ) -> dict[str, Any] | None:
-    """Everything stored about the visitor; None when nothing is."""
-    stored = await store.load(site, visitor)
-    coupons = {}
-    for campaign in await pool_campaigns(store, site, campaigns):
-        code = await pools.code_of(site, campaign, visitor)
-        if code is not None:
-            coupons[campaign] = code
-    if stored is None and not coupons:
+    """Everything stored about the visitor and the profiles linked to it
+    (``linked``); None when nothing is."""
+    pooled = await pool_campaigns(store, site, campaigns)
+    profiles = []
+    coupons: dict[str, str] = {}
+    for key in await linked(store, site, visitor):
+        stored = await store.load(site, key)
+        if stored is not None:
+            profiles.append(
+                {"id": key, "profile": to_wire(stored.profile), "version": stored.version}
+            )
+        for campaign in pooled:
+            code = await pools.code_of(site, campaign, key)
+            if code is not None:
+                coupons[campaign] = code
+    if not profiles and not coupons:
         return None
+    own = profiles[0] if profiles and profiles[0]["id"] == visitor else None
     return {
         "site": site,
         "visitor": visitor,
         "exported_at": time.time(),
-        "profile": to_wire(stored.profile) if stored else None,
-        "profile_version": stored.version if stored else None,
+        "profile": own["profile"] if own else None,
+        "profile_version": own["version"] if own else None,
+        "linked_profiles": [p for p in profiles if p is not own],
         "coupons": coupons,
     }
 
@@ -91,21 +124,30 @@ async def erase_visitor(
     tombstone_s: int,
     ledger: Ledger | None = None,
 ) -> dict[str, Any]:
-    """Erase the profile (leaving a tombstone, see ``ProfileStore.forget``),
-    the coupon assignments and, given the ledger, the hot copy. The store goes
-    first: from then on no write can recreate the profile, so the ledger's
+    """Erase the profile and every profile linked to it (``linked``), each
+    leaving a tombstone (see ``ProfileStore.forget``), their coupon
+    assignments and, given the ledger, their hot copies. The store goes
+    first: from then on no write can recreate a profile, so the ledger's
     pending writes, flushed while it waits, are dropped."""
-    profile = await store.forget(site, visitor, tombstone_s)
-    hot = await ledger.forget(site, visitor) if ledger is not None else False
-    coupons = []
-    for campaign in await pool_campaigns(store, site, campaigns):
-        if await pools.forget(site, campaign, visitor):
-            coupons.append(campaign)
+    pooled = await pool_campaigns(store, site, campaigns)
+    ids = await linked(store, site, visitor)
+    erased: list[str] = []
+    coupons: set[str] = set()
+    hot = False
+    for key in ids:
+        if await store.forget(site, key, tombstone_s):
+            erased.append(key)
+        if ledger is not None and await ledger.forget(site, key):
+            hot = True
+        for campaign in pooled:
+            if await pools.forget(site, campaign, key):
+                coupons.add(campaign)
     return {
         "site": site,
         "visitor": visitor,
-        "profile": profile,
-        "coupons": coupons,
+        "profile": visitor in erased,
+        "linked_profiles": [key for key in erased if key != visitor],
+        "coupons": sorted(coupons),
         "hot_copy": hot,
         "tombstone_days": tombstone_s / 86400,
     }

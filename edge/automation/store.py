@@ -19,12 +19,11 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from edge import keys
 from edge.automation.events import AutomationEvent
 from edge.errors import StoreError
+from edge.stores import connect, lua
+from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 MEMORY_RING = 10_000
 Deadline = tuple[str, float | None, Mapping[str, Any] | None]  # visitor, due or None, cart
@@ -119,6 +118,10 @@ def _id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+# Every key of a site's automation carries the tag ``{au:<site>}``: each script
+# below touches only its KEYS, in one slot, so it is one atomic step on Redis
+# Cluster too.
+#
 # KEYS[1] deadlines (zset), KEYS[2] carts (hash: <visitor> -> payload JSON,
 # <visitor>:c -> customer id), KEYS[3] the stream.
 # ARGV[1] now, ARGV[2] limit, ARGV[3] stream max length, ARGV[4] site.
@@ -143,22 +146,41 @@ for i = 1, #due, 2 do
 end
 return out
 """
+CLAIM = lua.Script(CLAIM_SCRIPT)
+
+# KEYS[1] deadlines (zset), KEYS[2] carts (hash). ARGV: one group of four per
+# change, in order: visitor, due (unix s; '' cancels), payload JSON, customer.
+# The batch is applied at once, so ``claim_due`` never sees a deadline without
+# the cart it was set for (one script, not MULTI: see ``edge.stores.connect``).
+SCHEDULE = lua.Script("""
+for i = 1, #ARGV, 4 do
+  local visitor, due = ARGV[i], ARGV[i + 1]
+  if due == '' then
+    redis.call('ZREM', KEYS[1], visitor)
+    redis.call('HDEL', KEYS[2], visitor, visitor .. ':c')
+  else
+    redis.call('ZADD', KEYS[1], due, visitor)
+    redis.call('HSET', KEYS[2], visitor, ARGV[i + 2], visitor .. ':c', ARGV[i + 3])
+  end
+end
+return #ARGV / 4
+""")
 
 
 class RedisAutomation:
     """Streams, deadlines and dead letters in Redis (layout in ``edge.keys``)."""
 
     def __init__(
-        self, client: aioredis.Redis, *, maxlen: int = 100_000, owns_client: bool = False
+        self, client: RedisClient, *, maxlen: int = 100_000, owns_client: bool = False
     ) -> None:
         self._client = client
         self._maxlen = maxlen
         self._owns_client = owns_client
-        self._claim = client.register_script(CLAIM_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisAutomation:
-        return cls(aioredis.Redis.from_url(url), owns_client=True, **options)
+        """Any URL form of ``edge.stores.connect``."""
+        return cls(connect.open_client(url), owns_client=True, **options)
 
     async def publish(self, site: str, events: Sequence[AutomationEvent]) -> None:
         if not events:
@@ -169,42 +191,34 @@ class RedisAutomation:
                 for event in events:
                     pipe.xadd(stream, event.to_fields(), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"publishing automation events failed: {exc}") from exc
 
     async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
         if not changes:
             return
-        carts = keys.cart_payloads(site)
+        args: list[str] = []
+        for visitor, due, cart in changes:
+            if due is None:
+                args += [visitor, "", "", ""]
+            else:
+                cart = cart or {}
+                payload = json.dumps(cart.get("payload") or {}, separators=(",", ":"))
+                args += [visitor, repr(float(due)), payload, cart.get("customer") or ""]
+        deadlines = [keys.cart_deadlines(site), keys.cart_payloads(site)]
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                for visitor, due, cart in changes:
-                    if due is None:
-                        pipe.zrem(keys.cart_deadlines(site), visitor)
-                        pipe.hdel(carts, visitor, f"{visitor}:c")
-                    else:
-                        cart = cart or {}
-                        payload = json.dumps(cart.get("payload") or {}, separators=(",", ":"))
-                        pipe.zadd(keys.cart_deadlines(site), {visitor: due})
-                        pipe.hset(
-                            carts,
-                            mapping={visitor: payload, f"{visitor}:c": cart.get("customer") or ""},
-                        )
-                await pipe.execute()
-        except RedisError as exc:
+            await SCHEDULE(self._client, deadlines, args)
+        except REDIS_ERRORS as exc:
             raise StoreError(f"recording a cart deadline failed: {exc}") from exc
 
     async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
         try:
-            reply = await self._claim(
-                keys=[
-                    keys.cart_deadlines(site),
-                    keys.cart_payloads(site),
-                    keys.automation_stream(site),
-                ],
-                args=[repr(now), limit, self._maxlen, site],
+            reply = await CLAIM(
+                self._client,
+                [keys.cart_deadlines(site), keys.cart_payloads(site), keys.automation_stream(site)],
+                [repr(now), limit, self._maxlen, site],
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"claiming abandoned carts failed: {exc}") from exc
         events = []
         for i in range(0, len(reply), 4):
@@ -228,7 +242,7 @@ class RedisAutomation:
                 rows = list(reversed(await self._client.xrevrange(stream, count=count) or []))
             else:
                 rows = await self._client.xrange(stream, min=f"({after}", count=count) or []
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"reading automation events failed: {exc}") from exc
         return [
             (_text(entry_id), AutomationEvent.from_fields(fields or {}))
@@ -242,19 +256,19 @@ class RedisAutomation:
                 pipe.lpush(key, json.dumps(dict(record), separators=(",", ":")))
                 pipe.ltrim(key, 0, DEAD_LETTERS - 1)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"recording a dead letter failed: {exc}") from exc
 
     async def dead_letters(self, site: str) -> list[dict[str, Any]]:
         try:
             rows = await self._client.lrange(keys.webhook_dead_letters(site), 0, -1)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"reading dead letters failed: {exc}") from exc
         return [json.loads(row) for row in rows]
 
     async def close(self) -> None:
         if self._owns_client:
-            await self._client.aclose()
+            await connect.close_client(self._client)
 
 
 def _text(value: Any) -> str:

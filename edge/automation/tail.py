@@ -6,11 +6,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from edge import keys
 from edge.automation.events import AutomationEvent
 from edge.automation.store import RedisAutomation
+from edge.stores import connect
 
 
 def line(entry_id: str, event: AutomationEvent) -> str:
@@ -27,8 +26,14 @@ async def tail(
     polls: int | None = None,
 ) -> int:
     """Print the last ``count`` events, then (``follow``) new ones as they come.
-    ``polls`` bounds the follow loop (tests). Returns the number printed."""
-    client = aioredis.Redis.from_url(url)
+    ``polls`` bounds the follow loop (tests). Returns the number printed.
+    ``url``: any form of ``edge.stores.connect``; on a cluster the stream is
+    read from the master of the site's ``{au:<site>}`` slot."""
+    # A blocked XREAD answers after ``block_ms``: the reply deadline allows it.
+    options = connect.ClientOptions(
+        max_connections=2, socket_timeout_s=block_ms / 1000 + 5, connect_timeout_s=5
+    )
+    client = connect.open_client(url, options)
     printed = 0
     try:
         store = RedisAutomation(client)
@@ -51,5 +56,5 @@ async def tail(
                     out(line(last, AutomationEvent.from_fields(fields)))
                     printed += 1
     finally:
-        await client.aclose()
+        await connect.close_client(client)
     return printed

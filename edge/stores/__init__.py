@@ -1,7 +1,9 @@
 """Profile stores: where profiles live between events.
 
 ``base.ProfileStore`` is the interface; ``memory`` is the embedded default,
-``redis`` the shared one. Both pass one contract suite (tests/stores/).
+``redis`` the shared one (one server, Redis Cluster or Sentinel: ``connect``
+reads the URL and builds the client; ``lua`` runs scripts by digest). Both
+pass one contract suite (tests/stores/), the Redis store on each topology.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ create the visitor's profile again is dropped (docs/operations.md, "Privacy").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,6 +65,12 @@ class ProfileStore(Protocol):
         dropped and reported as succeeded, so writers holding events of that
         visitor (a browser's queue, another process's hot copy) move on without
         storing anything. True if a profile was there."""
+        ...
+
+    def iter_profiles(self, site: str) -> AsyncIterator[Profile]:
+        """Every stored profile of ``site``, each once, in no particular order.
+        For offline jobs (``edge rfm propose``), never the hot path: a profile
+        written during the iteration may be seen before or after that write."""
         ...
 
     async def ping(self) -> None: ...

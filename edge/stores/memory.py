@@ -8,8 +8,9 @@ serialisation is needed to keep writers from sharing mutable state.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
+from edge.profile import Profile
 from edge.stores.base import Conflict, Stored, Write
 
 
@@ -72,6 +73,14 @@ class MemoryStore:
             del self._gone[key]
             return False
         return True
+
+    async def iter_profiles(self, site: str) -> AsyncIterator[Profile]:
+        """Every live profile of ``site``, over a snapshot of the keys taken
+        first (the dict may change while the caller awaits between items)."""
+        for key in [k for k in self._data if k[0] == site]:
+            stored = self._get(key)
+            if stored is not None:
+                yield stored.profile
 
     async def ping(self) -> None:
         return None

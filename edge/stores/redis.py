@@ -1,13 +1,17 @@
-"""The Redis store: profiles shared by every worker and every node.
+"""The Redis store: profiles shared by every worker and every node, on one
+Redis server, a Redis Cluster or the master Sentinel names (the URL forms are
+in ``edge.stores.connect``, which builds the client every Redis user shares).
 
 A profile is one hash (see ``edge.keys``): ``v`` its version, ``p`` its
 msgpack bytes. A write is one Lua compare-and-set (atomic on the server, and
 single-slot on Redis Cluster thanks to the key's hash tag); a batch of writes
-is one pipeline, so one round trip carries every profile a flush has.
+is one pipeline, so one round trip carries every profile a flush has (on a
+cluster, one round trip per master holding some of them, sent at once).
 
 The connection pool blocks (up to ``pool_timeout_s``) instead of raising
 "Too many connections" the moment more commands are in flight than it holds:
-redis-py's default pool does raise, and that error would reach visitors.
+redis-py's default pool does raise, and that error would reach visitors. On
+a cluster a gate in front of the client does the same (``edge.stores.connect``).
 
 Every call has a deadline (``socket_timeout_s``, ``connect_timeout_s``; no
 redis-py retries) and goes through a circuit breaker (``edge.breaker``): after
@@ -20,26 +24,17 @@ outages").
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, cast
 
 from edge import keys
 from edge.breaker import CircuitBreaker
 from edge.errors import StoreError
-from edge.profile import decode_profile, encode_profile
+from edge.profile import Profile, decode_profile, encode_profile
+from edge.stores import connect, lua
 from edge.stores.base import Conflict, Stored, StoreUnavailable, Write
-
-# What says "the server is not there" (as opposed to an error it answered with).
-OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+from edge.stores.connect import OUTAGE_ERRORS, REDIS_ERRORS, RedisClient
 
 # KEYS[1] profile, KEYS[2] its erasure tombstone; ARGV[1] expected version,
 # ARGV[2] payload, ARGV[3] TTL in ms (0: persist). Returns 1 on success (or when
@@ -61,19 +56,27 @@ else
 end
 return 1
 """
+CAS = lua.Script(CAS_SCRIPT)
+SCAN_CHUNK = 500  # keys per SCAN COUNT hint and per HGET pipeline (iter_profiles)
+
+# KEYS[1] profile, KEYS[2] its erasure tombstone; ARGV[1] now (unix s), ARGV[2]
+# the tombstone's TTL (s). Both in one atomic step, one slot (one hash tag):
+# a MULTI would do on one server, but not on a cluster (``edge.stores.connect``).
+# Returns how many profiles were deleted (0 or 1).
+FORGET = lua.Script("""
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return deleted
+""")
 
 
 class RedisStore:
     kind = "redis"
 
-    def __init__(self, client: aioredis.Redis, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(self, client: RedisClient, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
         self.breaker = breaker or CircuitBreaker()
         self.errors = 0  # failed calls, the breaker's fast failures included
-        # EVALSHA by a digest computed here: redis-py's Script objects in a
-        # pipeline send SCRIPT EXISTS before every batch, a second round trip
-        # per flush. The script is loaded once, and again if Redis forgot it.
-        self._cas_sha = hashlib.sha1(CAS_SCRIPT.encode()).hexdigest()
 
     @classmethod
     def from_url(
@@ -87,17 +90,18 @@ class RedisStore:
         breaker_failures: int = 3,
         breaker_cooldown_s: float = 0.5,
     ) -> RedisStore:
-        pool = aioredis.BlockingConnectionPool.from_url(
+        """Any URL form of ``edge.stores.connect`` (``BadRedisUrl`` otherwise)."""
+        client = connect.open_client(
             url,
-            max_connections=max_connections,
-            timeout=pool_timeout_s,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            health_check_interval=30,
-            retry=Retry(NoBackoff(), 0),  # the breaker and the ledger retry, not redis-py
+            connect.ClientOptions(
+                max_connections=max_connections,
+                pool_timeout_s=pool_timeout_s,
+                socket_timeout_s=socket_timeout_s,
+                connect_timeout_s=connect_timeout_s,
+            ),
         )
         breaker = CircuitBreaker(failures=breaker_failures, cooldown_s=breaker_cooldown_s)
-        return cls(aioredis.Redis(connection_pool=pool), breaker)
+        return cls(client, breaker)
 
     @property
     def available(self) -> bool:
@@ -115,13 +119,13 @@ class RedisStore:
         probe = not self.breaker.closed
         try:
             if probe:  # after an outage, pooled connections are dead: start afresh
-                await self._client.connection_pool.disconnect(inuse_connections=False)
+                await connect.start_afresh(self._client)
             yield
         except OUTAGE_ERRORS as exc:
             self.errors += 1
             self.breaker.failure()
             raise StoreError(f"redis {what} failed: {exc or type(exc).__name__}") from exc
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self.errors += 1
             self.breaker.success()
             raise StoreError(f"redis {what} failed: {exc}") from exc
@@ -152,21 +156,26 @@ class RedisStore:
             for w in writes
         ]
         async with self._call("commit"):
-            try:
-                replies = await self._cas_batch(payloads)
-            except NoScriptError:  # a restarted or flushed Redis: load it, once
-                await self._client.script_load(CAS_SCRIPT)
-                replies = await self._cas_batch(payloads)
+            replies = await self._cas_batch(payloads)
+            again = lua.missing(replies)
+            if again:  # a restarted, flushed or failed-over node: load it, once
+                await CAS.load(self._client)
+                retried = await self._cas_batch([payloads[i] for i in again])
+                for i, reply in zip(again, retried, strict=True):
+                    replies[i] = reply
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         return [None if reply == 1 else Conflict(_stored(*reply)) for reply in replies]
 
     async def _cas_batch(self, payloads: Sequence[tuple[str, str, int, bytes, int]]) -> list[Any]:
+        """One EVALSHA per write in one pipeline. Only the writes that got
+        NOSCRIPT are sent again: the others ran, and a second compare-and-set
+        of theirs would lose to their own first one."""
         async with self._client.pipeline(transaction=False) as pipe:
             for key, gone, expected, payload, ttl_ms in payloads:
-                pipe.evalsha(self._cas_sha, 2, key, gone, expected, payload, ttl_ms)
+                CAS.queue(pipe, [key, gone], [expected, payload, ttl_ms])
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception):  # NoScriptError among them
-                raise reply
         return replies
 
     async def erase(self, site: str, visitor: str) -> bool:
@@ -175,25 +184,64 @@ class RedisStore:
         return deleted > 0
 
     async def forget(self, site: str, visitor: str, tombstone_s: int) -> bool:
-        """Delete the profile and set the tombstone in one MULTI (one slot)."""
-        async with self._call("erase"), self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.profile(site, visitor))
-            pipe.set(keys.tombstone(site, visitor), int(time.time()), ex=tombstone_s)
-            deleted, _ = await pipe.execute()
+        """Delete the profile and set the tombstone in one script (one slot)."""
+        gone = [keys.profile(site, visitor), keys.tombstone(site, visitor)]
+        async with self._call("erase"):
+            deleted = await FORGET(self._client, gone, [int(time.time()), tombstone_s])
         return int(deleted) > 0
 
+    async def iter_profiles(self, site: str) -> AsyncIterator[Profile]:
+        """Every stored profile of ``site``: SCAN MATCH ``keys.profile_pattern``
+        (redis-py's ``scan_iter`` walks every master of a cluster in turn), then
+        one pipeline of ``HGET p`` per ``SCAN_CHUNK`` keys. SCAN may report a key
+        twice (across a rehash): each is read once, at the cost of remembering
+        the keys seen (about 100 bytes a profile). A key that expired or was
+        erased after the scan saw it is skipped. Each round trip goes through the
+        breaker like any other call; none of it is on a visitor's path."""
+        seen: set[Any] = set()
+        found = cast(
+            "AsyncGenerator[Any, None]",
+            self._client.scan_iter(match=keys.profile_pattern(site), count=SCAN_CHUNK),
+        )
+        async with contextlib.aclosing(found):
+            while True:
+                async with self._call("scan"):
+                    batch = await _take(found, SCAN_CHUNK, seen)
+                if not batch:
+                    return
+                async with self._call("scan"), self._client.pipeline(transaction=False) as pipe:
+                    for key in batch:
+                        pipe.hget(key, "p")
+                    payloads: list[Any] = await pipe.execute()
+                for payload in payloads:
+                    if payload:
+                        yield decode_profile(payload)
+
     async def ping(self) -> None:
+        """The server answers; on a cluster, every master does."""
         async with self._call("ping"):
-            await self._client.ping()
+            await connect.ping(self._client)
 
     async def close(self) -> None:
-        await self._client.aclose()
-        # A pool handed to the client is not the client's to close.
-        await self._client.connection_pool.disconnect()
+        await connect.close_client(self._client)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
+        """The client every other Redis user of this process shares (pools,
+        statistics, signals, automation): same deadlines, same pool."""
         return self._client
+
+
+async def _take(found: AsyncGenerator[Any, None], size: int, seen: set[Any]) -> list[Any]:
+    """Up to ``size`` keys from the scan not seen before; empty when it is done."""
+    batch: list[Any] = []
+    async for key in found:  # leaving the loop early does not close ``found``
+        if key not in seen:
+            seen.add(key)
+            batch.append(key)
+            if len(batch) >= size:
+                break
+    return batch
 
 
 def _stored(version: Any, payload: Any) -> Stored | None:

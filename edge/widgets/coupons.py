@@ -19,11 +19,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from edge import keys
+from edge.errors import StoreError
+from edge.stores import lua
+from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +133,10 @@ class MemoryPools:
         return self._given.get((site, campaign), {}).pop(visitor, None) is not None
 
 
+# Both scripts touch only their KEYS, which share the pool's hash tag
+# ``{cp:<site>:<campaign>}``: one slot, so one atomic step on Redis Cluster too.
 # KEYS[1] the codes ever loaded (set), KEYS[2] the free codes (list); ARGV the codes.
-_LOAD = """
+_LOAD = lua.Script("""
 local added = 0
 for i = 1, #ARGV do
   if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
@@ -140,56 +145,59 @@ for i = 1, #ARGV do
   end
 end
 return added
-"""
+""")
 # KEYS[1] visitor -> code (hash), KEYS[2] the free codes (list); ARGV[1] the visitor.
-_CLAIM = """
+_CLAIM = lua.Script("""
 local code = redis.call('HGET', KEYS[1], ARGV[1])
 if code then return code end
 code = redis.call('LPOP', KEYS[2])
 if not code then return false end
 redis.call('HSET', KEYS[1], ARGV[1], code)
 return code
-"""
+""")
 
 
 class RedisPools:
     """Pools in Redis: the three keys of one pool share a hash tag (one slot),
-    so a claim is one atomic script on Redis Cluster too."""
+    so a claim is one atomic script on Redis Cluster too. Redis failures are
+    raised as ``StoreError`` (a coupon form then gets the fallback answer)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
-        self._load = client.register_script(_LOAD)
-        self._claim = client.register_script(_CLAIM)
 
     async def load(self, site: str, campaign: str, codes: Sequence[str]) -> int:
+        pool = [keys.coupon_known(site, campaign), keys.coupon_free(site, campaign)]
         added = 0
         for start in range(0, len(codes), 1000):
             chunk = list(codes[start : start + 1000])
-            added += int(
-                await self._load(
-                    keys=[keys.coupon_known(site, campaign), keys.coupon_free(site, campaign)],
-                    args=chunk,
-                )
-            )
+            added += int(await self._run("loading", _LOAD(self._client, pool, chunk)))
         return added
 
     async def claim(self, site: str, campaign: str, visitor: str) -> str | None:
-        code = await self._claim(
-            keys=[keys.coupon_given(site, campaign), keys.coupon_free(site, campaign)],
-            args=[visitor],
-        )
-        if code is None:
-            return None
-        return code.decode() if isinstance(code, bytes) else str(code)
+        pool = [keys.coupon_given(site, campaign), keys.coupon_free(site, campaign)]
+        return _code(await self._run("claim", _CLAIM(self._client, pool, [visitor])))
 
     async def remaining(self, site: str, campaign: str) -> int:
-        return int(await self._client.llen(keys.coupon_free(site, campaign)))
+        free = keys.coupon_free(site, campaign)
+        return int(await self._run("count", self._client.llen(free)))
 
     async def code_of(self, site: str, campaign: str, visitor: str) -> str | None:
-        code = await self._client.hget(keys.coupon_given(site, campaign), visitor)
-        if code is None:
-            return None
-        return code.decode() if isinstance(code, bytes) else str(code)
+        given = keys.coupon_given(site, campaign)
+        return _code(await self._run("lookup", self._client.hget(given, visitor)))
 
     async def forget(self, site: str, campaign: str, visitor: str) -> bool:
-        return int(await self._client.hdel(keys.coupon_given(site, campaign), visitor)) > 0
+        given = keys.coupon_given(site, campaign)
+        return int(await self._run("erasure", self._client.hdel(given, visitor))) > 0
+
+    @staticmethod
+    async def _run(what: str, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"coupon pool {what} failed: {exc}") from exc
+
+
+def _code(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,4 +1,5 @@
-"""One contract, every store: compare-and-set versions, TTL, erase."""
+"""One contract, every store: compare-and-set versions, TTL, erase. The Redis
+store passes it on one server, a 3-master Redis Cluster and through Sentinel."""
 
 from __future__ import annotations
 
@@ -12,17 +13,31 @@ from edge.stores.memory import MemoryStore
 from edge.stores.redis import RedisStore
 from edge.updates import new_profile
 from tests.client import new_id
+from tests.cluster import RedisClusterServers, SentinelServers
 from tests.helpers import RedisServer
 
 
-@pytest.fixture(params=["embedded", "redis"])
+def redis_url(request: pytest.FixtureRequest, topology: str) -> str:
+    """The URL of a Redis of that topology (visitor ids are random: no flush needed
+    on the shared cluster)."""
+    if topology == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("cluster")
+        return cluster.url
+    if topology == "sentinel":
+        sentinel: SentinelServers = request.getfixturevalue("sentinel")
+        return sentinel.url.removesuffix("/0") + "/2"
+    server: RedisServer = request.getfixturevalue("redis")
+    return server.url.replace("/0", "/2")
+
+
+@pytest.fixture(params=["embedded", "redis", "cluster", "sentinel"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ProfileStore]:
     if request.param == "embedded":
         yield MemoryStore()
         return
-    server: RedisServer = request.getfixturevalue("redis")
-    redis_store = RedisStore.from_url(server.url.replace("/0", "/2"))
-    await redis_store.client.flushdb()
+    redis_store = RedisStore.from_url(redis_url(request, request.param))
+    if request.param != "cluster":
+        await redis_store.client.flushdb()
     yield redis_store
     await redis_store.close()
 
@@ -99,16 +114,24 @@ async def test_erase_removes_the_profile(store: ProfileStore) -> None:
     assert await store.erase("demo", visitor) is False
 
 
-async def test_redis_reloads_a_forgotten_script(redis: RedisServer) -> None:
-    """After SCRIPT FLUSH (or a Redis restart) writes go on."""
-    store = RedisStore.from_url(redis.url.replace("/0", "/2"))
-    visitor = new_id()
+@pytest.mark.parametrize("topology", ["redis", "cluster"])
+async def test_redis_reloads_a_forgotten_script(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    """After SCRIPT FLUSH (or a Redis restart, or a failover) writes go on; on a
+    cluster every master forgot it, and a batch spans several of them."""
+    store = RedisStore.from_url(redis_url(request, topology))
     await store.client.script_flush()
-    assert await store.commit([Write("demo", visitor, 0, new_profile(visitor, 1.0), None)]) == [
-        None
-    ]
-    stored = await store.load("demo", visitor)
-    assert stored is not None and stored.version == 1
+    visitors = [new_id() for _ in range(20)]
+    writes = [Write("demo", v, 0, new_profile(v, 1.0), None) for v in visitors]
+    assert await store.commit(writes) == [None] * 20
+    assert [
+        s.version if s else None for s in await store.load_many([("demo", v) for v in visitors])
+    ] == [1] * 20
+    await store.client.script_flush()
+    visitor = visitors[0]
+    assert await store.forget("demo", visitor, 60) is True
+    assert await store.load("demo", visitor) is None
     await store.close()
 
 

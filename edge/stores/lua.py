@@ -1,0 +1,53 @@
+"""Lua scripts run by their digest, on one server or a cluster alike.
+
+A script is sent as ``EVALSHA`` of a digest computed here, and loaded
+(``SCRIPT LOAD``: on a cluster, into every master) only when Redis answers
+NOSCRIPT: after a restart, a flush, or a failover to a node that never saw it.
+redis-py's own ``Script`` objects send ``SCRIPT EXISTS`` before every pipeline
+on one server, and cannot load a script a cluster pipeline is missing.
+
+Every script's keys go in KEYS, never built inside the script, and all of
+them carry one hash tag (``edge.keys``): on Redis Cluster a script runs on the
+node owning that slot, and a key of another slot would fail with CROSSSLOT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+Arg = str | bytes | int | float
+
+
+class Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Arg] = ()) -> Any:
+        """Run it now (one round trip; two more the first time on a server)."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load(client)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg] = ()) -> None:
+        """Add it to a pipeline; a NoScriptError among the replies means
+        ``load`` and run again what failed (``missing``).
+
+        Queued as a raw command: redis-py's cluster pipeline refuses its
+        ``evalsha`` method (a guard from clients that could not route it), yet
+        routes a raw EVALSHA by its KEYS like any keyed command."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def load(self, client: Any) -> None:
+        await client.script_load(self.source)
+
+
+def missing(replies: Sequence[Any]) -> list[int]:
+    """Where a pipeline's replies say NOSCRIPT."""
+    return [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
