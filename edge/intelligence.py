@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -120,14 +120,25 @@ def decay(value: float, at: float, now: float, half_life_days: float | None) -> 
 # --- RFM -----------------------------------------------------------------------
 
 
+def recency_score(days: float, cutoffs: Sequence[float]) -> int:
+    """5 at or below the first cut-off, one less past each cut-off (1 past all four)."""
+    return 5 - sum(days > c for c in cutoffs)
+
+
+def count_score(value: float, cutoffs: Sequence[float]) -> int:
+    """1 plus the number of cut-offs ``value`` reaches (frequency, monetary)."""
+    return 1 + sum(value >= c for c in cutoffs)
+
+
 def rfm_scores(profile: Profile, cfg: Intelligence, now: float) -> tuple[int, int, int] | None:
-    """(r, f, m), each 1 … 5; None for a visitor without orders."""
+    """(r, f, m), each 1 … 5; None for a visitor without orders. ``edge.rfm``
+    proposes cut-offs with the same two scoring functions."""
     if profile.orders < 1 or profile.last_order_at is None:
         return None
     days = max(0.0, now - profile.last_order_at) / DAY_S
-    r = 5 - sum(days > c for c in cfg.recency_days)
-    f = 1 + sum(profile.orders >= c for c in cfg.frequency)
-    m = 1 + sum(profile.revenue >= c for c in cfg.monetary)
+    r = recency_score(days, cfg.recency_days)
+    f = count_score(profile.orders, cfg.frequency)
+    m = count_score(profile.revenue, cfg.monetary)
     return r, f, m
 
 

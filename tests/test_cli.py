@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge.cli import main
-from edge.sites import site_config_schema
-from tests.helpers import PROFILES, ROOT
+from edge.decisioning.config import IntelligenceConfig
+from edge.sites import load_site, site_config_schema
+from tests.cluster import RedisClusterServers
+from tests.helpers import PROFILES, ROOT, RedisServer
 
 
 def test_check_passes_on_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,3 +121,135 @@ def test_serve_refuses_workers_without_redis() -> None:
     )
     assert result.returncode == 2
     assert "--workers above 1 needs --redis" in result.stderr
+
+
+# --- edge rfm propose ------------------------------------------------------------
+
+RFM_NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+
+
+def store_customers(
+    url: str, site_id: str, buyers: int, browsers: int, *, flush: bool = True
+) -> None:
+    """Profiles built by the real ``apply`` from purchase events (and page views
+    for the visitors who never bought), stored in Redis."""
+    import asyncio
+    import random
+
+    from edge.sites import load_site
+    from edge.stores.base import Write
+    from edge.stores.redis import RedisStore
+    from edge.tracker.context import VisitContext
+    from edge.tracker.protocol import parse_event
+    from edge.updates import apply
+    from tests.client import new_id
+
+    site = load_site(PROFILES / "demo")
+    rng = random.Random(11)
+    writes = []
+    for n in range(buyers + browsers):
+        visitor = new_id()
+        ctx = VisitContext(visitor, new_id())
+        orders = 0 if n >= buyers else rng.choice([1, 1, 1, 2, 2, 3, 5, 8])
+        last = RFM_NOW - rng.uniform(0, 600) * 86400
+        profile = None
+        for i in range(max(1, orders)):
+            at = last - (orders - 1 - i) * 20 * 86400
+            raw = (
+                {"type": "purchase", "order_id": f"o-{n}-{i}", "items": [], "currency": "EUR"}
+                | {"value": round(rng.uniform(10, 400), 2)}
+                if orders
+                else {"type": "page_view", "url": "http://127.0.0.1:8000/demo"}
+            )
+            event = parse_event({"seq": i + 1, "id": f"ev-{n:05d}-{i:03d}", **raw})
+            profile = apply(profile, event, ctx, site, at)
+        assert profile is not None and profile.orders == orders
+        writes.append(Write(site_id, visitor, 0, profile, None))
+
+    async def commit() -> None:
+        store = RedisStore.from_url(url)
+        if flush:
+            await store.client.flushdb()
+        assert await store.commit(writes) == [None] * len(writes)
+        await store.close()
+
+    asyncio.run(commit())
+
+
+def propose(url: str, site: str = "demo", *more: str) -> int:
+    now = "2027-01-15T08:00:00+00:00"
+    return main(["rfm", "propose", "--site", site, "--redis", url, "--now", now, *more])
+
+
+def test_rfm_propose_prints_yaml_the_site_loads(
+    redis: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = redis.url.replace("/0", "/4")
+    store_customers(url, "demo", buyers=300, browsers=120)
+    assert propose(url) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # enough customers, every score used
+    proposal = yaml.safe_load(captured.out)
+    assert "quintiles of 300 profiles with orders (420 profiles read)" in captured.out
+    # pasted into the demo's own site.yaml, it loads, and the site scores with it
+    shutil.copytree(PROFILES / "demo", tmp_path / "demo")
+    site_file = tmp_path / "demo" / "site.yaml"
+    config = yaml.safe_load(site_file.read_text())
+    config["intelligence"]["rfm"] = proposal["intelligence"]["rfm"]
+    site_file.write_text(yaml.safe_dump(config, allow_unicode=True))
+    site = load_site(tmp_path / "demo")
+    rfm = proposal["intelligence"]["rfm"]
+    assert list(site.intelligence.recency_days) == rfm["recency_days"]
+    assert list(site.intelligence.frequency) == rfm["frequency"]
+    assert list(site.intelligence.monetary) == rfm["monetary"]
+    assert rfm["frequency"][0] == 2  # one order is f 1, whatever the ties
+
+
+def test_rfm_propose_warns_when_few_customers(
+    redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = redis.url.replace("/0", "/4")
+    store_customers(url, "demo", buyers=12, browsers=3)
+    assert propose(url) == 0
+    captured = capsys.readouterr()
+    assert "warning: only 12 profiles with orders (fewer than 100)" in captured.err
+    assert yaml.safe_load(captured.out)["intelligence"]["rfm"]["recency_days"]
+    assert propose(url, "demo", "--min-customers", "10") == 0
+    assert "only 12" not in capsys.readouterr().err
+
+
+def test_rfm_propose_without_buyers_proposes_nothing(
+    redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = redis.url.replace("/0", "/4")
+    store_customers(url, "demo", buyers=0, browsers=7)
+    assert propose(url) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no profile of site demo has orders (7 profiles read)" in captured.err
+    assert propose(url, "other") == 1  # another site's profiles are not read
+    assert "(0 profiles read)" in capsys.readouterr().err
+
+
+def test_rfm_propose_needs_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("EDGE_REDIS_URL", raising=False)
+    assert main(["rfm", "propose", "--site", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "no Redis store given (--redis URL or EDGE_REDIS_URL)" in err
+    assert "embedded store" in err
+    assert main(["rfm", "propose", "--site", "../x", "--redis", "redis://127.0.0.1:1/0"]) == 2
+    assert "not a site id" in capsys.readouterr().err
+
+
+def test_rfm_propose_on_a_redis_cluster(
+    cluster: RedisClusterServers, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = "rfm-cluster"  # a site of its own: the cluster is shared by the session
+    store_customers(cluster.url, site, buyers=150, browsers=10, flush=False)
+    assert propose(cluster.url, site) == 0
+    captured = capsys.readouterr()
+    assert "quintiles of 150 profiles with orders (160 profiles read)" in captured.out
+    rfm = IntelligenceConfig.model_validate(yaml.safe_load(captured.out)["intelligence"]).rfm
+    assert rfm.recency_days == sorted(set(rfm.recency_days))
