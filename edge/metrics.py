@@ -21,6 +21,7 @@ from edge.breaker import STATE_VALUES
 
 if TYPE_CHECKING:
     from edge.tracker.ingest import Ingest
+    from edge.tracker.limits import AddressLimits
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -48,6 +49,9 @@ class Metrics:
 
     def watch(self, ingest: Ingest) -> None:
         self.registry.register(_IngestCollector(ingest, self.pid))
+
+    def watch_limits(self, limits: AddressLimits) -> None:
+        self.registry.register(_LimitsCollector(limits, self.pid))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -111,3 +115,33 @@ class _IngestCollector(Collector):
         for name in sorted({*registry.sites, *registry.problems}):
             sites.add_metric([name], 0 if name in registry.problems else 1)
         yield sites
+
+
+class _LimitsCollector(Collector):
+    """Per-address limits (edge.tracker.limits): refusals by limit and path."""
+
+    def __init__(self, limits: AddressLimits, pid: str) -> None:
+        self.limits = limits
+        self.pid = pid
+
+    def collect(self) -> Iterator[Metric]:
+        refusals = CounterMetricFamily(
+            "edge_address_refusals",
+            "handshakes (ws), messages (ws) and beacons (collect) refused by a per-address limit",
+            labels=["pid", "limit", "path"],
+        )
+        for (limit, path), count in sorted(self.limits.refused.items()):
+            refusals.add_metric([self.pid, limit.value, path], count)
+        yield refusals
+        evicted = CounterMetricFamily(
+            "edge_address_evictions",
+            "idle addresses dropped from a full table before their bucket refilled",
+            labels=["pid"],
+        )
+        evicted.add_metric([self.pid], self.limits.evicted)
+        yield evicted
+        tracked = GaugeMetricFamily(
+            "edge_tracked_addresses", "client addresses in the limits table", labels=["pid"]
+        )
+        tracked.add_metric([self.pid], len(self.limits))
+        yield tracked

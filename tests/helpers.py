@@ -134,6 +134,10 @@ def edge_server(
         **os.environ,
         "EDGE_RELOAD_INTERVAL_S": "0.2",
         "EDGE_DEMO_SECRET": "test-secret",
+        # Per-address limits off: every test client is 127.0.0.1, and tests
+        # run fast. tests/tracker/test_limits.py turns them on.
+        "EDGE_MAX_CONNECTIONS_PER_ADDRESS": "0",
+        "EDGE_MAX_MESSAGES_PER_S_PER_ADDRESS": "0",
         **(env or {}),
     }
     with tempfile.NamedTemporaryFile(prefix="edge-server-", suffix=".log", delete=False) as log:

@@ -3,6 +3,8 @@ page unloads). Same message, validation and dedupe as the WebSocket path."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -12,8 +14,11 @@ from edge.errors import InvalidMessage, MalformedFrame, ProtocolError, StoreErro
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.tracker.ingest import Ingest, may_store
+from edge.tracker.ingest import Holding, Ingest, may_store
+from edge.tracker.limits import FORWARDED, REFUSALS, RETRY_AFTER_S, AddressLimits, refusal_warning
 from edge.tracker.useragent import classify
+
+log = logging.getLogger(__name__)
 
 
 def _answer(message: dict[str, Any], status: int, origin: str | None) -> Response:
@@ -43,7 +48,31 @@ def _parse(body: bytes, binary: bool) -> tuple[dict[str, Any], p.Batch]:
     return message, p.parse_events(message, beacon=True)
 
 
+def _over_limit(request: Request) -> Response | None:
+    """429 when the client address's bucket (shared with its WebSocket
+    messages, edge.tracker.limits) is empty; checked first, so that junk
+    floods cost tokens too."""
+    limits: AddressLimits = request.app.state.limits
+    if limits.rate_per_s <= 0:
+        return None
+    peer = request.client.host if request.client else None
+    key = limits.key(peer, request.headers.getlist(FORWARDED))
+    now = time.monotonic()
+    refused = limits.beacon(key, now)
+    if refused is None:
+        return None
+    warning = refusal_warning(limits, key, refused, now)
+    if warning:
+        log.warning(warning)
+    answer = _answer(p.error("rate_limited", REFUSALS[refused]), 429, None)
+    answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return answer
+
+
 async def collect(request: Request) -> Response:
+    refused = _over_limit(request)
+    if refused is not None:
+        return refused
     ingest: Ingest = request.app.state.ingest
     site = ingest.registry.get(request.query_params.get("site"))
     origin = request.headers.get("origin")
@@ -81,15 +110,16 @@ async def _store(
     ingest: Ingest, site: Site, batch: p.Batch, ctx: VisitContext, origin: str | None
 ) -> Response:
     try:
-        hot = await ingest.ledger.open(site.id, ctx.visitor)
+        holder = Holding(await ingest.open(site, ctx.visitor))
     except StoreError:
         return _answer(p.error("store_unavailable", "profile store unavailable"), 503, origin)
     try:
-        errors, answer = await ingest.process(hot, batch, ctx, site)
+        errors, answer = await ingest.process(holder, batch, ctx, site)
     except (TimeoutError, StoreError):  # not stored (yet): the tracker keeps them
         return _answer(p.error("store_unavailable", "not stored yet; resend later"), 503, origin)
     finally:
-        ingest.ledger.release(hot)
+        if holder.hot is not None:
+            ingest.ledger.release(holder.hot)
     if errors:
         answer["errors"] = errors
     return _answer(answer, 200, origin)

@@ -22,11 +22,17 @@ from typing import Annotated, Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from edge.errors import InvalidMessage, MalformedFrame
+from edge.errors import HelloRequired, InvalidMessage, MalformedFrame
 from edge.ids import EVENT_ID, check_session_id, check_visitor_id
 
 PROTOCOL_VERSION = 1
 MAX_EVENTS_PER_MESSAGE = 100
+# Arrays and objects nested deeper than this make a frame malformed (close
+# 1007), whatever the framing. The deepest valid message nests 4 levels
+# (message, events, event, items or props); the bound leaves room for fields
+# a newer tracker may add, and keeps decoding far from Python's recursion
+# limit, whose distance depends on the caller's stack (not deterministic).
+MAX_NESTING = 32
 MAX_SEQ = 2**53 - 1  # the largest integer a JavaScript number holds exactly
 
 Url = Annotated[str, Field(max_length=2048)]
@@ -205,20 +211,58 @@ class Batch:
 # --- decoding -----------------------------------------------------------------
 
 
+_TOO_DEEP = f"cannot decode frame: nested deeper than {MAX_NESTING} levels"
+
+
 def decode_frame(data: str | bytes) -> dict[str, Any]:
-    """Turn one frame into a message mapping. Text is JSON, binary is msgpack."""
+    """Turn one frame into a message mapping. Text is JSON, binary is msgpack.
+
+    ``MalformedFrame`` when it does not decode or nests deeper than
+    ``MAX_NESTING``: the same answer at every depth beyond the bound, whether
+    the decoder itself gave up (``RecursionError``, msgpack's stack limit) or
+    the decoded value is checked.
+    """
     try:
         if isinstance(data, str):
             message = json.loads(data, parse_constant=_refuse_constant)
         else:
             message = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise MalformedFrame(f"cannot decode frame: {exc}") from None
+    except msgpack.StackError:
+        raise MalformedFrame(_TOO_DEEP) from None
     except RecursionError:
-        raise MalformedFrame("cannot decode frame: nested too deeply") from None
+        raise MalformedFrame(_TOO_DEEP) from None
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise MalformedFrame(f"cannot decode frame: {exc}") from None
+    if _may_nest_deeply(data) and _nesting_exceeds(message, MAX_NESTING):
+        raise MalformedFrame(_TOO_DEEP)
     if not isinstance(message, dict):
         raise InvalidMessage("a message is an object with a 'type'")
     return message
+
+
+def _may_nest_deeply(data: str | bytes) -> bool:
+    """Cheap pre-check: JSON with at most ``MAX_NESTING`` brackets cannot nest
+    deeper (the usual case: the walk below is skipped)."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{") > MAX_NESTING
+    return True
+
+
+def _nesting_exceeds(value: object, limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` deep (the outermost is
+    level 1). Level by level, without recursion (a recursive walk would itself
+    meet the recursion limit); each container is looked at once."""
+    level: list[Any] = [value] if value.__class__ is dict or value.__class__ is list else []
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if item.__class__ is dict else item)
+            if child.__class__ is dict or child.__class__ is list
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _refuse_constant(name: str) -> float:
@@ -230,6 +274,14 @@ def message_type(message: Mapping[str, Any]) -> str:
     if not isinstance(kind, str):
         raise InvalidMessage("a message is an object with a 'type'")
     return kind
+
+
+def parse_first(message: Mapping[str, Any]) -> Hello:
+    """The first message on a socket, which must be a valid ``hello``:
+    ``HelloRequired`` for any other message (the caller then closes 1008)."""
+    if message.get("type") != "hello":
+        raise HelloRequired("the first message must be hello")
+    return parse_hello(message)
 
 
 def parse_hello(message: Mapping[str, Any]) -> Hello:

@@ -83,23 +83,16 @@ async def test_unknown_event_type_is_refused_alone(server: EdgeServer) -> None:
     await visitor.close()
 
 
-async def test_events_before_hello_get_an_error_and_the_socket_stays(server: EdgeServer) -> None:
+async def test_events_before_hello_get_an_error_and_close_1008(server: EdgeServer) -> None:
+    # The first message must be a valid hello (tests/tracker/test_ws_edges.py).
     visitor = Visitor(server.ws)
     visitor.ws = await open_socket(visitor.url)
     await visitor.send({"type": "events", "events": []})
     answer = await visitor.recv()
     assert answer["type"] == "error" and answer["code"] == "hello_required"
-    await visitor.send(
-        {
-            "type": "hello",
-            "v": 1,
-            "visitor": visitor.visitor,
-            "session": visitor.session,
-            "url": PAGE,
-        }
-    )
-    assert (await visitor.recv())["type"] == "welcome"
-    await visitor.close()
+    with pytest.raises(ConnectionClosed) as info:
+        await visitor.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
 
 
 @pytest.mark.parametrize("bad", ["null", "undefined", "guest", "", "0" * 32, "ABC" * 11, 42])
