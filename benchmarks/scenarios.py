@@ -26,7 +26,19 @@ from typing import Any
 
 from benchmarks.load import ROOT, Config, LoadGenerator, check_loopback, raise_nofile_limit
 
-SCENARIOS = ["steady", "capacity", "connections", "embedded-vs-redis", "workers", "echo", "beacon"]
+SCENARIOS = [
+    "steady",
+    "capacity",
+    "connections",
+    "embedded-vs-redis",
+    "workers",
+    "echo",
+    "beacon",
+    "durability",
+]
+# Redis persistence per durability variant: None is no persistence at all
+# (the test default); "everysec" and "always" are AOF fsync policies.
+PERSISTENCE = (None, "everysec", "always")
 SHARED_NOTE = (
     "Server and load generator share this {cores}-core machine (and Redis, when used): "
     "CPU figures are given for each side (100% = one core) so a reader can tell who was "
@@ -70,7 +82,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(appendfsync: str | None = None) -> Iterator[str]:
+    """A private redis-server; ``appendfsync`` turns the append-only file on
+    with that fsync policy (the file lives in a temporary folder on this disk)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (./dev bench installs it)")
@@ -86,7 +100,8 @@ def redis_server() -> Iterator[str]:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "no" if appendfsync is None else "yes",
+                *(["--appendfsync", appendfsync] if appendfsync else []),
                 "--dir",
                 folder,
                 "--maxclients",
@@ -129,6 +144,9 @@ def spawn(
     port = free_port()
     env = {
         "EDGE_MAX_MESSAGES_PER_S": str(max_messages_per_s),
+        # Every simulated visitor comes from 127.0.0.1: per-address limits off.
+        "EDGE_MAX_CONNECTIONS_PER_ADDRESS": "0",
+        "EDGE_MAX_MESSAGES_PER_S_PER_ADDRESS": "0",
         # The demo's coupons are signed with it, as under ./dev serve.
         "EDGE_DEMO_SECRET": os.environ.get("EDGE_DEMO_SECRET", "benchmark-secret"),
     }
@@ -197,7 +215,12 @@ def spawn(
 
 @contextlib.contextmanager
 def target(
-    args: argparse.Namespace, *, kind: str = "edge", store: str = "redis", workers: int = 1
+    args: argparse.Namespace,
+    *,
+    kind: str = "edge",
+    store: str = "redis",
+    workers: int = 1,
+    appendfsync: str | None = None,
 ) -> Iterator[Server]:
     """The server a variant runs against: the given ``--url`` or one started here."""
     if args.url:
@@ -211,7 +234,7 @@ def target(
             yield server
         return
     with (
-        redis_server() as redis_url,
+        redis_server(appendfsync) as redis_url,
         spawn(
             kind, redis_url=redis_url, workers=workers, max_messages_per_s=args.max_messages_per_s
         ) as s,
@@ -578,6 +601,14 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
             ("edge, Redis, 1 worker", {"workers": 1}),
             ("edge, Redis, 2 workers", {"workers": 2}),
         ]
+    if s == "durability":
+        return [
+            (
+                f"edge, Redis, {f'AOF appendfsync {policy}' if policy else 'no persistence'}",
+                {"appendfsync": policy},
+            )
+            for policy in PERSISTENCE
+        ]
     if s == "echo":
         return [
             ("bare echo (transport ceiling)", {"kind": "echo"}),
@@ -603,6 +634,7 @@ def _procedure(args: argparse.Namespace) -> str:
         "capacity": "capacity",
         "echo": "capacity",
         "workers": "capacity",
+        "durability": "capacity",
         "connections": "connections",
     }.get(args.scenario, "steady")
 
@@ -614,6 +646,7 @@ async def _run_variant(args: argparse.Namespace, name: str, opts: dict[str, Any]
         kind=opts.get("kind", "edge"),
         store=opts.get("store", "redis"),
         workers=opts.get("workers", args.workers),
+        appendfsync=opts.get("appendfsync"),
     ) as server:
         variant: dict[str, Any] = {
             "name": name,

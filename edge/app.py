@@ -21,6 +21,7 @@ from edge import __version__
 from edge.admin import routes as admin_routes
 from edge.automation.service import AutomationService
 from edge.automation.store import AutomationStore, MemoryAutomation, RedisAutomation
+from edge.breaker import StallWatch
 from edge.errors import StoreError
 from edge.ledger import Ledger
 from edge.metrics import Metrics
@@ -32,7 +33,8 @@ from edge.stores import ProfileStore, open_store
 from edge.stores.redis import RedisStore
 from edge.tracker.collect import collect
 from edge.tracker.ingest import Ingest
-from edge.tracker.ws import websocket_endpoint
+from edge.tracker.limits import AddressLimits, parse_trusted_proxies
+from edge.tracker.ws import quiet_uvicorn_noise, websocket_endpoint
 from edge.widgets.coupons import CouponPools, MemoryPools, RedisPools
 from edge.widgets.service import WidgetService
 
@@ -159,6 +161,9 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
             breaker_cooldown_s=settings.redis_breaker_cooldown_s,
         )
         ledger = Ledger(the_store)
+        # docs/operations.md, "Store outages": a write that hangs releases its messages
+        breaker = getattr(the_store, "breaker", None)
+        ledger.stall_watch = StallWatch(settings.answer_deadline_s, breaker)
         ledger.start()
         widgets = WidgetService(pools_for(the_store), signals_for(the_store), stats_for(the_store))
         for site in registry.sites.values():
@@ -197,6 +202,14 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.limits = AddressLimits(
+        max_connections=settings.max_connections_per_address,
+        rate_per_s=settings.max_messages_per_s_per_address,
+        max_addresses=settings.max_tracked_addresses,
+        trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
+    )
+    app.state.metrics.watch_limits(app.state.limits)
+    quiet_uvicorn_noise()
     return app
 
 

@@ -7,15 +7,25 @@ its success closes the breaker, its failure opens it for another cool-down;
 the other calls keep failing at once while the probe is out).
 
 It holds no lock and needs none: the event loop runs one step at a time.
+
+``StallWatch`` and ``by_deadline`` bound the other half of an outage: a
+store that accepts calls and never answers (a hung Redis) is only noticed by
+the breaker after the calls' socket deadlines, and a visitor must be
+answered sooner than that.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 State = Literal["closed", "open", "half_open"]
+T = TypeVar("T")
+
+PATIENCE_STEP_S = 0.01  # how often ``by_deadline`` asks whether to wait on
 
 STATE_VALUES: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -37,6 +47,7 @@ class CircuitBreaker:
         self._failures = 0  # consecutive, while closed
         self._opened_at = 0.0
         self._probing = False
+        self.answered_at = -math.inf  # clock() of the last call the store answered
         self.opened = 0  # how many times it opened (metrics)
         self.rejected = 0  # calls failed at once while open (metrics)
         self.on_open: Callable[[], None] = lambda: None  # e.g. drop pooled connections
@@ -62,7 +73,12 @@ class CircuitBreaker:
         self._probing = True
         return True
 
+    def quiet_s(self) -> float:
+        """Seconds since the store last answered a call (``success``)."""
+        return self._clock() - self.answered_at
+
     def success(self) -> None:
+        self.answered_at = self._clock()
         self._failures = 0
         self._probing = False
         self._state = "closed"
@@ -87,3 +103,94 @@ class CircuitBreaker:
         if was_closed:
             self.opened += 1
             self.on_open()
+
+
+class StallWatch:
+    """Notices a store call that hangs: ``start(on_stall)`` before the call,
+    ``cancel()`` the returned watch after it. ``on_stall`` runs once the call
+    has been out ``after_s`` while the store answered nothing else in the
+    last ``after_s`` (per ``breaker``; without one, any call that long).
+
+    A busy store (a large batch, a loaded machine) keeps answering other
+    calls, so it is not taken for a hung one; a hung store answers nothing.
+    The check runs one loop turn after its timer, so a reply that arrived in
+    the same turn resumes its call (and cancels the watch) first.
+    """
+
+    def __init__(self, after_s: float, breaker: CircuitBreaker | None = None) -> None:
+        self.after_s = after_s
+        self.breaker = breaker
+        self.stalls = 0  # how many calls were found stalled (metrics, tests)
+
+    def start(self, on_stall: Callable[[], None]) -> Watch:
+        return Watch(self, on_stall)
+
+
+class Watch:
+    def __init__(self, watch: StallWatch, on_stall: Callable[[], None]) -> None:
+        self._watch = watch
+        self._on_stall = on_stall
+        self._active = True
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(watch.after_s, self._loop.call_soon, self._check)
+
+    def cancel(self) -> None:
+        self._active = False
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        if not self._active:
+            return
+        breaker = self._watch.breaker
+        quiet_s = breaker.quiet_s() if breaker is not None else math.inf
+        if quiet_s < self._watch.after_s:  # other calls are answered: busy, not hung
+            delay_s = self._watch.after_s - quiet_s
+            self._timer = self._loop.call_later(delay_s, self._loop.call_soon, self._check)
+            return
+        self._active = False
+        self._watch.stalls += 1
+        self._on_stall()
+
+
+async def by_deadline(
+    work: Awaitable[T],
+    deadline: float,
+    *,
+    patience: Callable[[], bool] | None = None,
+    limit: float | None = None,
+) -> T:
+    """``work``'s result if it is ready by ``deadline`` (event-loop time, as
+    ``loop.time()``), else ``TimeoutError`` at the deadline.
+
+    With ``patience``, the wait goes on past ``deadline`` while ``patience()``
+    says the store is answering (a busy server or a slow store, not a hung
+    one), checked every ``PATIENCE_STEP_S``, until ``limit`` (loop time).
+
+    ``work`` is not cancelled when the wait ends: it goes on in the background
+    and its outcome is dropped (an exception is retrieved, not logged). A
+    Redis call cancelled mid-reply costs its pooled connection (redis-py drops
+    it), the store keeps its own deadlines (so the work ends), and some work
+    should land anyway (a claimed coupon is the visitor's; a loaded profile
+    is hot for the next message). Callers that want the late result keep
+    ``work`` (a task) and await it again.
+    """
+    future = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    try:
+        while not future.done():
+            now = loop.time()
+            timeout_s = deadline - now
+            if timeout_s <= 0:
+                if patience is None or not patience() or (limit is not None and now >= limit):
+                    raise TimeoutError
+                timeout_s = PATIENCE_STEP_S if limit is None else min(PATIENCE_STEP_S, limit - now)
+            await asyncio.wait((future,), timeout=timeout_s)
+        return future.result()
+    finally:
+        if not future.done():  # given up, or the caller was cancelled
+            future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a late failure is expected, not "never retrieved"

@@ -5,6 +5,7 @@ edge check     validate site configuration; non-zero exit with every problem
 edge explain   what a visitor would see on a page, and why
 edge privacy   erase or export one visitor's data (docs/operations.md)
 edge events    print a site's automation event stream (edge events tail)
+edge rfm       propose RFM cut-offs from the stored profiles (edge rfm propose)
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.errors import ConfigError
 from edge.settings import Settings
+
+if TYPE_CHECKING:
+    from edge.rfm import Proposal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": schema,
         "privacy": privacy,
         "events": events,
+        "rfm": rfm,
     }[args.command]
     return handler(args)
 
@@ -51,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "--redis",
         dest="redis_url",
         metavar="URL",
-        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (EDGE_REDIS_URL); "
-        "default: the embedded in-process store",
+        help="Redis URL (EDGE_REDIS_URL): redis://host:6379/0, "
+        "redis+cluster://host:7000,host:7001, redis+sentinel://host:26379/service[/db] "
+        "(rediss... for TLS); default: the embedded in-process store",
     )
     run.add_argument(
         "--workers", type=int, help="worker processes (EDGE_WORKERS); >1 needs --redis"
@@ -130,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, default=20, help="recent events to print first")
     tail.add_argument("--follow", action="store_true", help="then wait for new events")
 
+    _rfm_parser(commands)
+
     sch = commands.add_parser("schema", help="write the JSON Schema of site files")
     sch.add_argument("--output", type=Path, help="file to write (default: standard output)")
     return parser
@@ -150,6 +159,14 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edge serve: {exc}", file=sys.stderr)
         return 2
+    from edge.stores.connect import parse_redis_url, redact
+
+    try:  # a bad URL fails here, not in every worker's start-up
+        if settings.redis_url:
+            parse_redis_url(settings.redis_url)
+    except ValueError as exc:
+        print(f"edge serve: {exc}", file=sys.stderr)
+        return 2
     from edge.logs import install, log_config
 
     install(settings.log_level, json_lines=settings.log_json)
@@ -159,7 +176,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ.update(settings.to_env())  # worker processes rebuild settings from these
-    store = f"Redis at {settings.redis_url}" if settings.redis_url else "the embedded store"
+    store = f"Redis at {redact(settings.redis_url)}" if settings.redis_url else "the embedded store"
     print(
         f"edge {__version__}: http://{settings.host}:{settings.port}/demo on {store}",
         file=sys.stderr,
@@ -177,6 +194,9 @@ def serve(args: argparse.Namespace) -> int:
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
         ws_per_message_deflate=settings.ws_deflate,
+        # The client address is edge's to find (EDGE_TRUSTED_PROXIES,
+        # edge.tracker.limits): uvicorn must not rewrite it from X-Forwarded-For.
+        proxy_headers=False,
         lifespan="on",
     )
     return 0
@@ -345,18 +365,107 @@ def events(args: argparse.Namespace) -> int:
         return 2
     import asyncio
 
-    from redis.exceptions import RedisError
-
     from edge.automation.tail import tail
+    from edge.errors import StoreError
+    from edge.stores.connect import REDIS_ERRORS
 
     try:
         asyncio.run(tail(url, args.site, max(0, args.count), args.follow))
     except KeyboardInterrupt:
         return 0
-    except (RedisError, OSError, ValueError) as exc:
+    except (*REDIS_ERRORS, StoreError, OSError, ValueError) as exc:
         print(f"edge events: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _rfm_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = commands.add_parser("rfm", help="RFM cut-offs (docs/configuration.md, intelligence)")
+    actions = cmd.add_subparsers(dest="action", required=True)
+    prop = actions.add_parser(
+        "propose",
+        help="print quintile cut-offs of a site's customers, as YAML to paste",
+        description="Read every stored profile of the site from Redis and print recency, "
+        "frequency and monetary cut-offs at the quintiles of its customers (profiles with "
+        "orders), in the shape of the site configuration's intelligence.rfm section. Needs "
+        "the Redis store (--redis or EDGE_REDIS_URL): the embedded store lives inside the "
+        "server process and cannot be read from another one.",
+    )
+    prop.add_argument("--site", required=True)
+    prop.add_argument("--redis", dest="redis_url", metavar="URL", help="the Redis store")
+    prop.add_argument("--now", help="ISO date-time recency is measured at (default: now)")
+    prop.add_argument(
+        "--min-customers",
+        type=int,
+        default=100,  # edge.rfm.MIN_CUSTOMERS
+        help="warn when fewer profiles have orders (default 100)",
+    )
+
+
+def rfm(args: argparse.Namespace) -> int:
+    """``edge rfm propose``: YAML on standard output, warnings on standard error."""
+    url = args.redis_url or os.environ.get("EDGE_REDIS_URL")
+    if not url:
+        print(
+            "edge rfm propose: no Redis store given (--redis URL or EDGE_REDIS_URL). The "
+            "embedded store lives inside the running server process and cannot be read from "
+            "another process: proposals need the shared Redis store.",
+            file=sys.stderr,
+        )
+        return 2
+    import asyncio
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    from edge.errors import StoreError
+    from edge.rfm import render_yaml
+    from edge.sites import SITE_ID
+
+    if re.fullmatch(SITE_ID, args.site) is None:
+        print(f"edge rfm propose: {args.site!r} is not a site id", file=sys.stderr)
+        return 2
+    try:
+        now = datetime.fromisoformat(args.now).timestamp() if args.now else time.time()
+    except ValueError as exc:
+        print(f"edge rfm propose: --now: {exc}", file=sys.stderr)
+        return 2
+    try:
+        proposal, scanned = asyncio.run(_rfm_proposal(url, args.site, now))
+    except (StoreError, ValueError) as exc:
+        print(f"edge rfm propose: {exc}", file=sys.stderr)
+        return 1
+    if proposal is None:
+        print(
+            f"edge rfm propose: no profile of site {args.site} has orders ({scanned} profiles "
+            "read): nothing to propose, keep the configured cut-offs",
+            file=sys.stderr,
+        )
+        return 1
+    for warning in proposal.warnings(args.min_customers):
+        print(f"edge rfm propose: warning: {warning}", file=sys.stderr)
+    when = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+    sys.stdout.write(render_yaml(proposal, args.site, when))
+    return 0
+
+
+async def _rfm_proposal(url: str, site: str, now: float) -> tuple[Proposal | None, int]:
+    """Every profile of ``site`` read once; only the customers' three numbers kept."""
+    from edge.rfm import customer_of, propose
+    from edge.stores.redis import RedisStore
+
+    store = RedisStore.from_url(url)
+    scanned = 0
+    customers = []
+    try:
+        async for profile in store.iter_profiles(site):
+            scanned += 1
+            customer = customer_of(profile, now)
+            if customer is not None:
+                customers.append(customer)
+    finally:
+        await store.close()
+    return propose(customers, scanned), scanned
 
 
 def schema(args: argparse.Namespace) -> int:

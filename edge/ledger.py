@@ -39,7 +39,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from edge.errors import StoreError
+from edge.breaker import StallWatch
+from edge.errors import ProfileMoved, StoreError
 from edge.profile import Profile
 from edge.sites import Site
 from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
@@ -52,12 +53,27 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (site id, visitor id)
 
 
+Change = Callable[[Profile | None], Profile | None]
+
+
 @dataclass(eq=False)
 class Pending:
-    event: Event
-    ctx: VisitContext
+    """One queued update: an event (folded in by ``apply``), or a ``change``,
+    a pure function of the profile (the identity merge steps of
+    ``edge.merge``), which must give the same result when re-applied on a
+    newer stored profile."""
+
+    event: Event | None
+    ctx: VisitContext | None
     site: Site
     now: float
+    change: Change | None = None
+
+    def redo(self, profile: Profile | None) -> Profile | None:
+        if self.change is not None:
+            return self.change(profile)
+        assert self.event is not None and self.ctx is not None
+        return apply(profile, self.event, self.ctx, self.site, self.now)
 
 
 @dataclass(eq=False)
@@ -103,6 +119,11 @@ class Ledger:
         self.degraded = False  # the last write failed, and none succeeded since
         self._settling: set[asyncio.Future[Profile | None]] = set()  # messages in ``settle``
         self.observe_batch: Callable[[float], None] = lambda seconds: None  # metrics hook
+        # A write the watch finds hung counts as failed for the messages waiting
+        # on it (a hung store answers nothing before its socket deadline): they
+        # get the fallback, and the ledger is degraded until a write returns.
+        # None: only failed writes do that (docs/operations.md, "Store outages").
+        self.stall_watch: StallWatch | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -247,7 +268,11 @@ class Ledger:
         stored (all duplicates of events already stored). ``applied`` collects
         (before, after, event) of each event that changed the profile, for the
         side effects that follow from it (shared recommendation signals).
+        Raises ``ProfileMoved`` when the profile is sealed (merged into a
+        customer's, ``edge.merge``): events go to that profile instead.
         """
+        if hot.current is not None and hot.current.sealed and events:
+            raise ProfileMoved(f"visitor merged into {hot.current.merged_into}")
         for event in events:
             updated = apply(hot.current, event, ctx, site, now)
             if updated is not hot.current:
@@ -256,6 +281,21 @@ class Ledger:
                 hot.current = updated
                 hot.pending.append(Pending(event, ctx, site, now))
                 hot.submitted += 1
+        return self._wait_stored(hot)
+
+    def submit_change(
+        self, hot: Hot, change: Change, site: Site, now: float
+    ) -> asyncio.Future[Profile | None]:
+        """Queue a pure ``change`` of the profile (re-applied on a newer stored
+        profile after a lost compare-and-set); the future resolves once stored."""
+        updated = change(hot.current)
+        if updated is not hot.current:
+            hot.current = updated
+            hot.pending.append(Pending(None, None, site, now, change))
+            hot.submitted += 1
+        return self._wait_stored(hot)
+
+    def _wait_stored(self, hot: Hot) -> asyncio.Future[Profile | None]:
         future: asyncio.Future[Profile | None] = asyncio.get_running_loop().create_future()
         if hot.flushed >= hot.submitted:
             future.set_result(hot.current)
@@ -312,18 +352,23 @@ class Ledger:
                 hot.visitor,
                 hot.version,
                 profile,
-                hot.pending[-1].site.ttl_s(profile.identified),
+                # a device aliased to a customer lives as long as a known visitor
+                hot.pending[-1].site.ttl_s(profile.identified or profile.sealed),
             )
             for hot, profile, _ in snapshot
             if profile is not None
         ]
         started = time.perf_counter()
+        watch = self.stall_watch.start(self._stalled) if self.stall_watch else None
         try:
             results = await self.store.commit(writes)
         except BaseException:
             for hot in batch:  # nothing was lost: they stay dirty and are retried
                 self._dirty.setdefault(hot.key, hot)
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
         self.batches += 1
         self.observe_batch(time.perf_counter() - started)
         for (hot, profile, upto), result in zip(snapshot, results, strict=True):
@@ -333,6 +378,10 @@ class Ledger:
             else:
                 self.conflicts += 1
                 self._rebase(hot, result.current)
+
+    def _stalled(self) -> None:
+        self.degraded = True
+        self._fail_waiters(StoreUnavailable("profile store not answering"))
 
     def _stored(self, hot: Hot, profile: Profile, upto: int) -> None:
         hot.version += 1
@@ -351,14 +400,34 @@ class Ledger:
             self._maybe_evict(hot)
 
     def _rebase(self, hot: Hot, stored: Stored | None) -> None:
-        """Another writer won: re-apply our pending events on what it stored."""
+        """Another writer won: re-apply our pending events on what it stored.
+
+        If it sealed the profile (merged it into a customer's), nothing may be
+        applied to it any more: every pending update is dropped unstored and
+        its messages are told so (``ProfileMoved``, no ``ack``); the tracker
+        resends the events, and they go to the customer's profile."""
         hot.base = stored.profile if stored else None
         hot.version = stored.version if stored else 0
+        if hot.base is not None and hot.base.sealed:
+            self._moved(hot)
+            return
         current = hot.base
         for p in hot.pending:
-            current = apply(current, p.event, p.ctx, p.site, p.now)
+            current = p.redo(current)
         hot.current = current
         self._mark_dirty(hot)
+
+    def _moved(self, hot: Hot) -> None:
+        hot.current = hot.base
+        hot.pending.clear()
+        hot.flushed = hot.submitted
+        waiters, hot.waiters = hot.waiters, []
+        target = hot.current.merged_into if hot.current is not None else None
+        error = ProfileMoved(f"visitor merged into {target}")
+        for _, future in waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._maybe_evict(hot)
 
 
 async def _within(future: asyncio.Future[Profile | None], timeout_s: float) -> Profile | None:

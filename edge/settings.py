@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edge.tracker.limits import parse_trusted_proxies
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -34,8 +36,25 @@ class Settings:
     ping_timeout_s: float = 20.0
     ws_deflate: bool = False
     require_origin: bool = False
+    # Per client address (docs/protocol.md, "Limits"; 0 turns a limit off), in
+    # each worker process: open WebSocket connections, and one token bucket
+    # (bursts of twice the rate) shared by its handshakes, messages and beacons.
+    max_connections_per_address: int = 100
+    max_messages_per_s_per_address: float = 100.0
+    max_tracked_addresses: int = 100_000  # bounds the table's memory (~200 bytes each)
+    # Peers whose X-Forwarded-For is believed (comma-separated addresses or
+    # CIDR networks; "" trusts none). The only source of truth: edge serve
+    # turns uvicorn's own proxy header handling off.
+    trusted_proxies: str | None = "127.0.0.1,::1"
     # store
     ack_timeout_s: float = 10.0
+    # How long a WebSocket message waits for a store that answers nothing (a
+    # hung Redis) before it gets the fallback answer (no ack, events kept
+    # pending): a write out this long with no other call answered, or a load,
+    # coupon claim or signal read not done this long after the message came
+    # (docs/operations.md, "Store outages"). Well above a healthy store's
+    # answer, well below a hung one's socket deadline (redis_socket_timeout_s).
+    answer_deadline_s: float = 0.1
     redis_max_connections: int = 32
     redis_timeout_s: float = 5.0  # waiting for a free pooled connection
     # Store outages (docs/operations.md): each Redis call's deadline, and the
@@ -83,10 +102,22 @@ class Settings:
             raise ValueError("max_frame_bytes must be at least 1024")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("admin_token must be at least 16 characters")
+        if self.answer_deadline_s <= 0:
+            raise ValueError("answer_deadline_s must be above 0")
+        self._check_address_limits()
         if self.redis_breaker_failures < 1:
             raise ValueError("redis_breaker_failures must be at least 1")
         if self.erasure_tombstone_days < 1:
             raise ValueError("erasure_tombstone_days must be at least 1")
+
+    def _check_address_limits(self) -> None:
+        if self.max_connections_per_address < 0 or self.max_messages_per_s_per_address < 0:
+            raise ValueError("per-address limits must be 0 (off) or more")
+        if 0 < self.max_messages_per_s_per_address < 0.5:  # a bucket of 2 x rate < 1 token
+            raise ValueError("max_messages_per_s_per_address below 0.5 lets nothing through")
+        if self.max_tracked_addresses < 1:
+            raise ValueError("max_tracked_addresses must be at least 1")
+        parse_trusted_proxies(self.trusted_proxies)  # ValueError naming the bad entry
 
     def to_env(self) -> dict[str, str]:
         """The environment that recreates these settings (for worker processes)."""

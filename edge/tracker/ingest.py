@@ -3,15 +3,19 @@ need, origin checks, and turning one ``events`` message into stored events."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from edge.aliases import Aliases
+from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import Decision, decide
-from edge.errors import ProtocolError
+from edge.errors import ProfileMoved, ProtocolError
+from edge.identity import customer_visitor
 from edge.ledger import Hot, Ledger
 from edge.profile import Profile
 from edge.registry import SiteRegistry
@@ -84,6 +88,29 @@ def decide_all(
     return chosen
 
 
+class Holder(Protocol):
+    """What holds a visitor's hot profile (a connection, a beacon request):
+    ``process`` moves it to the customer's profile on a verified identify."""
+
+    hot: Hot | None
+
+
+@dataclass
+class Holding:
+    hot: Hot | None = None
+
+
+def segments(events: Sequence[p.Event], site: str) -> list[tuple[str | None, list[p.Event]]]:
+    """``events`` cut before each verified identify: (the customer profile
+    they go to from there on, or None for "where they went before", events)."""
+    out: list[tuple[str | None, list[p.Event]]] = [(None, [])]
+    for event in events:
+        if isinstance(event, p.Identify) and event.customer_id is not None:
+            out.append((customer_visitor(site, event.customer_id), []))
+        out[-1][1].append(event)
+    return out if out[0][1] else out[1:]
+
+
 @dataclass
 class Counters:
     connections: int = 0
@@ -105,6 +132,14 @@ class Ingest:
     counters: Counters = field(default_factory=Counters)
     latency: Callable[[str, float], None] = lambda site, seconds: None
     automate: Callable[[Site, Sequence[Any], float], None] = lambda site, applied, now: None
+    aliases: Aliases = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.aliases = Aliases(self.ledger, self.settings.ack_timeout_s)
+
+    async def open(self, site: Site, visitor: str) -> Hot:
+        """The visitor's hot profile: its own, or its customer's once aliased."""
+        return await self.aliases.resolve(site, visitor, self.clock())
 
     def origin_allowed(self, site: Site, origin: str | None, host: str | None) -> bool:
         """Same-origin and listed origins pass; a missing Origin (not a browser)
@@ -118,21 +153,29 @@ class Ingest:
 
     async def process(
         self,
-        hot: Hot | None,
+        holder: Holder,
         batch: p.Batch,
         ctx: VisitContext,
         site: Site,
         *,
         page: Page | None = None,
+        deadline: float | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Store a batch; returns the messages to send first (errors, revealed
         coupons) and the acknowledging answer.
 
-        ``hot`` is None when nothing may be stored (no consent): events are then
-        acknowledged and dropped. Beacons (``page=None``) get a bare ``ack``:
-        their page is going away. Raises ``TimeoutError`` if the store did not
-        take the events within ``ack_timeout_s``, ``StoreUnavailable`` at once
-        when it is known to be down (they stay queued either way).
+        ``holder.hot`` is None when nothing may be stored (no consent): events
+        are then acknowledged and dropped. A verified identify moves the holder
+        to the customer's profile (``edge.aliases``) before it is applied.
+        Beacons (``page=None``) get a bare ``ack``: their page is going away.
+        Raises ``TimeoutError`` if the store did not take the events within
+        ``ack_timeout_s``, ``StoreUnavailable`` at once when it is known to
+        be down (they stay queued either way).
+        ``deadline`` (loop time): past it, a coupon claim still in flight is
+        waited for only while the store is answering (``TimeoutError`` then;
+        the claim goes on in the background), and recommendations come from
+        the catalog alone. A write that hangs is the ledger's to notice
+        (``Ledger.stall_after_s``).
         """
         now = self.clock()
         errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
@@ -148,34 +191,95 @@ class Ingest:
         self.counters.events += len(accepted)
         self.counters.refused += len(errors)
         profile: Profile | None = None
-        if hot is not None:
-            submitted = hot.submitted
+        if holder.hot is not None:
             applied: list[tuple[Profile | None, Profile, p.Event]] = []
-            future = self.ledger.submit(hot, accepted, ctx, site, now, applied)
-            self.counters.duplicates += len(accepted) - (hot.submitted - submitted)
-            profile = await self.ledger.settle(future, self.settings.ack_timeout_s)
+            profile = await self._store(holder, accepted, ctx, site, now, applied)
             self.widgets.learn(site, applied, now)
             self.automate(site, applied, now)  # automation events (edge.automation)
-        before = errors + await self._reveal(accepted, ctx, site)
+        before = errors + await self._reveal(accepted, ctx, site, deadline)
         seq = batch.highest_seq
         wanted = triggers(accepted) if page is not None else []
         if not wanted:
             return before, p.ack(seq)
         assert page is not None
         chosen = decide_all(profile, ctx, site, now, page, wanted, self.widgets.unavailable(site))
-        items = await self.widgets.render(chosen, profile, ctx, site, page)
+        items = await self.widgets.render(chosen, profile, ctx, site, page, deadline=deadline)
         return before, p.decisions(items, seq=seq)
 
+    def store_answering(self) -> bool:
+        """Worth waiting past the answer deadline for: no write failed or
+        hung since the last that returned, and the store's breaker is closed."""
+        return self.ledger.available
+
+    def _limit(self) -> float:
+        """The loop time past which nobody waits for the store (``ack_timeout_s``)."""
+        return asyncio.get_running_loop().time() + self.settings.ack_timeout_s
+
+    async def _store(
+        self,
+        holder: Holder,
+        events: Sequence[p.Event],
+        ctx: VisitContext,
+        site: Site,
+        now: float,
+        applied: list[tuple[Profile | None, Profile, p.Event]],
+    ) -> Profile | None:
+        """Submit ``events`` to the holder's profile, following it to the
+        customer's profile at each verified identify; wait until all are stored."""
+        futures = []
+        for target, part in segments(events, site.id):
+            if target is not None:
+                await self._move(holder, site, ctx, target, now)
+            hot = holder.hot
+            assert hot is not None
+            if hot.current is not None and hot.current.sealed:  # another tab linked it
+                await self._move(holder, site, ctx, None, now)
+                hot = holder.hot
+                assert hot is not None
+            submitted = hot.submitted
+            # a customer profile created by these events is that customer's
+            own = ctx if hot.visitor == ctx.visitor else replace(ctx, visitor=hot.visitor)
+            futures.append(self.ledger.submit(hot, part, own, site, now, applied))
+            self.counters.duplicates += len(part) - (hot.submitted - submitted)
+        profile = None
+        for future in futures:
+            profile = await self.ledger.settle(future, self.settings.ack_timeout_s)
+        return profile
+
+    async def _move(
+        self, holder: Holder, site: Site, ctx: VisitContext, target: str | None, now: float
+    ) -> None:
+        """Hold ``target`` (linking this device to it) or, with None, wherever
+        this device's alias now points."""
+        old = holder.hot
+        assert old is not None
+        if target is not None and old.visitor == target:
+            return  # already on this customer's profile
+        if target is None:
+            new = await self.aliases.resolve(site, ctx.visitor, now)
+        else:
+            new = await self.aliases.link(site, ctx.visitor, target, now)
+        holder.hot = new
+        self.ledger.release(old)
+        if new.current is not None and new.current.sealed:  # never: customers are not sealed
+            raise ProfileMoved(f"{new.visitor} is sealed")
+
     async def _reveal(
-        self, events: Sequence[p.Event], ctx: VisitContext, site: Site
+        self, events: Sequence[p.Event], ctx: VisitContext, site: Site, deadline: float | None
     ) -> list[dict[str, Any]]:
-        """A ``coupon`` message for each coupon form the visitor submitted."""
+        """A ``coupon`` message for each coupon form the visitor submitted.
+        ``TimeoutError`` past ``deadline`` while the store is not answering:
+        the answer is the fallback, the tracker resends, and the resent
+        convert reveals the same code (a visitor's claim is theirs)."""
         messages = []
         for event in events:
             if isinstance(event, p.Widget) and event.action == "convert":
-                message = await self.widgets.reveal(
-                    site, event.campaign, event.variant, event.step, ctx
-                )
+                reveal = self.widgets.reveal(site, event.campaign, event.variant, event.step, ctx)
+                if deadline is not None:
+                    reveal = by_deadline(
+                        reveal, deadline, patience=self.store_answering, limit=self._limit()
+                    )
+                message = await reveal
                 if message is not None:
                     messages.append(message)
         return messages

@@ -1,28 +1,39 @@
 """The WebSocket endpoint ``/ws?site=<id>``: a thin shell around the protocol
 (``protocol``), the profile ledger (``edge.ledger``) and the decision hook.
 
-Per connection: refuse a bad site or Origin before accepting (HTTP 403), wait
-for ``hello``, then answer each ``events`` message after its events are
-stored. Messages of one connection are handled in order, one at a time, so
-answers come back in order and a slow store pushes back on that client only.
+Per connection: refuse a bad site or Origin before accepting (HTTP 403), and
+a client address over its limits (HTTP 429, edge.tracker.limits), wait for a
+valid ``hello`` (anything else: an error, then close 1008), then answer each
+``events`` message after its events are stored. Messages of one connection
+are handled in order, one at a time, so answers come back in order and a
+slow store pushes back on that client only.
 
 While the store is down (docs/protocol.md, "Store outages") a ``hello`` is
 still welcomed (``ack`` 0; the profile is loaded by a later message), and an
 ``events`` message gets the fallback answer at once: ``error``
 ``store_unavailable`` and, when it asked for decisions, an empty
 ``decisions`` without ``ack``. The tracker keeps those events and resends them.
+So does a message still waiting for the store ``answer_deadline_s`` after it
+arrived while the store is not answering (a hung store: a write in flight
+that long, or known down): the store work goes on, the visitor does not wait
+for it. A ``hello`` waits for its profile no longer than that at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
 from edge.errors import (
     BadVisitorId,
@@ -39,7 +50,15 @@ from edge.stores.base import StoreUnavailable
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.tracker.ingest import Ingest, may_store, next_page, triggers
-from edge.tracker.limits import TokenBucket
+from edge.tracker.limits import (
+    FORWARDED,
+    REFUSALS,
+    RETRY_AFTER_S,
+    AddressLimits,
+    Limit,
+    TokenBucket,
+    refusal_warning,
+)
 from edge.tracker.useragent import classify
 
 log = logging.getLogger(__name__)
@@ -48,6 +67,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
+DENIAL_RESPONSE = "websocket.http.response"  # the ASGI extension for HTTP answers to handshakes
 
 
 class Close(Exception):
@@ -68,6 +88,9 @@ class Connection:
         self.page = Page()
         self.bot = False
         self.hot: Hot | None = None
+        # The profile's load, while it outlives a message's answer deadline:
+        # the next message takes it up; ``close`` releases what it holds.
+        self.opening: asyncio.Task[Hot] | None = None
         settings = ingest.settings
         self.bucket = TokenBucket(
             settings.max_messages_per_s, 2 * settings.max_messages_per_s, time.monotonic()
@@ -76,6 +99,8 @@ class Connection:
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = 0  # the close code sent when the deadline passed
+        # The per-address bucket (edge.tracker.limits), None when that limit is off.
+        self.address_allows: Callable[[float], bool] | None = None
 
     # Hello and idle timeouts: one timer per connection, moved forward by each
     # message, instead of wrapping every receive in wait_for (a task per
@@ -106,8 +131,11 @@ class Connection:
         frame = await self.ws.receive()
         if frame["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(self.timed_out or frame.get("code", 1000))
-        if not self.bucket.take(time.monotonic()):
+        now = time.monotonic()
+        if not self.bucket.take(now):
             raise Close(CLOSE_POLICY, "too many messages")
+        if self.address_allows is not None and not self.address_allows(now):
+            raise Close(CLOSE_POLICY, "too many messages from this address")
         data = frame.get("text")
         self.binary = data is None
         if data is None:
@@ -135,20 +163,11 @@ class Connection:
                     raise InvalidMessage(f"unknown message type {kind!r:.40}")
             except ProtocolError as exc:
                 await self.send(p.error(exc.code, exc.message, seq=exc.seq))
+                if self.ctx is None:  # the first message must be a valid hello, or 1008
+                    raise Close(CLOSE_POLICY, _hello_refused(exc)) from None
 
     async def on_hello(self, message: dict[str, Any]) -> None:
-        try:
-            if p.message_type(message) != "hello":
-                raise HelloRequired("send hello first")
-            hello = p.parse_hello(message)
-        except BadVisitorId as exc:
-            await self.send(p.error(exc.code, exc.message))
-            raise Close(CLOSE_POLICY, "bad visitor id") from None
-        except ProtocolError as exc:
-            await self.send(p.error(exc.code, exc.message))
-            if exc.code == "hello_required":
-                return
-            raise Close(CLOSE_POLICY, "bad hello") from None
+        hello = p.parse_first(message)
         visitor = hello.visitor or new_id()
         self.page = Page(url=hello.url)
         self.bot = classify(self.ws.headers.get("user-agent", "")).is_bot
@@ -167,7 +186,8 @@ class Connection:
             referrer=hello.referrer,
         )
         acked = 0  # also when the store is down: unknown, so the tracker resends all
-        if self.may_store() and await self.load():
+        deadline = self.loop.time() + self.ingest.settings.answer_deadline_s
+        if self.may_store() and await self.load(deadline):
             assert self.hot is not None
             if self.hot.base is not None:  # what is *stored*, never what is pending
                 acked = self.hot.base.acked(hello.session)
@@ -175,15 +195,30 @@ class Connection:
         css = self.site.renderer.stylesheet() if show else None
         await self.send(p.welcome(visitor, hello.session, acked, self.site.version, css))
 
-    async def load(self) -> bool:
-        """Make the visitor's profile hot; False while the store is down (the
-        next message tries again)."""
+    async def load(self, deadline: float, *, patient: bool = False) -> bool:
+        """Make the visitor's profile hot; False while the store is down or
+        has not answered by ``deadline`` (loop time; ``patient``: and is not
+        answering anything either): the load then goes on, and the next
+        message takes it up, or tries again after a failure."""
         assert self.ctx is not None
+        opening = self.opening
+        if opening is None:
+            opening = self.opening = self.loop.create_task(
+                self.ingest.open(self.site, self.ctx.visitor)
+            )
         try:
-            self.hot = await self.ingest.ledger.open(self.site.id, self.ctx.visitor)
-        except StoreError as exc:
-            log.debug("cannot load profile: %s", exc)
+            self.hot = await by_deadline(
+                opening,
+                deadline,
+                patience=self.ingest.store_answering if patient else None,
+                limit=deadline + self.ingest.settings.ack_timeout_s,
+            )
+        except (TimeoutError, StoreError) as exc:  # late, or failed (its own timeout included)
+            log.debug("profile not loaded: %r", exc)
             return False
+        finally:
+            if opening.done():  # taken up, or failed: a later message starts afresh
+                self.opening = None
         return True
 
     def may_store(self) -> bool:
@@ -195,13 +230,20 @@ class Connection:
     async def on_events(self, message: dict[str, Any]) -> None:
         assert self.ctx is not None
         started = time.perf_counter()
+        deadline = self.loop.time() + self.ingest.settings.answer_deadline_s
         batch = p.parse_events(message)
         self.page = next_page(self.page, batch.events)
         try:
-            if self.hot is None and self.may_store() and not await self.load():
+            loaded = self.hot is not None or not self.may_store()
+            if not loaded and not await self.load(deadline, patient=True):
                 raise StoreUnavailable("profile store unavailable")
             errors, answer = await self.ingest.process(
-                self.hot, batch, self.ctx, self.site, page=None if self.bot else self.page
+                self,
+                batch,
+                self.ctx,
+                self.site,
+                page=None if self.bot else self.page,
+                deadline=deadline,
             )
         except (TimeoutError, StoreError):
             await self.fallback(batch)
@@ -227,6 +269,20 @@ class Connection:
         if self.hot is not None:
             self.ingest.ledger.release(self.hot)
             self.hot = None
+        if self.opening is not None:  # a load that outlived its deadline: release it when done
+            self.opening.add_done_callback(self._release_late)
+            self.opening = None
+
+    def _release_late(self, opening: asyncio.Task[Hot]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self.ingest.ledger.release(opening.result())
+
+
+def _hello_refused(exc: ProtocolError) -> str:
+    """The close reason when the first message is not a valid hello."""
+    if isinstance(exc, HelloRequired):
+        return "hello required"
+    return "bad visitor id" if isinstance(exc, BadVisitorId) else "bad hello"
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -237,9 +293,46 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     ):
         await ws.close(CLOSE_POLICY)  # before accept: the server answers HTTP 403
         return
+    limits: AddressLimits = ws.app.state.limits
+    key = None
+    if limits.enabled:  # admitted before accept, counted until the socket ends
+        key = limits.key(ws.client.host if ws.client else None, ws.headers.getlist(FORWARDED))
+        refused = limits.connect(key, time.monotonic())
+        if refused is not None:
+            await _deny(ws, limits, key, refused)
+            return
+    try:
+        await _serve(ws, ingest, site, key, limits)
+    finally:
+        if key is not None:
+            limits.disconnect(key, time.monotonic())
+
+
+async def _deny(ws: WebSocket, limits: AddressLimits, key: str, refused: Limit) -> None:
+    """Refuse a handshake over a per-address limit: HTTP 429 where the server
+    can answer a handshake with a response (uvicorn can), else close 1008
+    before accept (which the server turns into HTTP 403)."""
+    warning = refusal_warning(limits, key, refused, time.monotonic())
+    if warning:
+        log.warning(warning)
+    message = p.error("rate_limited", REFUSALS[refused])
+    with contextlib.suppress(RuntimeError, OSError):  # the peer went away first
+        if DENIAL_RESPONSE in ws.scope.get("extensions", {}):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            await ws.send_denial_response(JSONResponse(message, 429, headers=headers))
+            _denied.set(True)
+        else:
+            await ws.close(CLOSE_POLICY, REFUSALS[refused])
+
+
+async def _serve(
+    ws: WebSocket, ingest: Ingest, site: Site, key: str | None, limits: AddressLimits
+) -> None:
     await ws.accept()
     ingest.counters.connections += 1
     connection = Connection(ingest, ws, site)
+    if key is not None and limits.rate_per_s > 0:
+        connection.address_allows = functools.partial(limits.message, key)
     code = 1000
     try:
         await connection.run()
@@ -261,3 +354,37 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
     with contextlib.suppress(RuntimeError, OSError):  # the peer went away first
         await ws.close(code, reason)
+
+
+# Two ERROR records of uvicorn's websockets-sansio protocol (edge serve's
+# ``ws=``) that are no server error, and a cheap way to flood the log:
+# - it decodes text frames itself, and for one that is not UTF-8 logs a
+#   traceback, then closes 1007 and hands edge a disconnect with that code
+#   (counted in edge_closes): kept as one DEBUG line, without the traceback;
+# - after a handshake answered with a response (the 429 of ``_deny``) it
+#   still reports "returned without completing handshake" (uvicorn pull
+#   request 3138): dropped, but only in the task that sent that response.
+INVALID_UTF8 = "Invalid UTF-8 sequence received from client."
+INCOMPLETE_HANDSHAKE = "ASGI callable returned without completing handshake."
+# True in the task of a handshake that ``_deny`` answered (uvicorn logs the
+# record above from that same task, once the endpoint has returned).
+_denied: contextvars.ContextVar[bool] = contextvars.ContextVar("edge_ws_denied", default=False)
+
+
+class _UvicornNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == INCOMPLETE_HANDSHAKE:
+            return not _denied.get()
+        if record.msg != INVALID_UTF8:
+            return True
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_uvicorn_noise() -> None:
+    """Install the filter on uvicorn's error logger (once per process)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _UvicornNoise) for f in logger.filters):
+        logger.addFilter(_UvicornNoise())

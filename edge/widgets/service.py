@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
@@ -77,19 +78,29 @@ class WidgetService:
         ctx: VisitContext,
         site: Site,
         page: Page,
+        *,
+        deadline: float | None = None,
     ) -> list[dict[str, Any]]:
+        """The decisions' wire items with their HTML. Recommendation signals
+        not read by ``deadline`` (loop time) are not waited for: the
+        strategies run on the catalog alone, this time (the read goes on)."""
         lang = language(ctx.lang) or language(site.locale)
         items = []
         for decision in decisions:
             item = decision.to_wire()
             if decision.widget is not None:
-                products = await self._products(decision, profile, site, page)
+                products = await self._products(decision, profile, site, page, deadline)
                 item["html"] = self._html_for(decision, lang, site, products)
             items.append(item)
         return items
 
     async def _products(
-        self, decision: Decision, profile: Profile | None, site: Site, page: Page
+        self,
+        decision: Decision,
+        profile: Profile | None,
+        site: Site,
+        page: Page,
+        deadline: float | None = None,
     ) -> Sequence[Any]:
         """Recommendations in a recommendation widget; nothing for the others."""
         widget = decision.widget or {}
@@ -98,7 +109,7 @@ class WidgetService:
         strategy = str(widget.get("strategy"))
         limit = int(widget.get("limit", 4))
         queries = signal_queries(strategy, profile, page.product)
-        answers = await self._top_many(site.id, queries, limit * 3 + 10)
+        answers = await self._top_many(site.id, queries, limit * 3 + 10, deadline)
         signals: dict[str, Scores] = {
             kind: scores for (kind, _), scores in zip(queries, answers, strict=True)
         }
@@ -108,7 +119,11 @@ class WidgetService:
         )
 
     async def _top_many(
-        self, site: str, queries: Sequence[tuple[SignalKind, str | None]], n: int
+        self,
+        site: str,
+        queries: Sequence[tuple[SignalKind, str | None]],
+        n: int,
+        deadline: float | None = None,
     ) -> list[Scores]:
         now = self._clock()
         answers: dict[int, Scores] = {}
@@ -121,8 +136,17 @@ class WidgetService:
                 missing.append(index)
         if missing:
             fetched: Sequence[Scores]
+            read = asyncio.ensure_future(
+                self.signals.top_many(site, [queries[i] for i in missing], n)
+            )
             try:
-                fetched = await self.signals.top_many(site, [queries[i] for i in missing], n)
+                # No patience past the deadline: the catalog is a fine answer.
+                fetched = await (read if deadline is None else by_deadline(read, deadline))
+            except TimeoutError:  # a slow store: the catalog now, the late answer cached
+                log.debug("site %s: recommendation signals not read in time", site)
+                keys = [(site, *queries[i]) for i in missing]
+                read.add_done_callback(lambda done: self._cache_late(keys, now, done))
+                return [answers.get(i, ()) for i in range(len(queries))]
             except Exception:  # recommendations degrade to the catalog; logged
                 log.exception("site %s: reading recommendation signals failed", site)
                 fetched = [() for _ in missing]
@@ -132,6 +156,21 @@ class WidgetService:
             while len(self._scores) > CACHE_SIZE:
                 self._scores.popitem(last=False)
         return [answers[i] for i in range(len(queries))]
+
+    def _cache_late(
+        self,
+        keys: Sequence[tuple[str, SignalKind, str | None]],
+        now: float,
+        read: asyncio.Future[Any],
+    ) -> None:
+        """A signal read that outlived its answer deadline: keep what it found."""
+        if read.cancelled() or read.exception() is not None:
+            return
+        found: Sequence[Scores] = read.result()
+        for key, scores in zip(keys, found, strict=True):
+            self._scores[key] = (now + self._cache_s, scores)
+        while len(self._scores) > CACHE_SIZE:
+            self._scores.popitem(last=False)
 
     # --- learning from events ----------------------------------------------------
 

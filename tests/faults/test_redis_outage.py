@@ -1,10 +1,11 @@
 """Store outages against real processes: Redis killed for 5 s (connections
-refused) and Redis hung for 3 s (``CLIENT PAUSE``: connections accepted, no
-answers), while visitors stream page views.
+refused) and Redis hung for 3 s (``CLIENT PAUSE``, or the process stopped by
+``SIGSTOP``: connections accepted, no answers), while visitors stream page views.
 
 Each visitor behaves like the tracker: it keeps every event until an ``ack``
 covers it and resends what is unacknowledged with its next message. Checked:
-every answer (the first frame after a send) within 50 ms during the outage,
+every answer (the first frame after a send) within 50 ms during the outage
+(within the answer deadline, 100 ms, plus scheduling when Redis hangs),
 the server alive, then every event stored exactly once (each profile counts
 exactly the page views its visitor made: acknowledged ones were not lost,
 resent ones not applied twice), and normal acknowledged answers within 2 s
@@ -14,8 +15,10 @@ of Redis coming back. Figures are printed (``pytest -s``).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -39,6 +42,10 @@ pytestmark = [pytest.mark.timeout(60)]
 
 PAGE = "http://127.0.0.1/demo"
 ANSWER_BUDGET_S = 0.050
+# A hung Redis: nothing fails fast until a call's socket deadline (250 ms)
+# passed, so the first messages are answered at the answer deadline
+# (EDGE_ANSWER_DEADLINE_S, 100 ms); the rest is room for a shared machine.
+HUNG_BOUND_S = 0.150
 PACE_S = 0.1  # one message per visitor every ~100 ms
 
 
@@ -86,6 +93,16 @@ class Redis:
         )
         wait_until(lambda: self.command("PING"), 10, "redis-server")
 
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections and buffers commands;
+        nothing is answered until ``resume``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.kill()
@@ -93,6 +110,7 @@ class Redis:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.resume()  # a stopped process would not act on SIGTERM
             self.process.terminate()
             self.process.wait(10)
 
@@ -243,7 +261,8 @@ async def test_redis_killed_for_5s(stack: tuple[Redis, EdgeServer]) -> None:
     recovering = between(tabs, up, up + 2.0)
     after = between(tabs, up + 2.0, up + 3.0)
     print(
-        f"\nkilled 5 s, {len(tabs)} visitors: before p99 {ms(p99(before))}; "
+        f"\nkilled 5 s, {len(tabs)} visitors: before p99 {ms(p99(before))}, "
+        f"{sum(not s.acked for s in before)}/{len(before)} fallbacks; "
         f"outage {len(during)} answers, {sum(not s.acked for s in during)} fallbacks, "
         f"p99 {ms(p99(during))}, max {ms(max(s.latency_s for s in during))}; "
         f"first 2 s after p99 {ms(p99(recovering))}, "
@@ -264,8 +283,9 @@ async def test_redis_killed_for_5s(stack: tuple[Redis, EdgeServer]) -> None:
 async def test_redis_hung_for_3s(stack: tuple[Redis, EdgeServer]) -> None:
     """A paused Redis takes connections and commands but answers nothing: the
     first calls wait out their deadline (``EDGE_REDIS_SOCKET_TIMEOUT_S``, 250 ms),
-    then the breaker opens and answers are immediate again. Commands the server
-    ran after edge gave up on them are recognised (compare-and-set, dedupe)."""
+    but no visitor waits longer than the answer deadline for them; once a write
+    failed, answers are immediate again. Commands the server ran after edge
+    gave up on them are recognised (compare-and-set, dedupe)."""
     store, server = stack
     tabs = list(await asyncio.gather(*(Tab.open(server) for _ in range(12))))
     stop = asyncio.Event()
@@ -290,9 +310,73 @@ async def test_redis_hung_for_3s(stack: tuple[Redis, EdgeServer]) -> None:
         f"from 0.5 s on max {ms(max(s.latency_s for s in settled))}; "
         f"after p99 {ms(p99(after))}, {sum(s.acked for s in after)}/{len(after)} acked"
     )
-    assert max(s.latency_s for s in during) <= 0.25 + 0.2  # one socket deadline, at most
+    assert max(s.latency_s for s in during) <= HUNG_BOUND_S  # the answer deadline, at most
     assert max(s.latency_s for s in settled) <= ANSWER_BUDGET_S
     assert after and all(s.acked for s in after)
     assert p99(after) <= ANSWER_BUDGET_S
     check_stored(store, tabs)
     await asyncio.gather(*(tab.visitor.close() for tab in tabs))
+
+
+async def test_redis_stopped_for_3s(stack: tuple[Redis, EdgeServer]) -> None:
+    """The redis-server process stopped (``SIGSTOP``) for 3 s while visitors
+    stream and new ones arrive: every message and every ``hello`` is answered
+    within the answer deadline (plus scheduling), though no Redis call fails
+    before its 250 ms socket deadline; a ``hello`` whose profile load hangs is
+    welcomed with ``ack`` 0 and the load is taken up later. When Redis runs
+    again, everything is stored exactly once."""
+    store, server = stack
+    tabs = list(await asyncio.gather(*(Tab.open(server) for _ in range(12))))
+    stop = asyncio.Event()
+    streams = [asyncio.create_task(tab.stream(stop)) for tab in tabs]
+    await asyncio.sleep(1.5)
+    late: list[Tab] = []
+    down = time.monotonic()
+    store.pause()
+    try:
+        # The first arrives while the first stalled write is still waiting
+        # (its load hangs too); the later ones once the store is known down.
+        for wait_s in (0.02, 0.3, 0.6, 0.6, 0.6):
+            await asyncio.sleep(wait_s)
+            tab = await Tab.open(server)
+            late.append(tab)
+            streams.append(asyncio.create_task(tab.stream(stop)))
+        await asyncio.sleep(down + 3.0 - time.monotonic())
+    finally:
+        store.resume()
+    up = time.monotonic()
+    tabs += late
+    await asyncio.sleep(3.0)
+    stop.set()
+    await asyncio.gather(*streams)
+    await asyncio.wait_for(asyncio.gather(*(tab.drain() for tab in tabs)), 10)
+
+    during = between(tabs, down, up)
+    first = between(tabs, down, down + 0.3)
+    after = between(tabs, up + 2.0, up + 3.0)
+    latencies = sorted(s.latency_s for s in during)
+    print(
+        f"\nstopped 3 s, {len(tabs)} visitors: {len(during)} answers, "
+        f"{sum(not s.acked for s in during)} fallbacks, "
+        f"max {ms(latencies[-1])}, p99 {ms(p99(during))}, "
+        f"median {ms(statistics.median(latencies))}; "
+        f"first 0.3 s: {len(first)} answers, max {ms(max(s.latency_s for s in first))}; "
+        f"hellos while stopped {', '.join(ms(t.welcome_s) for t in late)} "
+        f"(ack {[t.welcome['ack'] for t in late]}); "
+        f"after p99 {ms(p99(after))}, {sum(s.acked for s in after)}/{len(after)} acked"
+    )
+    assert sum(not s.acked for s in during) > len(during) // 2  # the hang was seen
+    assert latencies[-1] <= HUNG_BOUND_S
+    assert all(t.welcome_s <= HUNG_BOUND_S and t.welcome["ack"] == 0 for t in late)
+    assert after and all(s.acked for s in after)
+    assert p99(after) <= ANSWER_BUDGET_S
+    check_stored(store, tabs)
+    await asyncio.gather(*(tab.visitor.close() for tab in tabs))
+    # Every hot profile was released, the loads that outlived their deadline too.
+    await asyncio.to_thread(wait_until, lambda: hot_profiles(server) == 0, 10, "hot profiles")
+
+
+def hot_profiles(server: EdgeServer) -> int:
+    status, body = http(f"{server.http}/healthz")
+    assert status == 200, body
+    return int(json.loads(body)["hot_profiles"])
