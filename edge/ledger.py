@@ -319,8 +319,10 @@ class Ledger:
             while self._dirty:
                 try:
                     await self._flush_once()
-                    if self.degraded:
+                    if self.degraded and failures:
                         log.warning("store writes succeed again after %d failures", failures)
+                    elif self.degraded:  # the stall watch had given up waiting on this write
+                        log.warning("a stalled store write returned")
                     failures = 0
                     self.degraded = False
                 except StoreError as exc:

@@ -193,9 +193,14 @@ class Ingest:
         profile: Profile | None = None
         if holder.hot is not None:
             applied: list[tuple[Profile | None, Profile, p.Event]] = []
-            profile = await self._store(holder, accepted, ctx, site, now, applied)
-            self.widgets.learn(site, applied, now)
-            self.automate(site, applied, now)  # automation events (edge.automation)
+            try:
+                profile = await self._store(holder, accepted, ctx, site, now, applied)
+            finally:
+                # Also when the answer is the fallback: what was applied stays
+                # pending and is stored later, and a resend of it is a duplicate
+                # (not applied again), so this is its only chance to count.
+                self.widgets.learn(site, applied, now)
+                self.automate(site, applied, now)  # automation events (edge.automation)
         before = errors + await self._reveal(accepted, ctx, site, deadline)
         seq = batch.highest_seq
         wanted = triggers(accepted) if page is not None else []
