@@ -14,7 +14,7 @@ from edge.aliases import Aliases
 from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import Decision, decide
-from edge.errors import ProfileMoved, ProtocolError
+from edge.errors import ProtocolError
 from edge.identity import customer_visitor
 from edge.ledger import Hot, Ledger
 from edge.profile import Profile
@@ -264,10 +264,8 @@ class Ingest:
             new = await self.aliases.resolve(site, ctx.visitor, now)
         else:
             new = await self.aliases.link(site, ctx.visitor, target, now)
-        holder.hot = new
+        holder.hot = new  # never sealed: customer profiles are not (edge.aliases)
         self.ledger.release(old)
-        if new.current is not None and new.current.sealed:  # never: customers are not sealed
-            raise ProfileMoved(f"{new.visitor} is sealed")
 
     async def _reveal(
         self, events: Sequence[p.Event], ctx: VisitContext, site: Site, deadline: float | None
