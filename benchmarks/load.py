@@ -33,7 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# Real user agents, vendored with the tests (tests/data/README.md names the sources).
+USER_AGENTS = ROOT / "tests" / "data" / "useragents"
 CATALOG = ROOT / "profiles" / "demo" / "catalog.json"
 
 LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
@@ -110,7 +111,7 @@ FIRST_NAMES = ["anna", "ben", "chloe", "dawid", "emma", "felix", "greta", "hugo"
 
 
 def _load_agents(name: str) -> list[str]:
-    with (SHARED / "useragents" / name).open(encoding="utf-8") as f:
+    with (USER_AGENTS / name).open(encoding="utf-8") as f:
         agents: list[str] = json.load(f)["user_agents"]
     # a few entries are not valid HTTP header values (control or non-ASCII characters):
     # a browser could not send them either

@@ -17,7 +17,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "profiles"
-SHARED = ROOT.parent / "shared"
 
 
 def free_port() -> int:

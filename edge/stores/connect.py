@@ -384,7 +384,7 @@ def _sentinel(target: RedisUrl, opts: ClientOptions) -> SentinelMaster:
         "password": target.option("sentinel_password"),
         **_tls(target),
     }
-    manager = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    manager = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)
     assert target.service is not None  # parse_redis_url
     master = manager.master_for(
         target.service,

@@ -1,7 +1,7 @@
 """Tests for the condition language (edge.decisioning.conditions).
 
-The conformance cases are GrowthBook's cross-SDK suite (MIT), stored in the
-repository's sibling ``shared/`` folder; see ``shared/README.md``.
+The conformance cases are GrowthBook's cross-SDK suite (MIT), vendored in
+``tests/data/conformance/``; its README names the source and version.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from edge.decisioning.conditions import (
     evaluate,
 )
 
-CONFORMANCE_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "conformance" / "conditions.json"
-)
+CONFORMANCE_PATH = Path(__file__).resolve().parents[1] / "data" / "conformance" / "conditions.json"
 
 # Conformance cases whose condition is malformed. GrowthBook evaluates them to
 # False at run time; our rule is to reject malformed input at compile time, so
