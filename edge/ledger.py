@@ -24,10 +24,17 @@ for a write is told at once (``StoreUnavailable``), and new ones are not made
 to wait, so visitors get a fallback answer without an ``ack`` and resend; the
 resent events are duplicates of the pending ones and are stored once.
 
-Invariants, for each hot profile ``h``:
+Invariants, for each hot profile ``h`` (``check_invariants`` tests them):
   ``h.current == fold(apply, h.base, h.pending)``;
+  ``len(h.pending) == h.submitted - h.flushed``;
   ``h.version`` is the store version ``h.base`` was read or written at;
-  at most one write of ``h`` is in flight (there is one flusher).
+  ``h`` is in the dirty set only while it has pending updates, and always
+  then unless its write is in flight (a duplicate arriving during that write
+  once left it dirty with nothing pending, and the flusher died on it);
+  every waiter waits for an update not yet stored (``target > h.flushed``);
+  at most one write of ``h`` is in flight (there is one flusher), and the
+  flusher runs under ``edge.supervisor``: a bug in it is logged, counted and
+  restarted, never a silent end of all storing.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from edge.errors import ProfileMoved, StoreError
 from edge.profile import Profile
 from edge.sites import Site
 from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
+from edge.supervisor import Supervisor
 from edge.tracker.context import VisitContext
 from edge.tracker.protocol import Event
 from edge.updates import apply
@@ -88,6 +96,7 @@ class Hot:
     flushed: int = 0  # of those, how many are stored
     refs: int = 0
     waiters: list[tuple[int, asyncio.Future[Profile | None]]] = field(default_factory=list)
+    config: Site | None = None  # the site configuration of the latest update (its TTLs)
 
     @property
     def key(self) -> Key:
@@ -118,6 +127,8 @@ class Ledger:
         self.store_errors = 0
         self.degraded = False  # the last write failed, and none succeeded since
         self._settling: set[asyncio.Future[Profile | None]] = set()  # messages in ``settle``
+        self._in_flight: set[Key] = set()  # profiles whose write the flusher awaits
+        self.anomalies = 0  # dirty profiles found with nothing to write (a broken invariant)
         self.observe_batch: Callable[[float], None] = lambda seconds: None  # metrics hook
         # A write the watch finds hung counts as failed for the messages waiting
         # on it (a hung store answers nothing before its socket deadline): they
@@ -127,11 +138,14 @@ class Ledger:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, supervisor: Supervisor | None = None) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._flusher(), name="edge-flusher"
-            )
+            if supervisor is not None:
+                self._task = supervisor.start("flusher", self._flusher)
+            else:
+                self._task = asyncio.get_running_loop().create_task(
+                    self._flusher(), name="edge-flusher"
+                )
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until nothing is pending; False if the store would not take it in time."""
@@ -281,6 +295,7 @@ class Ledger:
                 hot.current = updated
                 hot.pending.append(Pending(event, ctx, site, now))
                 hot.submitted += 1
+                hot.config = site
         return self._wait_stored(hot)
 
     def submit_change(
@@ -293,6 +308,7 @@ class Ledger:
             hot.current = updated
             hot.pending.append(Pending(None, None, site, now, change))
             hot.submitted += 1
+            hot.config = site
         return self._wait_stored(hot)
 
     def _wait_stored(self, hot: Hot) -> asyncio.Future[Profile | None]:
@@ -314,7 +330,9 @@ class Ledger:
     async def _flusher(self) -> None:
         failures = 0
         while True:
-            await self._wake.wait()
+            if not self._dirty:  # (after a restart by the supervisor, work may be waiting)
+                self._idle.set()
+                await self._wake.wait()
             self._wake.clear()
             while self._dirty:
                 try:
@@ -334,7 +352,6 @@ class Ledger:
                     if failures == 1 or not isinstance(exc, StoreUnavailable):
                         log.warning("store write failed (%s); retrying in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
-            self._idle.set()
 
     def _fail_waiters(self, exc: StoreError) -> None:
         """Tell every message waiting in ``settle`` that its write will not come
@@ -347,7 +364,17 @@ class Ledger:
         batch = list(self._dirty.values())[: self._max_batch]
         for hot in batch:
             del self._dirty[hot.key]
-        snapshot = [(hot, hot.current, hot.submitted) for hot in batch]
+        snapshot = [
+            (hot, hot.current, hot.submitted, hot.config)
+            for hot in batch
+            if hot.current is not None and hot.pending and hot.config is not None
+        ]
+        if len(snapshot) < len(batch):  # the invariant says never; if so, say so and heal
+            self.anomalies += len(batch) - len(snapshot)
+            log.error("ledger: %d dirty profiles had nothing to write", len(batch) - len(snapshot))
+            for hot in batch:
+                if not hot.pending:
+                    self._maybe_evict(hot)
         writes = [
             Write(
                 hot.site,
@@ -355,31 +382,57 @@ class Ledger:
                 hot.version,
                 profile,
                 # a device aliased to a customer lives as long as a known visitor
-                hot.pending[-1].site.ttl_s(profile.identified or profile.sealed),
+                config.ttl_s(profile.identified or profile.sealed),
             )
-            for hot, profile, _ in snapshot
-            if profile is not None
+            for hot, profile, _, config in snapshot
+            if profile is not None and config is not None  # (for mypy: filtered above)
         ]
         started = time.perf_counter()
         watch = self.stall_watch.start(self._stalled) if self.stall_watch else None
+        self._in_flight = {hot.key for hot, *_ in snapshot}
         try:
             results = await self.store.commit(writes)
         except BaseException:
-            for hot in batch:  # nothing was lost: they stay dirty and are retried
+            for hot, *_ in snapshot:  # nothing was lost: they stay dirty and are retried
                 self._dirty.setdefault(hot.key, hot)
             raise
         finally:
+            self._in_flight = set()
             if watch is not None:
                 watch.cancel()
         self.batches += 1
         self.observe_batch(time.perf_counter() - started)
-        for (hot, profile, upto), result in zip(snapshot, results, strict=True):
+        for (hot, profile, upto, _), result in zip(snapshot, results, strict=True):
             if result is None:
                 assert profile is not None
                 self._stored(hot, profile, upto)
             else:
                 self.conflicts += 1
                 self._rebase(hot, result.current)
+
+    def check_invariants(self) -> list[str]:
+        """The invariants of the module docstring that do not hold now (for
+        tests: it re-applies every pending update, too slow for production)."""
+        broken = [f"{self.anomalies} dirty profiles had nothing to write"] if self.anomalies else []
+        for key, hot in self._hot.items():
+            if len(hot.pending) != hot.submitted - hot.flushed:
+                unflushed = hot.submitted - hot.flushed
+                broken.append(f"{key}: {len(hot.pending)} pending, {unflushed} unflushed")
+            folded = hot.base
+            for pending in hot.pending:
+                folded = pending.redo(folded)
+            if folded != hot.current:
+                broken.append(f"{key}: current is not base + pending")
+            if hot.pending and key not in self._dirty and key not in self._in_flight:
+                broken.append(f"{key}: pending but neither dirty nor being written")
+            if any(t <= hot.flushed and not f.done() for t, f in hot.waiters):
+                broken.append(f"{key}: a waiter waits for what is already stored")
+        for key, hot in self._dirty.items():
+            if not hot.pending:
+                broken.append(f"{key}: dirty with nothing pending")
+            if self._hot.get(key) is not hot and hot.refs > 0:
+                broken.append(f"{key}: dirty but not the hot copy")
+        return broken
 
     def _stalled(self) -> None:
         self.degraded = True
@@ -399,6 +452,9 @@ class Ledger:
         if hot.pending:
             self._mark_dirty(hot)
         else:
+            # A message of duplicates that came during this write marked it
+            # dirty; with nothing pending it must leave the dirty set now.
+            self._dirty.pop(hot.key, None)
             self._maybe_evict(hot)
 
     def _rebase(self, hot: Hot, stored: Stored | None) -> None:
@@ -423,6 +479,7 @@ class Ledger:
         hot.current = hot.base
         hot.pending.clear()
         hot.flushed = hot.submitted
+        self._dirty.pop(hot.key, None)
         waiters, hot.waiters = hot.waiters, []
         target = hot.current.merged_into if hot.current is not None else None
         error = ProfileMoved(f"visitor merged into {target}")

@@ -140,3 +140,45 @@ def test_fold_equals_sequential_apply(site: Site) -> None:
     for event in events:
         again = apply(again, event, ctx, site, 11.0)
     assert again is profile
+
+
+class GatedStore(MemoryStore):
+    """Holds every commit until ``gate`` is set: a write stays in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
+        self.started.set()
+        await self.gate.wait()
+        return await super().commit(writes)
+
+
+async def test_a_duplicate_during_a_write_does_not_wedge_the_flusher(site: Site) -> None:
+    """Issue 12, item 0: a message of duplicates arriving while the same
+    profile's write is in flight left it dirty with nothing pending, and the
+    next flush died on ``pending[-1]``: nothing was stored again."""
+    store = GatedStore()
+    ledger = Ledger(store)
+    ledger.start()
+    visitor, session = new_id(), new_id()
+    ctx = VisitContext(visitor, session)
+    hot = await ledger.open("demo", visitor)
+    first = ledger.submit(hot, [page_view(1, session)], ctx, site, 1.0)
+    await store.started.wait()  # the write of event 1 is in flight
+    resent = ledger.submit(hot, [page_view(1, session)], ctx, site, 1.5)  # a duplicate
+    store.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, resent), 2)
+    # The flusher still works: another visitor's event is stored.
+    other, other_session = new_id(), new_id()
+    hot2 = await ledger.open("demo", other)
+    ctx2 = VisitContext(other, other_session)
+    later = ledger.submit(hot2, [page_view(1, other_session)], ctx2, site, 2.0)
+    profile = await asyncio.wait_for(later, 2)
+    assert profile is not None and profile.pageviews == 1
+    ledger.release(hot)
+    ledger.release(hot2)
+    await ledger.stop()
+    assert ledger.hot_count == 0
