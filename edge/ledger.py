@@ -97,6 +97,7 @@ class Hot:
     refs: int = 0
     waiters: list[tuple[int, asyncio.Future[Profile | None]]] = field(default_factory=list)
     config: Site | None = None  # the site configuration of the latest update (its TTLs)
+    rebases: int = 0  # lost compare-and-sets: another writer's changes came in
 
     @property
     def key(self) -> Key:
@@ -364,17 +365,16 @@ class Ledger:
         batch = list(self._dirty.values())[: self._max_batch]
         for hot in batch:
             del self._dirty[hot.key]
-        snapshot = [
-            (hot, hot.current, hot.submitted, hot.config)
-            for hot in batch
-            if hot.current is not None and hot.pending and hot.config is not None
-        ]
-        if len(snapshot) < len(batch):  # the invariant says never; if so, say so and heal
-            self.anomalies += len(batch) - len(snapshot)
-            log.error("ledger: %d dirty profiles had nothing to write", len(batch) - len(snapshot))
-            for hot in batch:
-                if not hot.pending:
-                    self._maybe_evict(hot)
+        snapshot = []
+        for hot in batch:
+            if not hot.pending or hot.config is None:  # the invariant says never: say so, heal
+                self.anomalies += 1
+                log.error("ledger: %s was dirty with nothing to write", hot.key)
+                self._maybe_evict(hot)
+            elif hot.current is None:  # the pending changes leave no profile: nothing to store
+                self._stored_nothing(hot)
+            else:
+                snapshot.append((hot, hot.current, hot.submitted, hot.config))
         writes = [
             Write(
                 hot.site,
@@ -457,6 +457,18 @@ class Ledger:
             self._dirty.pop(hot.key, None)
             self._maybe_evict(hot)
 
+    def _stored_nothing(self, hot: Hot) -> None:
+        """Pending changes that fold to no profile at all (a change of a
+        profile erased meanwhile): there is nothing to write, so they are
+        done, and their messages are answered."""
+        hot.pending.clear()
+        hot.flushed = hot.submitted
+        waiters, hot.waiters = hot.waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_result(None)
+        self._maybe_evict(hot)
+
     def _rebase(self, hot: Hot, stored: Stored | None) -> None:
         """Another writer won: re-apply our pending events on what it stored.
 
@@ -466,6 +478,7 @@ class Ledger:
         resends the events, and they go to the customer's profile."""
         hot.base = stored.profile if stored else None
         hot.version = stored.version if stored else 0
+        hot.rebases += 1
         if hot.base is not None and hot.base.sealed:
             self._moved(hot)
             return

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from edge import offers
 from edge.intelligence import decay
 from edge.profile import (
     WINDOW_BITS,
@@ -220,6 +221,8 @@ def _campaigns(a: Profile, b: Profile, site: Site) -> dict[str, object]:
             bounds.campaigns,
         ),
         "popups": tuple(sorted((*a.popups, *b.popups), reverse=True)[: bounds.popups]),
+        # a widget offered on the device can still be converted after sign-in
+        "offers": offers.merged(a.offers, b.offers, bounds.offers),
     }
 
 

@@ -72,6 +72,11 @@ class _IngestCollector(Collector):
             ("edge_events_duplicate", "replayed events acknowledged, not applied", c.duplicates),
             ("edge_events_refused", "events refused with an error frame", c.refused),
             ("edge_bot_visits", "connections and beacons from robots (not profiled)", c.bots),
+            (
+                "edge_signals_dropped",
+                "recommendation signal updates naming a product not in the catalog",
+                self.ingest.widgets.signals_dropped,
+            ),
             ("edge_store_batches", "group-commit batches written", ledger.batches),
             ("edge_store_conflicts", "lost compare-and-sets, re-applied", ledger.conflicts),
             ("edge_store_errors", "failed store writes (retried)", ledger.store_errors),
@@ -80,6 +85,14 @@ class _IngestCollector(Collector):
             family = CounterMetricFamily(name, doc, labels=labels)
             family.add_metric([self.pid], value)
             yield family
+        refusals = CounterMetricFamily(
+            "edge_refusals",
+            "what clients may not do, by error code (docs/operations.md)",
+            labels=[*labels, "code"],
+        )
+        for reason, count in sorted(c.refusals.items()):
+            refusals.add_metric([self.pid, reason], count)
+        yield refusals
         closes = CounterMetricFamily(
             "edge_closes", "connections closed, by close code", labels=[*labels, "code"]
         )

@@ -46,6 +46,7 @@ class Bounds:
     campaign_recent: int = 20
     popups: int = 20
     interests: int = 20
+    offers: int = 20
 
 
 BOUNDS = Bounds()
@@ -159,6 +160,18 @@ class CampaignState(NamedTuple):
     closed_at: float = 0.0  # last close
 
 
+class Offer(NamedTuple):
+    """A widget the server decided to show this visitor: the only campaigns,
+    arms and steps whose widget events (impressions, clicks, conversions,
+    coupon reveals) are accepted from this visitor (issue 12: clients could
+    report, and convert, any campaign). One per campaign, most recent first."""
+
+    campaign: str
+    variant: str  # the arm, or "holdout"
+    step: int = 0  # the progressive step decided; events of earlier steps are accepted too
+    at: float = 0.0  # when it was (last) decided
+
+
 class Session(NamedTuple):
     """The current visit: starts after ``session_timeout_s`` of inactivity or
     when the visitor arrives again from a different traffic source."""
@@ -239,6 +252,8 @@ class Profile:
     merged_into: str | None = None  # set: events of this visitor go to that profile
     merge_pending: bool = False  # sealed, and its data may not be in the target yet
     merged_from: tuple[str, ...] = ()  # device visitor ids merged in, most recent first
+    # widgets decided for this visitor (edge.offers)
+    offers: tuple[Offer, ...] = ()
 
     @property
     def identified(self) -> bool:
@@ -332,6 +347,7 @@ _PLAIN = (
     "merged_into",
     "merge_pending",
     "merged_from",
+    "offers",
 )
 
 
@@ -397,6 +413,7 @@ def from_wire(data: dict[str, Any]) -> Profile:
         merged_into=data.get("merged_into"),
         merge_pending=data.get("merge_pending", False),
         merged_from=data.get("merged_from") or (),
+        offers=_records(Offer, data.get("offers")),
     )
 
 

@@ -55,9 +55,11 @@ def stat_updates(
 ) -> list[StatUpdate]:
     day = day_of(now, tz)
     if isinstance(event, p.Widget):
+        old = before.campaign(event.campaign) if before is not None else None
+        if after.campaign(event.campaign) == old:  # not believed (edge.offers): not counted
+            return []
         arm = event.variant or "a"
         updates = [StatUpdate(event.campaign, arm, _ACTION_FIELD[event.action], day)]
-        old = before.campaign(event.campaign) if before is not None else None
         if event.action == "impression" and (old is None or old.impressions == 0):
             updates.append(StatUpdate(event.campaign, arm, "visitors", day))
         return updates

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from edge import offers
 from edge.decisioning.campaigns import Campaign
 from edge.identity import verify_token
 from edge.intelligence import on_event
@@ -66,6 +67,11 @@ def check_event(event: p.Event, site: Site, now: float) -> None:
         )
 
 
+def widget_refusal(profile: Profile | None, event: p.Widget, now: float) -> str | None:
+    """Why a widget event is not believed (``edge.offers``), or None."""
+    return offers.refusal(profile, event.campaign, event.variant, event.step, event.action, now)
+
+
 def is_duplicate(profile: Profile, event: p.Event, session: str) -> bool:
     stream = profile.stream(session)
     return (stream is not None and stream.seen(event.seq)) or event.id in profile.event_ids
@@ -78,6 +84,8 @@ def apply(
         profile = new_profile(ctx.visitor, now)
     elif is_duplicate(profile, event, ctx.session):
         return profile
+    if isinstance(event, p.Widget) and widget_refusal(profile, event, now):
+        return profile  # not what the server showed this visitor (edge.offers): no effect
     changes = _bookkeeping(profile, event, ctx, site, now)
     changes.update(_HANDLERS[event.type](profile, changes["session"], event, ctx, site, now))
     changes.update(

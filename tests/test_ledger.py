@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from edge import offers
 from edge.errors import StoreError
 from edge.ledger import Ledger
 from edge.profile import Profile
@@ -182,3 +183,30 @@ async def test_a_duplicate_during_a_write_does_not_wedge_the_flusher(site: Site)
     ledger.release(hot2)
     await ledger.stop()
     assert ledger.hot_count == 0
+
+
+async def test_a_change_of_a_profile_erased_meanwhile_is_answered(site: Site) -> None:
+    """A pure change (edge.offers) pending on a profile that another process
+    erased folds to no profile: nothing to write, and its message is answered
+    (it once stayed dirty forever, and its message never got an answer)."""
+    store = MemoryStore()
+    one, two = Ledger(store), Ledger(store)
+    one.start()
+    two.start()
+    visitor, session = new_id(), new_id()
+    ctx = VisitContext(visitor, session)
+    hot = await one.open("demo", visitor)
+    await one.submit(hot, [page_view(1, session)], ctx, site, 1.0)
+    assert await store.erase("demo", visitor)  # by another process
+
+    def change(profile: Profile | None) -> Profile | None:
+        return None if profile is None else offers.record(profile, [("c", "a", 0)], 2.0, 20)
+
+    answered = one.submit_change(hot, change, site, 2.0)
+    assert await asyncio.wait_for(answered, 2) is None
+    assert one.check_invariants() == [] and one.anomalies == 0
+    assert await store.load("demo", visitor) is None
+    one.release(hot)
+    for ledger in (one, two):
+        await ledger.stop()
+    assert one.hot_count == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge import offers
 from edge.identity import customer_visitor, sign_token
 from edge.ids import is_valid_id
 from edge.merge import MERGED_FROM_BOUND, compact, merge, seal
@@ -11,7 +12,7 @@ from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.tracker.context import VisitContext
 from edge.tracker.protocol import Event, parse_event
-from edge.updates import apply, is_duplicate
+from edge.updates import apply, is_duplicate, new_profile
 from tests.client import new_id
 from tests.helpers import PROFILES
 
@@ -122,12 +123,22 @@ def test_frequency_caps_count_both_devices() -> None:
         tab = new_id()
         ctx = VisitContext(visitor=visitor, session=tab, url=f"{SHOP}/demo")
         ev = event(1, tab, "widget", campaign=campaign, action="impression", variant="a")
-        return apply(None, ev, ctx, SITE, T0)
+        offered = offers.record(new_profile(visitor, T0), [(campaign, "a", 0)], T0, 20)
+        return apply(offered, ev, ctx, SITE, T0)
 
     customer = merge(None, seal(shown(phone), phone, CUSTOMER, T0), CUSTOMER, SITE, T0)
     both = merge(customer, seal(shown(laptop), laptop, CUSTOMER, T0), CUSTOMER, SITE, T0)
     state = both.campaign(campaign)
     assert state is not None and state.impressions == 2 and len(state.recent) == 2
+    # a widget offered on either device can still be reported after sign-in
+    assert [o.campaign for o in both.offers] == [campaign]
+
+
+def test_offers_keep_the_latest_per_campaign() -> None:
+    a = offers.record(new_profile("a" * 32, T0), [("x", "a", 0), ("y", "b", 1)], T0, 20)
+    b = offers.record(new_profile("b" * 32, T0), [("x", "holdout", 0)], T0 + 60, 20)
+    merged = offers.merged(a.offers, b.offers, 20)
+    assert [(o.campaign, o.variant) for o in merged] == [("x", "holdout"), ("y", "b")]
 
 
 def test_orders_and_revenue_add_up_and_one_order_counts_once() -> None:

@@ -7,13 +7,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge import offers
 from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.stats import MemoryStats, RedisStats, StatsStore, StatUpdate, stat_updates
 from edge.stores.redis import RedisStore
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.updates import apply
+from edge.updates import apply, new_profile
 from tests.client import new_id
 from tests.helpers import PROFILES, RedisServer
 
@@ -27,9 +28,15 @@ def site() -> Site:
     return load_site(PROFILES / "demo")
 
 
-def run(site: Site, events: list[dict[str, object]]) -> list[StatUpdate]:
+def run(
+    site: Site, events: list[dict[str, object]], offered: tuple[str, str] | None = None
+) -> list[StatUpdate]:
+    """The statistics of ``events``; ``offered``: the (campaign, arm) the
+    server showed this visitor first (widget events count only for that)."""
     ctx = VisitContext(new_id(), new_id())
     profile: Profile | None = None
+    if offered is not None:
+        profile = offers.record(new_profile(ctx.visitor, NOW), [(*offered, 0)], NOW, 20)
     out = []
     for seq, raw in enumerate(events, 1):
         event = p.parse_event({"seq": seq, "id": f"ev{seq:08d}", **raw})
@@ -57,6 +64,7 @@ def test_first_impression_counts_a_visitor_and_purchases_go_to_the_arm(site: Sit
             purchase("A1", 80.0),
             purchase("A1", 80.0),
         ],
+        offered=("cart-reminder", "a"),
     )
     got = [(u.arm, u.field, u.amount) for u in updates]
     assert got == [
@@ -71,7 +79,11 @@ def test_first_impression_counts_a_visitor_and_purchases_go_to_the_arm(site: Sit
 
 
 def test_holdout_visitors_are_counted_separately(site: Site) -> None:
-    updates = run(site, [widget("impression", "holdout"), purchase("B1", 20.0)])
+    updates = run(
+        site,
+        [widget("impression", "holdout"), purchase("B1", 20.0)],
+        offered=("cart-reminder", "holdout"),
+    )
     assert {(u.arm, u.field) for u in updates} == {
         ("holdout", "impressions"),
         ("holdout", "visitors"),
@@ -82,6 +94,16 @@ def test_holdout_visitors_are_counted_separately(site: Site) -> None:
 
 def test_purchases_without_a_campaign_count_nowhere(site: Site) -> None:
     assert run(site, [purchase("C1", 10.0)]) == []
+
+
+def test_widget_events_of_campaigns_not_shown_count_nowhere(site: Site) -> None:
+    """Issue 12, item 2: made-up campaigns and arms no longer fill the report."""
+    shown = ("cart-reminder", "a")
+    assert run(site, [widget("impression")]) == []  # nothing was shown
+    assert run(site, [widget("impression", "<img src=x>")], offered=shown) == []
+    made_up = {**widget("convert"), "campaign": "random-1234"}
+    assert run(site, [made_up], offered=shown) == []
+    assert run(site, [widget("click", "holdout")], offered=("cart-reminder", "holdout")) == []
 
 
 @pytest.fixture(params=["embedded", "redis"])

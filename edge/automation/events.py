@@ -168,9 +168,16 @@ def derive(
         assert after.session is not None and after.previous_visit_at is not None
         away = (after.session.started_at - after.previous_visit_at) / DAY_S
         emit("winback_returned", days_away=round(away, 1))
-    if isinstance(event, p.Widget) and event.action == "convert":
+    if isinstance(event, p.Widget) and event.action == "convert" and _counted(before, after, event):
         emit("widget_converted", campaign=event.campaign, variant=event.variant, step=event.step)
     return out
+
+
+def _counted(before: Profile | None, after: Profile, event: p.Widget) -> bool:
+    """The widget event changed the campaign's record: it matched an offer
+    (edge.offers); one that did not is no conversion of anything."""
+    old = before.campaign(event.campaign) if before is not None else None
+    return after.campaign(event.campaign) != old
 
 
 def _new_visit(before: Profile | None, after: Profile) -> bool:

@@ -49,6 +49,10 @@ class Decision:
         return self.widget is None
 
     def to_wire(self) -> dict[str, Any]:
+        """The decision as docs/protocol.md lists it (the widget's HTML is
+        added by the renderer). Never the widget's configuration: coupon
+        sources, pool files and template names are the marketer's, not the
+        page's."""
         item = {
             "campaign": self.campaign,
             "variant": self.variant,
@@ -59,8 +63,6 @@ class Decision:
         }
         if self.widget is None:
             item["holdout"] = True
-        else:
-            item["widget"] = self.widget
         return item
 
 
@@ -193,6 +195,32 @@ def _blocked(
     if campaign.audience.test(attributes):
         return None
     return _audience_reason(campaign, attributes) if explain else "audience"
+
+
+def reveal_refusal(
+    campaign: Campaign,
+    profile: Profile | None,
+    ctx: VisitContext,
+    site: Site,
+    now: float,
+    page: Page = NO_PAGE,
+    device: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Why a coupon of ``campaign``, whose widget was offered to this visitor
+    (``edge.offers``), may not be revealed now, or None: its schedule has
+    closed, or the visitor is no longer in its audience. ``profile`` is the
+    visitor as before the form was sent: sending it identifies them, and a
+    first-order coupon's audience is "not identified". Frequency caps limit
+    how often a widget is *shown*; the offer already passed them."""
+    if campaign.schedule is not None:
+        closed = campaign.schedule.closed(now, site.timezone)
+        if closed:
+            return f"schedule: {closed}"
+    attributes = attrs_.build(profile, ctx, site, now, page, device or {})
+    attributes["segments"] = [sid for sid, test in site.decisioning.segments if test(attributes)]
+    if not campaign.audience.test(attributes):
+        return _audience_reason(campaign, attributes)
+    return None
 
 
 def _trigger_mismatch(campaign: Campaign, trigger: str) -> str | None:

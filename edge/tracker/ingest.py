@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from edge import offers
 from edge.aliases import Aliases
 from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
-from edge.decisioning.engine import Decision, decide
+from edge.decisioning.engine import NO_PAGE, Decision, decide, reveal_refusal
 from edge.errors import ProtocolError
 from edge.identity import customer_visitor
 from edge.ledger import Hot, Ledger
@@ -24,8 +25,8 @@ from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.tracker.useragent import classify
-from edge.updates import check_event
-from edge.widgets.service import WidgetService
+from edge.updates import check_event, widget_refusal
+from edge.widgets.service import WidgetService, coupon_of
 
 # Event types after which the page's decisions may change; custom events
 # additionally trigger the campaigns waiting for them; widget reports do neither.
@@ -120,6 +121,12 @@ class Counters:
     refused: int = 0
     bots: int = 0  # robot connections and beacons: counted, never profiled
     close_codes: dict[int, int] = field(default_factory=dict)
+    # error frames by code for what clients may not do (docs/operations.md,
+    # "What clients cannot do"): not_offered, robot, consent_required, not_eligible
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, code: str) -> None:
+        self.refusals[code] = self.refusals.get(code, 0) + 1
 
 
 @dataclass
@@ -178,6 +185,56 @@ class Ingest:
         (``Ledger.stall_after_s``).
         """
         now = self.clock()
+        prior = holder.hot.current if holder.hot is not None else None  # before this message
+        errors, accepted = self._check(batch, site, prior, holder.hot is not None, now)
+        self.counters.messages += 1
+        self.counters.events += len(accepted)
+        self.counters.refused += len(errors)
+        wanted = triggers(accepted) if page is not None else []
+        unavailable = self.widgets.unavailable(site) if wanted else frozenset()
+        chosen: list[Decision] = []
+        profile: Profile | None = None
+        if holder.hot is not None:
+            applied: list[tuple[Profile | None, Profile, p.Event]] = []
+            try:
+                futures = await self._submit(holder, accepted, ctx, site, now, applied)
+                hot = holder.hot
+                assert hot is not None
+                rebases = hot.rebases
+                if wanted:  # decided now, so that the offers go into the same write (edge.offers)
+                    assert page is not None
+                    chosen = decide_all(hot.current, ctx, site, now, page, wanted, unavailable)
+                    futures.append(self._offer(hot, chosen, site, now))
+                profile = await self._settle(futures)
+                if wanted and hot.rebases != rebases:
+                    # Another process wrote this profile meanwhile (another tab
+                    # showed a pop-up): decide again on what is stored now.
+                    assert page is not None
+                    chosen = decide_all(profile, ctx, site, now, page, wanted, unavailable)
+                    profile = await self._settle([self._offer(hot, chosen, site, now)])
+            finally:
+                # Also when the answer is the fallback: what was applied stays
+                # pending and is stored later, and a resend of it is a duplicate
+                # (not applied again), so this is its only chance to count.
+                self.widgets.learn(site, applied, now)
+                self.automate(site, applied, now)  # automation events (edge.automation)
+        elif wanted:
+            assert page is not None
+            chosen = decide_all(None, ctx, site, now, page, wanted, unavailable)
+        before = errors + await self._reveal(accepted, prior, ctx, site, page, deadline)
+        seq = batch.highest_seq
+        if not wanted:
+            return before, p.ack(seq)
+        assert page is not None
+        items = await self.widgets.render(chosen, profile, ctx, site, page, deadline=deadline)
+        return before, p.decisions(items, seq=seq)
+
+    def _check(
+        self, batch: p.Batch, site: Site, prior: Profile | None, stored: bool, now: float
+    ) -> tuple[list[dict[str, Any]], list[p.Event]]:
+        """Error frames for the events refused, and the events accepted. A
+        widget event must match what the server showed this visitor
+        (``edge.offers``), checked where there is a profile to check it on."""
         errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
         accepted = []
         for event in batch.events:
@@ -186,30 +243,31 @@ class Ingest:
             except ProtocolError as exc:
                 errors.append(p.error(exc.code, exc.message, seq=event.seq))
                 continue
+            if stored and isinstance(event, p.Widget):
+                refusal = widget_refusal(prior, event, now)
+                if refusal is not None:
+                    self.counters.refuse("not_offered")
+                    errors.append(p.error("not_offered", refusal, seq=event.seq))
+                    continue
             accepted.append(event)
-        self.counters.messages += 1
-        self.counters.events += len(accepted)
-        self.counters.refused += len(errors)
-        profile: Profile | None = None
-        if holder.hot is not None:
-            applied: list[tuple[Profile | None, Profile, p.Event]] = []
-            try:
-                profile = await self._store(holder, accepted, ctx, site, now, applied)
-            finally:
-                # Also when the answer is the fallback: what was applied stays
-                # pending and is stored later, and a resend of it is a duplicate
-                # (not applied again), so this is its only chance to count.
-                self.widgets.learn(site, applied, now)
-                self.automate(site, applied, now)  # automation events (edge.automation)
-        before = errors + await self._reveal(accepted, ctx, site, deadline)
-        seq = batch.highest_seq
-        wanted = triggers(accepted) if page is not None else []
-        if not wanted:
-            return before, p.ack(seq)
-        assert page is not None
-        chosen = decide_all(profile, ctx, site, now, page, wanted, self.widgets.unavailable(site))
-        items = await self.widgets.render(chosen, profile, ctx, site, page, deadline=deadline)
-        return before, p.decisions(items, seq=seq)
+        return errors, accepted
+
+    async def _settle(self, futures: Sequence[asyncio.Future[Profile | None]]) -> Profile | None:
+        profile = None
+        for future in futures:
+            profile = await self.ledger.settle(future, self.settings.ack_timeout_s)
+        return profile
+
+    def _offer(
+        self, hot: Hot, chosen: Sequence[Decision], site: Site, now: float
+    ) -> asyncio.Future[Profile | None]:
+        decided = [(d.campaign, d.variant, d.step) for d in chosen]
+        bound = site.bounds.offers
+
+        def change(profile: Profile | None) -> Profile | None:
+            return None if profile is None else offers.record(profile, decided, now, bound)
+
+        return self.ledger.submit_change(hot, change, site, now)
 
     def store_answering(self) -> bool:
         """Worth waiting past the answer deadline for: no write failed or
@@ -220,7 +278,7 @@ class Ingest:
         """The loop time past which nobody waits for the store (``ack_timeout_s``)."""
         return asyncio.get_running_loop().time() + self.settings.ack_timeout_s
 
-    async def _store(
+    async def _submit(
         self,
         holder: Holder,
         events: Sequence[p.Event],
@@ -228,9 +286,10 @@ class Ingest:
         site: Site,
         now: float,
         applied: list[tuple[Profile | None, Profile, p.Event]],
-    ) -> Profile | None:
+    ) -> list[asyncio.Future[Profile | None]]:
         """Submit ``events`` to the holder's profile, following it to the
-        customer's profile at each verified identify; wait until all are stored."""
+        customer's profile at each verified identify; the futures resolve
+        once they are stored."""
         futures = []
         for target, part in segments(events, site.id):
             if target is not None:
@@ -246,10 +305,7 @@ class Ingest:
             own = ctx if hot.visitor == ctx.visitor else replace(ctx, visitor=hot.visitor)
             futures.append(self.ledger.submit(hot, part, own, site, now, applied))
             self.counters.duplicates += len(part) - (hot.submitted - submitted)
-        profile = None
-        for future in futures:
-            profile = await self.ledger.settle(future, self.settings.ack_timeout_s)
-        return profile
+        return futures
 
     async def _move(
         self, holder: Holder, site: Site, ctx: VisitContext, target: str | None, now: float
@@ -268,21 +324,72 @@ class Ingest:
         self.ledger.release(old)
 
     async def _reveal(
-        self, events: Sequence[p.Event], ctx: VisitContext, site: Site, deadline: float | None
+        self,
+        events: Sequence[p.Event],
+        prior: Profile | None,
+        ctx: VisitContext,
+        site: Site,
+        page: Page | None,
+        deadline: float | None,
     ) -> list[dict[str, Any]]:
-        """A ``coupon`` message for each coupon form the visitor submitted.
+        """A ``coupon`` message for each coupon form the visitor submitted, or
+        an ``error`` saying why no code is given (``coupon_refusal``).
         ``TimeoutError`` past ``deadline`` while the store is not answering:
         the answer is the fallback, the tracker resends, and the resent
         convert reveals the same code (a visitor's claim is theirs)."""
         messages = []
         for event in events:
-            if isinstance(event, p.Widget) and event.action == "convert":
-                reveal = self.widgets.reveal(site, event.campaign, event.variant, event.step, ctx)
-                if deadline is not None:
-                    reveal = by_deadline(
-                        reveal, deadline, patience=self.store_answering, limit=self._limit()
-                    )
-                message = await reveal
-                if message is not None:
-                    messages.append(message)
+            if not (isinstance(event, p.Widget) and event.action == "convert"):
+                continue
+            refusal = self.coupon_refusal(event, prior, ctx, site, page)
+            if refusal is not None:
+                code, why = refusal
+                self.counters.refuse(code)
+                self.counters.refused += 1
+                messages.append(p.error(code, why, seq=event.seq))
+                continue
+            reveal = self.widgets.reveal(site, event.campaign, event.variant, event.step, ctx)
+            if deadline is not None:
+                reveal = by_deadline(
+                    reveal, deadline, patience=self.store_answering, limit=self._limit()
+                )
+            message = await reveal
+            if message is not None:
+                messages.append(message)
         return messages
+
+    def coupon_refusal(
+        self,
+        event: p.Widget,
+        prior: Profile | None,
+        ctx: VisitContext,
+        site: Site,
+        page: Page | None,
+    ) -> tuple[str, str] | None:
+        """(code, message) when a submitted form of a coupon campaign gets no
+        code: a robot, no consent where the site requires it, a campaign or
+        arm not shown to this visitor, or a visitor (as before the form) no
+        longer in its audience or a campaign out of its schedule. None for a
+        form that is no coupon form (nothing to reveal) and for a coupon,
+        which a visitor who converted before always gets again (their own)."""
+        campaign = site.decisioning.by_id.get(event.campaign)
+        if campaign is None or not coupon_of(campaign.widget_for(event.variant, event.step)):
+            return None
+        device = classify(ctx.user_agent)
+        if device.is_bot:
+            return "robot", "robots get no coupons"
+        if not may_store(site, ctx.consent):
+            return "consent_required", "this site gives coupons only with consent"
+        now = self.clock()
+        refusal = widget_refusal(prior, event, now)
+        if refusal is not None:
+            return "not_offered", refusal
+        state = prior.campaign(campaign.id) if prior is not None else None
+        if state is not None and state.conversions:
+            return None  # converted before: the code is theirs, shown again
+        why = reveal_refusal(
+            campaign, prior, ctx, site, now, page or NO_PAGE, device.to_attributes()
+        )
+        if why is not None:
+            return "not_eligible", f"campaign {campaign.id}: {why}"
+        return None

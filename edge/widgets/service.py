@@ -57,6 +57,7 @@ class WidgetService:
         self._empty: dict[str, set[str]] = {}  # site -> campaigns whose pool ran dry
         self._low: dict[str, dict[str, int]] = {}  # site -> campaign -> codes left, when low
         self.on_coupon: Callable[[Site, str, str, str | None], None] = lambda *issued: None
+        self.signals_dropped = 0  # signal updates naming a product not in the catalog
 
     # --- rendering -------------------------------------------------------------
 
@@ -183,6 +184,8 @@ class WidgetService:
         signals = [
             u for before, after, event in applied for u in signal_updates(before, after, event)
         ]
+        if signals:
+            signals = self._known(site, signals)
         stats = [
             u
             for before, after, event in applied
@@ -194,6 +197,23 @@ class WidgetService:
             self._counted.setdefault(site.id, []).extend(stats)
         if (signals or stats) and (self._recorder is None or self._recorder.done()):
             self._recorder = asyncio.get_running_loop().create_task(self._record())
+
+    def _known(self, site: Site, updates: list[SignalUpdate]) -> list[SignalUpdate]:
+        """The updates about products of the site's catalog. A client names
+        any SKU it likes; shared counts (and their Redis keys) stay bounded by
+        the catalog. Without a catalog there is nothing to recommend: none."""
+        catalog = site.catalog
+        if catalog is None:
+            self.signals_dropped += len(updates)
+            return []
+        known = [
+            u
+            for u in updates
+            if catalog.by_id(u.sku) is not None
+            and (u.partner is None or catalog.by_id(u.partner) is not None)
+        ]
+        self.signals_dropped += len(updates) - len(known)
+        return known
 
     async def _record(self) -> None:
         while self._learned or self._counted:
@@ -256,8 +276,8 @@ class WidgetService:
         if campaign is None:
             return None
         widget = campaign.widget_for(variant, step)
-        coupon = widget.get("coupon") if widget.get("kind") == "coupon" else None
-        if not isinstance(coupon, Mapping):
+        coupon = coupon_of(widget)
+        if coupon is None:
             return None
         code = await self._code(site, campaign, coupon, ctx.visitor)
         self.on_coupon(site, campaign.id, ctx.visitor, code)  # edge.automation: coupon_issued
@@ -321,9 +341,15 @@ class WidgetService:
         }
 
 
+def coupon_of(widget: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The coupon section of a coupon widget; None for any other widget."""
+    coupon = widget.get("coupon")
+    return coupon if widget.get("kind") == "coupon" and isinstance(coupon, Mapping) else None
+
+
 def _coupon(campaign: Campaign) -> Mapping[str, Any]:
     for step in campaign.steps:
-        coupon = step.widget.get("coupon")
-        if step.widget.get("kind") == "coupon" and isinstance(coupon, Mapping):
+        coupon = coupon_of(step.widget)
+        if coupon is not None:
             return coupon
     return {}

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from edge import offers
 from edge.automation.config import automation_of
 from edge.automation.events import AutomationEvent, abandoned, deadline, derive
 from edge.automation.service import AutomationService
@@ -26,7 +27,7 @@ from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
-from edge.updates import apply
+from edge.updates import apply, new_profile
 from tests.client import new_id
 from tests.helpers import PROFILES, RedisServer
 
@@ -63,6 +64,9 @@ class Visit:
         """Apply the next event, or (``resend``) the last one again."""
         self.seq += 0 if resend else 1
         event = p.parse_event({"seq": self.seq, "id": f"ev{self.seq:08d}", **raw})
+        if isinstance(event, p.Widget):  # the server showed that widget first (edge.offers)
+            shown = self.profile or new_profile(self.visitor, at)
+            self.profile = offers.record(shown, [(event.campaign, event.variant, 0)], at, 20)
         after = apply(self.profile, event, self.ctx, self.site, at)
         applied: Applied = [(self.profile, after, event)]
         self.profile = after

@@ -18,13 +18,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge import offers
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import Decision, Decisions, decide
 from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.tracker.context import VisitContext
 from edge.tracker.protocol import parse_event
-from edge.updates import apply
+from edge.updates import apply, new_profile
 
 TZ = ZoneInfo("Europe/Warsaw")
 SHOP = "https://shop.example"
@@ -92,6 +93,10 @@ class Browser:
         self.send("page_view", url=self.url, referrer=referrer)
 
     def widget(self, campaign: str, action: str, *, variant: str = "a", step: int = 0) -> None:
+        """A widget event; the server decided to show that widget before
+        (only then does the tracker report it, edge.offers)."""
+        profile = self.profile or new_profile(self.ctx.visitor, self.now)
+        self.profile = offers.record(profile, [(campaign, variant, step)], self.now, 20)
         self.send(
             "widget", campaign=campaign, variant=variant, action=action, step=step, url=self.url
         )
@@ -514,9 +519,10 @@ def test_default_trigger_is_page_view(tmp_path: Path) -> None:
             "trigger": {"type": "page_view", "value": True},
             "step": 0,
             "why": "audience matched",
-            "widget": {"kind": "bar", "headline": {"en": "hi"}},
         }
     ]
+    # the widget's configuration stays on the server (issue 12, item 6)
+    assert browser.decide().items[0].widget == {"kind": "bar", "headline": {"en": "hi"}}
 
 
 # --- progressive campaigns --------------------------------------------------------

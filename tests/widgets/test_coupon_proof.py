@@ -92,6 +92,9 @@ async def claim(
     async with gate:
         tab = Visitor(server.ws, visitor=visitor)
         await tab.connect()
+        if visitor is None:  # a newcomer is shown the pop-up first (edge.offers)
+            shown = await acknowledged(tab, [tab.event("page_view", url="http://127.0.0.1/demo")])
+            assert [i["campaign"] for i in shown[-1]["items"]] == ["launch"], shown
         answers = await acknowledged(
             tab,
             [
