@@ -1,10 +1,16 @@
 """Load-time checks of every campaign's widgets: a broken template, an unsafe
 link or a missing coupon file is a configuration error naming the campaign,
-never a surprise on a shopper's page."""
+never a surprise on a shopper's page.
+
+A check never stops loading: whatever a template or a check raises is a
+problem of that widget, and the renderings share one wall-clock budget per
+site (``CHECK_BUDGET_S``, with ``render.within_budget``), so a template that
+loops for long is a problem too, not a frozen reload."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,13 +18,15 @@ from typing import Any
 from edge.decisioning.campaigns import Problems, Where
 from edge.decisioning.config import CampaignConfig
 from edge.widgets.recommend import STRATEGIES
-from edge.widgets.render import KIND_TEMPLATES, Renderer, RenderError
+from edge.widgets.render import KIND_TEMPLATES, Renderer, within_budget
 from edge.widgets.text import is_safe_url
 
 URL_KEYS = ("url", "image")
 DEFAULT_LIMIT = 4
 MAX_LIMIT = 24
 PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
+# All check renderings of one site together; a real site's take milliseconds.
+CHECK_BUDGET_S = 1.0
 
 
 def widgets_of(campaign: CampaignConfig) -> Iterator[tuple[Where, dict[str, Any]]]:
@@ -34,14 +42,18 @@ def widgets_of(campaign: CampaignConfig) -> Iterator[tuple[Where, dict[str, Any]
 def check_widgets(
     campaigns: list[CampaignConfig], renderer: Renderer, folder: Path, problems: Problems
 ) -> None:
+    deadline = time.monotonic() + CHECK_BUDGET_S
     try:
-        renderer.stylesheet()
-    except RenderError as exc:
+        within_budget(renderer.stylesheet, deadline)
+    except Exception as exc:  # a RenderError, or anything else: a problem either way
         problems.add(("campaigns",), str(exc))
     for index, campaign in enumerate(campaigns):
         for sub, widget in widgets_of(campaign):
             where: Where = ("campaigns", index, *sub)
-            _check_one(campaign, widget, renderer, folder, where, problems)
+            try:
+                _check_one(campaign, widget, renderer, folder, where, problems, deadline)
+            except Exception as exc:  # a check that broke on odd input is still a problem
+                problems.add(where, f"{type(exc).__name__}: {exc}")
 
 
 def _check_one(
@@ -51,6 +63,7 @@ def _check_one(
     folder: Path,
     where: Where,
     problems: Problems,
+    deadline: float,
 ) -> None:
     for key in URL_KEYS:
         if key in widget and not is_safe_url(widget[key]):
@@ -73,21 +86,25 @@ def _check_one(
             problems.add((*where, "limit"), f"limit is a whole number from 1 to {MAX_LIMIT}")
     if kind in KIND_TEMPLATES or kind == "html":
         try:
-            renderer.render(
-                widget, lang="", campaign=campaign.id, variant="a", placement=campaign.placement
-            )
-            if kind == "coupon":
-                renderer.render(
-                    widget,
-                    lang="",
-                    campaign=campaign.id,
-                    variant="a",
-                    placement=campaign.placement,
-                    code="CODE",
-                    revealed=True,
-                )
-        except RenderError as exc:
+            within_budget(lambda: _render_checks(campaign, widget, renderer), deadline)
+        except Exception as exc:  # a RenderError, or anything else: a problem either way
             problems.add(where, f"template: {exc}")
+
+
+def _render_checks(campaign: CampaignConfig, widget: Mapping[str, Any], renderer: Renderer) -> None:
+    renderer.render(
+        widget, lang="", campaign=campaign.id, variant="a", placement=campaign.placement
+    )
+    if widget.get("kind") == "coupon":
+        renderer.render(
+            widget,
+            lang="",
+            campaign=campaign.id,
+            variant="a",
+            placement=campaign.placement,
+            code="CODE",
+            revealed=True,
+        )
 
 
 def _check_coupon(coupon: Any, folder: Path, where: Where, problems: Problems) -> None:

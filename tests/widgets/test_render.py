@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from edge.widgets.render import KIND_TEMPLATES, Renderer
+from edge.widgets.render import (
+    KIND_TEMPLATES,
+    MAX_TEMPLATE_BYTES,
+    Renderer,
+    RenderError,
+    within_budget,
+)
 from edge.widgets.text import money, pick, safe_url
 
 PAYLOADS = [
@@ -185,3 +193,122 @@ def test_prices_come_from_babel() -> None:
     assert money(1249.5, "EUR", "pl") == "1\xa0249,50\xa0€"
     assert money(1249.5, "PLN", "pl-PL") == "1\xa0249,50\xa0zł"
     assert money(None, "EUR", "en") == ""
+
+
+# --- bounded: no template can hold the CPU or fill the memory ----------------------------
+
+
+def render_template(tmp_path: Path, template: str) -> str:
+    (tmp_path / "templates").mkdir(exist_ok=True)
+    (tmp_path / "templates" / "custom.html").write_text(template)
+    site_renderer = Renderer(tmp_path, currency="EUR", locale="en")
+    return site_renderer.render(
+        {"kind": "html", "template": "custom.html", "headline": "Hi"},
+        lang="en",
+        campaign="c",
+        variant="a",
+        placement="hero",
+    )
+
+
+def doubled(times: int, literal: str, use: str) -> str:
+    """``a`` doubled ``times`` times by reference: [a, a] costs nothing to build."""
+    steps = "".join(f"{{% set a = {literal} %}}" for _ in range(times))
+    return "{% set a = 'xx' %}" + steps + use
+
+
+BOMBS = {
+    "range": "{% for x in range(1000000) %}x{% endfor %}",
+    "repeat": "{{ 'x' * 10**9 }}",
+    "repeat-list": "{{ [0] * 10**9 }}",
+    "repeat-nested": "{{ [[0] * 100000] * 100000 }}",
+    "power": "{{ 7 ** 1000000000 }}",  # (Jinja reads 7 ** 10 ** 9 as (7 ** 10) ** 9)
+    "squaring": "{% set ns = namespace(x=3) %}{% for i in range(40) %}"
+    "{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x }}",
+    "printf-width": "{{ '%1000000000s' % 'x' }}",
+    "printf-star": "{{ '%*s'|format(1000000000, 'x') }}",
+    "format-width": "{{ '{:1000000000}'.format('x') }}",
+    "format-nested": "{{ '{:{}}'.format('x', 1000000000) }}",
+    "center": "{{ 'x'|center(10**9) }}",
+    "center-method": "{{ 'x'.center(10**9) }}",
+    "join": "{{ range(10000)|join('x' * 100000) }}",
+    "replace": "{{ ('x' * 100000)|replace('x', 'y' * 100000) }}",
+    "indent": "{{ ('\\n' * 100000)|indent(100000) }}",
+    "wordwrap": "{{ ('x ' * 50000)|wordwrap(1, wrapstring='y' * 100000) }}",
+    "lazy-map": "{{ range(10000)|map('center', 100000)|list|length }}",
+    "batch": "{{ [1]|batch(10**9, 'x')|list }}",
+    "slice": "{{ [1]|slice(10**9)|list }}",
+    "sum-lists": "{{ [[0] * 1000] * 1000|sum(start=[]) }}",
+    "tojson": "{{ range(1000)|list|tojson(indent=10**6) }}",
+    "list-doubling": doubled(40, "[a, a]", "{{ a ~ '' }}"),
+    "tuple-doubling": doubled(40, "(a, a)", "{{ {a: 1} }}"),
+    "dict-doubling": doubled(40, "{'k': a, 'l': a}", "{{ a }}"),
+    "concat-doubling": doubled(40, "a ~ a", "{{ a|length }}"),
+    "plus-doubling": doubled(40, "a + a", "{{ a|length }}"),
+    "namespace": "{% set ns = namespace(s='x') %}{% for i in range(60) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "macro-doubling": "{% macro f(x, n) %}{% if n %}{{ f([x, x], n - 1) }}{% else %}"
+    "{{ x ~ '' }}{% endif %}{% endmacro %}{{ f(1, 60) }}",
+    "list-mutation": "{% set l = [1] %}{% for i in range(40) %}{{ l.extend(l) }}{% endfor %}",
+    "output": "{% for i in range(10000) %}{% for j in range(10000) %}xxxxxxxxxx"
+    "{% endfor %}{% endfor %}",
+    "lipsum": "{{ lipsum(10**6) }}",
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("template", BOMBS.values(), ids=BOMBS.keys())
+def test_a_template_bomb_is_a_render_error(tmp_path: Path, template: str) -> None:
+    with pytest.raises(RenderError):
+        render_template(tmp_path, template)
+
+
+@pytest.mark.parametrize(
+    ("template", "html"),
+    [
+        ("{{ [1, 2, 3]|join(', ') }}", "1, 2, 3"),
+        ("{{ '%05.1f'|format(3.14159) }} {{ '%s-%s' % ('a', 'b') }}", "003.1 a-b"),
+        ("{{ '{:>4}'.format('x') }}|{{ 'ab' * 3 }}|{{ 2 ** 10 }}", "   x|ababab|1024"),
+        ("{% for i in range(3) %}{{ i }}{% endfor %}{{ range(5)|sum }}", "01210"),
+        (
+            "{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}"
+            "{% endfor %}{{ ns.n }}",
+            "6",
+        ),
+        ("{{ {'a': (1, 2)}['a'][1] }} {{ 'x' ~ 1 ~ [2] }}", "2 x1[2]"),
+        ("{{ 'a b'.replace(' ', '-')|center(5) }}{{ ['b', 'a']|sort|join }}", " a-b ab"),
+        ("{% for a, b in [(1, 2)] %}{{ a + b }}{% endfor %}", "3"),
+    ],
+)
+def test_templates_within_the_limits_render_as_jinja_does(
+    tmp_path: Path, template: str, html: str
+) -> None:
+    assert render_template(tmp_path, template) == html
+
+
+def test_a_template_file_over_the_size_limit_is_not_read(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match=f"more than the {MAX_TEMPLATE_BYTES} bytes"):
+        render_template(tmp_path, "x" * (MAX_TEMPLATE_BYTES + 1))
+
+
+@pytest.mark.timeout(20)
+def test_the_check_budget_stops_a_rendering_that_runs_long(tmp_path: Path) -> None:
+    loops = "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(RenderError, match="took longer than its time budget"):
+        within_budget(lambda: render_template(tmp_path, loops), started + 0.2)
+    assert sys.gettrace() is None  # the trace function is gone again
+
+
+def test_the_check_budget_lets_a_quick_rendering_through(renderer: Renderer) -> None:
+    html = within_budget(
+        lambda: renderer.render(
+            {"kind": "banner", "headline": "Hi", "url": "/x"},
+            lang="en",
+            campaign="c",
+            variant="a",
+            placement="hero",
+        ),
+        time.monotonic() + 10,
+    )
+    assert "Hi" in html
