@@ -34,6 +34,8 @@ from edge.yamlsource import Located, YamlProblem, load_merged
 log = logging.getLogger(__name__)
 
 SITE_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+MAX_PROBLEMS = 200  # problem lines reported per site; the rest are counted
+MAX_PROBLEM_CHARS = 500
 
 
 class _Strict(BaseModel):
@@ -84,8 +86,8 @@ class SiteSection(_Strict):
     def _timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
+            raise ValueError(f"unknown time zone {value[:100]!r}") from None
         return value
 
 
@@ -131,6 +133,21 @@ class Site:
 
 
 def load_site(folder: Path) -> Site:
+    """The compiled site of ``folder``, or ``ConfigError`` with every problem.
+
+    Nothing else escapes: whatever a file makes any step raise (YAML,
+    validation, conditions, templates, coupon files, the catalog, a file
+    vanishing half-way) becomes a problem line naming the file, so a file can
+    never stop the process that loads it (docs/configuration.md, "Limits")."""
+    try:
+        return _load_site(folder)
+    except ConfigError as exc:
+        raise ConfigError(_capped(exc.problems)) from None
+    except Exception as exc:  # a step not guarded below; still the folder's fault
+        raise ConfigError([f"{folder}: {_brief(exc)}"]) from None
+
+
+def _load_site(folder: Path) -> Site:
     files = sorted(folder.glob("*.yaml"))
     if not files:
         raise ConfigError([f"{folder}: no *.yaml files"])
@@ -144,6 +161,8 @@ def load_site(folder: Path) -> Site:
         parsed = SiteFile.model_validate(located.data)
     except ValidationError as exc:
         raise ConfigError(describe(exc, located)) from None
+    except Exception as exc:  # a validator that raised something else
+        raise ConfigError([f"{located.where(())}: {_brief(exc)}"]) from None
     if parsed.site.id != folder.name:
         raise ConfigError(
             [
@@ -154,12 +173,49 @@ def load_site(folder: Path) -> Site:
     every = sorted(p for p in folder.rglob("*") if p.is_file())  # catalog, templates, pools too
     site = compile_site(parsed, folder, _version(every, folder))
     problems = Problems()
-    decisioning = compile_decisioning(parsed, site.timezone, problems)
-    check_widgets(parsed.campaigns, site.renderer, folder, problems)
+    try:
+        decisioning = compile_decisioning(parsed, site.timezone, problems)
+    except Exception as exc:  # the compiler reports what it expects; this is the rest
+        problems.add(("campaigns",), _brief(exc))
+        decisioning = NO_CAMPAIGNS
+    check_widgets(parsed.campaigns, site.renderer, folder, problems)  # catches its own
     if problems.items:
         raise ConfigError([f"{located.where(w)}: {dotted(w)}: {m}" for w, m in problems.items])
-    catalog = load_catalog(folder, currency=site.currency)
+    catalog = _catalog(folder, site.currency)
     return replace(site, decisioning=decisioning, catalog=catalog)
+
+
+def _catalog(folder: Path, currency: str) -> Catalog | None:
+    files = [f for f in (folder / "catalog.json", folder / "catalog.csv") if f.exists()]
+    for file in files:
+        if not file.is_file():  # a FIFO would block the reader forever
+            raise ConfigError([f"{file}: not a regular file"])
+    try:
+        return load_catalog(folder, currency=currency)
+    except ConfigError:
+        raise
+    except Exception as exc:  # load_catalog reports what it expects; this is the rest
+        raise ConfigError([f"{files[-1] if files else folder}: {_brief(exc)}"]) from None
+
+
+def _brief(exc: BaseException) -> str:
+    """One line, of bounded length: a problem line must not carry a traceback
+    or a megabyte of a file into logs and /healthz."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= MAX_PROBLEM_CHARS else text[: MAX_PROBLEM_CHARS - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _capped(problems: list[str]) -> list[str]:
+    """At most ``MAX_PROBLEMS`` lines, each one line of at most ``MAX_PROBLEM_CHARS``
+    (a list of 100,000 bad items is reported, not echoed item by item)."""
+    lines = [" ".join(p.splitlines()) for p in problems[:MAX_PROBLEMS]]
+    lines = [
+        p if len(p) <= MAX_PROBLEM_CHARS else p[: MAX_PROBLEM_CHARS - 3] + "..." for p in lines
+    ]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
+    return lines
 
 
 def dotted(path: tuple[str | int, ...]) -> str:
@@ -195,8 +251,11 @@ def _is_union_tag(part: str | int) -> bool:
 def _version(files: list[Path], folder: Path) -> str:
     digest = hashlib.sha256()
     for path in files:
-        name = str(path.relative_to(folder)).encode()
-        digest.update(name + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as file:  # in chunks: a large catalog is never in memory twice
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
     return digest.hexdigest()[:12]
 
 

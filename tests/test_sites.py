@@ -344,3 +344,133 @@ def test_registry_keeps_serving_when_a_python_tag_appears(tmp_path: Path) -> Non
     assert registry.reload() is True
     assert registry.get("shop") is good
     assert list(registry.problems) == ["shop"]
+
+
+# --- nothing a file holds stops loading: every failure is a problem line ---------------
+
+HTML_CAMPAIGN = """\
+campaigns:
+  - id: custom
+    placement: hero-banner
+    widget: {kind: html, template: custom.html}
+"""
+
+
+def with_template(tmp_path: Path, template: str) -> Path:
+    folder = write_site(tmp_path, {"site.yaml": GOOD, "campaigns.yaml": HTML_CAMPAIGN})
+    (folder / "templates").mkdir()
+    (folder / "templates" / "custom.html").write_text(template)
+    return folder
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{% for x in range(1000000) %}x{% endfor %}", "range() of more than"),
+        ("{{ 'x' * 10**9 }}", "a template value of more than"),
+        ("{{ 'x'|center(10**9) }}", "a template value of more than"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "RecursionError"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError"),
+        ("{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}", "time"),
+    ],
+    ids=["overflow", "memory", "center", "recursion", "zero-division", "loops"],
+)
+def test_a_template_that_raises_anything_is_a_problem_of_its_widget(
+    tmp_path: Path, template: str, message: str
+) -> None:
+    folder = with_template(tmp_path, template)
+    [problem] = problems_of(folder)
+    assert problem.startswith(f"{folder / 'campaigns.yaml'}:4: campaigns[0].widget: template: ")
+    assert message in problem
+
+
+@pytest.mark.timeout(10)
+def test_an_alias_bomb_is_a_problem_with_file_and_line(tmp_path: Path) -> None:
+    levels = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    folder = write_site(tmp_path, {"site.yaml": GOOD, "bomb.yaml": "\n".join(levels) + "\n"})
+    assert problems_of(folder) == [
+        f"{folder / 'bomb.yaml'}:6: stands for more than 200000 values once its aliases "
+        "are expanded"
+    ]
+
+
+def test_a_time_zone_name_too_long_for_the_file_system(tmp_path: Path) -> None:
+    zone = "Europe/" + "x" * 5000  # ZoneInfo raises OSError (name too long), not ValueError
+    folder = write_site(tmp_path, {"site.yaml": GOOD.replace("Europe/Warsaw", zone)})
+    [problem] = problems_of(folder)
+    assert problem.startswith(f"{folder / 'site.yaml'}:7: site.timezone: unknown time zone ")
+
+
+def test_a_catalog_nested_too_deeply_for_the_json_parser(tmp_path: Path) -> None:
+    folder = write_site(tmp_path, {"site.yaml": GOOD, "catalog.json": "[" * 100_000})
+    [problem] = problems_of(folder)
+    assert problem.startswith(f"{folder / 'catalog.json'}: RecursionError: ")
+
+
+@pytest.mark.timeout(10)
+def test_a_catalog_that_is_a_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
+    folder = write_site(tmp_path, {"site.yaml": GOOD})
+    os.mkfifo(folder / "catalog.json")
+    assert problems_of(folder) == [f"{folder / 'catalog.json'}: not a regular file"]
+
+
+def test_a_step_that_raises_something_unexpected_is_still_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug,\nover two lines")
+
+    monkeypatch.setattr("edge.sites.compile_decisioning", broken)
+    folder = write_site(tmp_path, {"site.yaml": GOOD})
+    assert problems_of(folder) == [
+        f"{folder / 'site.yaml'}: campaigns: RuntimeError: a bug, over two lines"
+    ]
+    monkeypatch.setattr("edge.sites.compile_site", broken)
+    assert problems_of(folder) == [f"{folder}: RuntimeError: a bug, over two lines"]
+
+
+def test_a_flood_of_problems_is_reported_in_part(tmp_path: Path) -> None:
+    extra = "".join(f"  unknown{i}: 1\n" for i in range(300))
+    folder = write_site(tmp_path, {"site.yaml": GOOD.replace("site:\n", "site:\n" + extra)})
+    problems = problems_of(folder)
+    assert len(problems) == 201
+    assert problems[0] == f"{folder / 'site.yaml'}:2: site.unknown0: unknown key 'unknown0'"
+    assert problems[-1] == "... and 100 more problems"
+
+
+@pytest.mark.timeout(10)
+def test_registry_keeps_the_last_good_site_when_a_bomb_arrives(tmp_path: Path) -> None:
+    registry = SiteRegistry(tmp_path)
+    folder = with_template(tmp_path, "<p>{{ t('headline') }}</p>")
+    registry.reload()
+    good = registry.get("shop")
+    assert good is not None
+    (folder / "templates" / "custom.html").write_text("{% for x in range(10**6) %}{% endfor %}")
+    (folder / "bomb.yaml").write_text("a: &a [*a]\n")
+    assert registry.reload() is True
+    assert registry.get("shop") is good
+    assert registry.problems == {
+        "shop": [f"{folder / 'bomb.yaml'}:1: an alias names the value that contains it"]
+    }
+    (folder / "bomb.yaml").unlink()
+    assert registry.reload() is True
+    assert registry.get("shop") is good
+    [problem] = registry.problems["shop"]
+    assert "template: TemplateLimit: range() of more than" in problem
+    assert registry.last_reload == "ok"  # the reload worked; the site is what failed
+
+
+def test_registry_reports_a_reload_that_failed_as_a_whole(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    registry = SiteRegistry(profiles)
+    with pytest.raises(ConfigError):
+        registry.reload()
+    assert registry.report() == (
+        {},
+        {"last_reload": "failed", "error": f"{profiles}: profiles folder not found"},
+    )
+    write_site(profiles, {"site.yaml": GOOD})
+    assert registry.reload() is True
+    assert registry.report() == ({}, {"last_reload": "ok", "error": None})
