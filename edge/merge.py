@@ -130,6 +130,17 @@ def _personal(a: Profile, b: Profile) -> dict[str, object]:
         "first_name": a.first_name or b.first_name,
         "birthday": a.birthday or b.birthday,
         "tier": a.tier or b.tier,
+        "claimed_name": a.claimed_name or b.claimed_name,
+        **_consent(a, b),
+    }
+
+
+def _consent(a: Profile, b: Profile) -> dict[str, object]:
+    """The consent checkbox sent last, on either device."""
+    latest = a if (a.marketing_consent_at or 0) >= (b.marketing_consent_at or 0) else b
+    return {
+        "marketing_consent": latest.marketing_consent,
+        "marketing_consent_at": latest.marketing_consent_at,
     }
 
 

@@ -214,6 +214,9 @@ class Profile:
     first_name: str | None = None  # verified only, from the shop's signed identify
     birthday: str | None = None  # verified only: "MM-DD" or "YYYY-MM-DD"
     tier: str | None = None  # verified only: the shop's customer tier
+    claimed_name: str | None = None  # typed into a form (claimed): never shown back as trusted
+    marketing_consent: bool | None = None  # a form's consent checkbox, as last sent
+    marketing_consent_at: float | None = None
     # behavioural
     first_seen: float = 0.0
     last_seen: float = 0.0
@@ -348,6 +351,9 @@ _PLAIN = (
     "merge_pending",
     "merged_from",
     "offers",
+    "claimed_name",
+    "marketing_consent",
+    "marketing_consent_at",
 )
 
 
@@ -414,6 +420,9 @@ def from_wire(data: dict[str, Any]) -> Profile:
         merge_pending=data.get("merge_pending", False),
         merged_from=data.get("merged_from") or (),
         offers=_records(Offer, data.get("offers")),
+        claimed_name=data.get("claimed_name"),
+        marketing_consent=data.get("marketing_consent"),
+        marketing_consent_at=data.get("marketing_consent_at"),
     )
 
 

@@ -299,9 +299,21 @@ def _identify(
                 changes[name] = value
         return changes
     contact = site.contact_key(event.email)
+    changes = _typed(event, now)
     if profile.level == "verified":  # a typed email never weakens a verified identity
-        return {} if profile.contact else {"contact": contact}
-    return {"level": "claimed", "contact": contact}
+        return changes if profile.contact else {**changes, "contact": contact}
+    return {**changes, "level": "claimed", "contact": contact}
+
+
+def _typed(event: Any, now: float) -> Changes:
+    """What a form sent beside the email: a name, the consent checkbox."""
+    changes: Changes = {}
+    if event.name is not None:
+        changes["claimed_name"] = event.name
+    if event.marketing_consent is not None:
+        changes["marketing_consent"] = event.marketing_consent
+        changes["marketing_consent_at"] = now
+    return changes
 
 
 def _custom(

@@ -265,6 +265,28 @@ def test_claimed_identify_stores_a_salted_hash_never_the_email() -> None:
     assert after.contact != hash_email("ann@example.com", b"another salt")
 
 
+def test_a_forms_name_and_consent_box_are_recorded_with_the_email() -> None:
+    before = landed()
+    typed = event(2, "identify", email="ann@example.com", name="Ann", marketing_consent=True)
+    after = apply(before, typed, CTX, SITE, T0 + 10)
+    assert changed(before, after) == BOOKKEEPING | {
+        "level",
+        "contact",
+        "claimed_name",
+        "marketing_consent",
+        "marketing_consent_at",
+    }
+    assert (after.claimed_name, after.marketing_consent, after.marketing_consent_at) == (
+        "Ann",
+        True,
+        T0 + 10,
+    )
+    assert after.first_name is None  # a typed name is not the shop's verified data
+    untick = event(3, "identify", email="ann@example.com", marketing_consent=False)
+    unticked = apply(after, untick, CTX, SITE, T0 + 20)
+    assert (unticked.marketing_consent, unticked.claimed_name) == (False, "Ann")
+
+
 def test_verified_identify() -> None:
     before = landed()
     ts = int(T0)

@@ -112,6 +112,18 @@ def segments(events: Sequence[p.Event], site: str) -> list[tuple[str | None, lis
     return out if out[0][1] else out[1:]
 
 
+@dataclass(frozen=True, slots=True)
+class Reveal:
+    """Where coupon forms are judged: the visitor before this message
+    (``prior``) and after it (``after``: the form's identify applied)."""
+
+    prior: Profile | None
+    after: Profile | None
+    ctx: VisitContext
+    site: Site
+    page: Page | None
+
+
 @dataclass
 class Counters:
     connections: int = 0
@@ -221,7 +233,8 @@ class Ingest:
         elif wanted:
             assert page is not None
             chosen = decide_all(None, ctx, site, now, page, wanted, unavailable)
-        before = errors + await self._reveal(accepted, prior, ctx, site, page, deadline)
+        reveal = Reveal(prior, profile, ctx, site, page)
+        before = errors + await self._reveal(accepted, reveal, deadline)
         seq = batch.highest_seq
         if not wanted:
             return before, p.ack(seq)
@@ -324,13 +337,7 @@ class Ingest:
         self.ledger.release(old)
 
     async def _reveal(
-        self,
-        events: Sequence[p.Event],
-        prior: Profile | None,
-        ctx: VisitContext,
-        site: Site,
-        page: Page | None,
-        deadline: float | None,
+        self, events: Sequence[p.Event], at: Reveal, deadline: float | None
     ) -> list[dict[str, Any]]:
         """A ``coupon`` message for each coupon form the visitor submitted, or
         an ``error`` saying why no code is given (``coupon_refusal``).
@@ -341,14 +348,14 @@ class Ingest:
         for event in events:
             if not (isinstance(event, p.Widget) and event.action == "convert"):
                 continue
-            refusal = self.coupon_refusal(event, prior, ctx, site, page)
+            refusal = self.coupon_refusal(event, at)
             if refusal is not None:
                 code, why = refusal
                 self.counters.refuse(code)
                 self.counters.refused += 1
                 messages.append(p.error(code, why, seq=event.seq))
                 continue
-            reveal = self.widgets.reveal(site, event.campaign, event.variant, event.step, ctx)
+            reveal = self.widgets.reveal(at.site, event.campaign, event.variant, event.step, at.ctx)
             if deadline is not None:
                 reveal = by_deadline(
                     reveal, deadline, patience=self.store_answering, limit=self._limit()
@@ -358,28 +365,26 @@ class Ingest:
                 messages.append(message)
         return messages
 
-    def coupon_refusal(
-        self,
-        event: p.Widget,
-        prior: Profile | None,
-        ctx: VisitContext,
-        site: Site,
-        page: Page | None,
-    ) -> tuple[str, str] | None:
+    def coupon_refusal(self, event: p.Widget, at: Reveal) -> tuple[str, str] | None:
         """(code, message) when a submitted form of a coupon campaign gets no
         code: a robot, no consent where the site requires it, a campaign or
         arm not shown to this visitor, or a visitor (as before the form) no
         longer in its audience or a campaign out of its schedule. None for a
         form that is no coupon form (nothing to reveal) and for a coupon,
-        which a visitor who converted before always gets again (their own)."""
+        which a visitor who converted before always gets again (their own).
+        A form with a consent checkbox needs it ticked (``marketing_consent``)."""
+        prior, ctx, site = at.prior, at.ctx, at.site
         campaign = site.decisioning.by_id.get(event.campaign)
-        if campaign is None or not coupon_of(campaign.widget_for(event.variant, event.step)):
+        widget = campaign.widget_for(event.variant, event.step) if campaign else {}
+        if campaign is None or not coupon_of(widget):
             return None
         device = classify(ctx.user_agent)
         if device.is_bot:
             return "robot", "robots get no coupons"
         if not may_store(site, ctx.consent):
             return "consent_required", "this site gives coupons only with consent"
+        if widget.get("consent") and not (at.after and at.after.marketing_consent):
+            return "consent_required", "this form's consent box was not ticked"
         now = self.clock()
         refusal = widget_refusal(prior, event, now)
         if refusal is not None:
@@ -388,7 +393,7 @@ class Ingest:
         if state is not None and state.conversions:
             return None  # converted before: the code is theirs, shown again
         why = reveal_refusal(
-            campaign, prior, ctx, site, now, page or NO_PAGE, device.to_attributes()
+            campaign, prior, ctx, site, now, at.page or NO_PAGE, device.to_attributes()
         )
         if why is not None:
             return "not_eligible", f"campaign {campaign.id}: {why}"

@@ -110,6 +110,10 @@ class Identify(_EventBase):
     first_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     birthday: Annotated[str, Field(pattern=BIRTHDAY)] | None = None
     tier: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    # What the visitor typed into a coupon form beside the email (claimed, like
+    # the email): a name, and the form's consent checkbox, recorded with its time.
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    marketing_consent: bool | None = None
 
     def model_post_init(self, context: Any, /) -> None:
         verified = (self.customer_id, self.ts, self.sig)
@@ -123,6 +127,8 @@ class Identify(_EventBase):
             None,
         ):
             raise ValueError("first_name, birthday and tier need a verified identify, not email")
+        if self.email is None and (self.name, self.marketing_consent) != (None, None):
+            raise ValueError("name and marketing_consent come with an email")
         if self.birthday is not None:
             _check_birthday(self.birthday)
 

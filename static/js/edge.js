@@ -149,9 +149,11 @@ const host = (it, el) => {
   });
   on(r, 'submit', e => {
     e.preventDefault();
-    const f = e.target, email = f.email && f.email.value.trim();
-    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email || '')) return f.email && f.email.focus();
-    track('identify', { email }); report(it, 'convert');
+    const f = e.target, x = f.elements, email = x.email && x.email.value.trim(), nm = x.namedItem('name'), ok = x.consent;
+    if (!f.reportValidity()) return; // a required consent box not ticked, ...
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email || '')) return x.email && x.email.focus();
+    track('identify', { email, name: nm && nm.value.trim() || undefined, marketing_consent: ok ? ok.checked : undefined });
+    report(it, 'convert');
   });
   shown[it.campaign] = r;
   el ? el.replaceChildren(h) : d.body.append(h);

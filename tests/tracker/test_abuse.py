@@ -16,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
+from edge import keys
+from edge.profile import decode_profile
 from tests.client import Visitor, new_id
 from tests.helpers import PROFILES, EdgeServer, RedisServer, edge_server
 
@@ -121,7 +123,7 @@ async def test_the_audience_is_checked_again_when_the_code_is_revealed(
     for _ in range(3):
         answers = await tab.track(tab.event("page_view", url=SHOP))
     assert "welcome-coupon" in [i["campaign"] for i in answers[-1]["items"]]
-    await tab.track(tab.event("identify", email="known@example.com"))
+    await tab.track(tab.event("identify", email="known@example.com", marketing_consent=True))
     convert = tab.event("widget", campaign="welcome-coupon", **CONVERT)
     answers = await tab.track(convert)
     assert errors(answers) == [("not_eligible", convert["seq"])]
@@ -217,4 +219,37 @@ async def test_no_coupon_without_consent_where_the_site_requires_it(
     convert = tab.event("widget", campaign="welcome-coupon", **CONVERT)
     answers = await tab.track(convert)
     assert errors(answers) == [("consent_required", convert["seq"])] and coupons(answers) == []
+    await tab.close()
+
+
+async def test_a_consent_box_must_be_ticked_and_is_recorded(
+    on_redis: EdgeServer, redis: RedisServer
+) -> None:
+    """Item 10: the demo's first-order coupon has a required consent box; the
+    form once went through without it, and nothing of it was recorded."""
+    tab = Visitor(on_redis.ws)
+    await tab.connect()
+    for _ in range(3):
+        await tab.track(tab.event("page_view", url=SHOP))
+    unticked = [
+        tab.event("identify", email="ada@example.com", name="Ada", marketing_consent=False),
+        tab.event("widget", campaign="welcome-coupon", **CONVERT),
+    ]
+    answers = await tab.track(*unticked)
+    assert errors(answers) == [("consent_required", unticked[1]["seq"])]
+    ticked = [
+        tab.event("identify", email="ada@example.com", name="Ada", marketing_consent=True),
+        tab.event("widget", campaign="welcome-coupon", **CONVERT),
+    ]
+    answers = await tab.track(*ticked)
+    assert len(coupons(answers)) == 1 and errors(answers) == []
+    client = aioredis.Redis.from_url(redis.url.rsplit("/", 1)[0] + "/3")
+    try:
+        data = await client.hget(keys.profile("demo", tab.visitor), "p")
+    finally:
+        await client.aclose()
+    assert isinstance(data, bytes)
+    profile = decode_profile(data)
+    assert (profile.claimed_name, profile.marketing_consent) == ("Ada", True)
+    assert profile.marketing_consent_at is not None
     await tab.close()

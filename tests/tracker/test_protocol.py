@@ -373,6 +373,9 @@ def test_identify_with_email_or_a_signed_customer_id(fields: dict[str, Any]) -> 
         {"email": "not an email"},
         {"customer_id": "c-1", "ts": 1_700_000_000, "sig": "AB" * 32},
         {"customer_id": "c-1", "ts": 1_700_000_000, "sig": "ab" * 31},
+        {"customer_id": "c-1", "ts": 1_700_000_000, "sig": "ab" * 32, "name": "Ann"},
+        {"customer_id": "c-1", "ts": 1_700_000_000, "sig": "ab" * 32, "marketing_consent": True},
+        {"email": "ann@example.com", "name": "x" * 101},
     ],
     ids=[
         "nothing",
@@ -385,9 +388,13 @@ def test_identify_with_email_or_a_signed_customer_id(fields: dict[str, Any]) -> 
         "bad-email",
         "upper-sig",
         "short-sig",
+        "name-without-email",
+        "consent-without-email",
+        "long-name",
     ],
 )
 def test_identify_needs_email_xor_a_signed_customer_id(fields: dict[str, Any]) -> None:
+    """(and a form's name and consent box come with its email only)"""
     with pytest.raises(InvalidMessage) as caught:
         p.parse_event(ev(6, "identify", **fields))
     assert caught.value.code == "invalid"

@@ -26,7 +26,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from edge import keys
 from edge.decisioning.engine import frequency_cap
-from edge.profile import decode_profile
+from edge.profile import Profile, decode_profile
 from edge.sites import load_site
 from tests.browser import TIMEOUT_MS, poll, tracker_state, wait_acked
 from tests.helpers import PROFILES as DEMO_PROFILES
@@ -148,8 +148,20 @@ async def screenshot(page: Page, name: str, below: str | None = None) -> None:
 # --- 1. the first-order coupon ---------------------------------------------------
 
 
+async def consented(redis_url: str, page: Page) -> Profile | None:
+    """The page's visitor as stored, once a form's consent box is recorded."""
+    visitor = (await tracker_state(page))["visitor"]
+    client = redis_py.Redis.from_url(redis_url)
+    try:
+        data = client.hget(keys.profile("demo", str(visitor)), "p")
+    finally:
+        client.close()
+    profile = decode_profile(data) if isinstance(data, bytes) else None
+    return profile if profile is not None and profile.marketing_consent is not None else None
+
+
 async def test_coupon_popup_on_exit_intent_reveals_a_code_once(
-    shop: EdgeServer, page: Page
+    shop: EdgeServer, page: Page, redis_url: str
 ) -> None:
     for url in ("/demo", "/demo/c/lighting"):
         assert "welcome-coupon" not in await visit(page, shop.http + url)  # fewer than 3 views
@@ -165,11 +177,18 @@ async def test_coupon_popup_on_exit_intent_reveals_a_code_once(
     await screenshot(page, "coupon-popup.png")
 
     await popup.locator("input[type=email]").fill("ada@example.com")
+    await popup.locator("button[type=submit]").click()  # the consent box is required
+    await page.wait_for_timeout(300)
+    assert await popup.locator("[data-edge-code]").count() == 0
+    assert (await tracker_state(page))["outbox"] == 0  # nothing was sent
+    await popup.locator("input[name=consent]").check()
     await popup.locator("button[type=submit]").click()
     code = popup.locator("[data-edge-code]")
     await code.wait_for()
     assert WELCOME_CODE.fullmatch((await code.text_content() or "").strip())
     await screenshot(page, "coupon-code.png")
+    stored = await poll(lambda: consented(redis_url, page), what="the form's identify stored")
+    assert stored.marketing_consent is True and stored.level == "claimed"
 
     await page.reload()
     assert "welcome-coupon" not in await visit(page, f"{shop.http}/demo/c/textiles")

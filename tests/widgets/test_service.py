@@ -57,7 +57,7 @@ async def test_a_coupon_is_revealed_after_the_form_and_stays_the_same(
     assert popup["trigger"] == {"type": "exit_intent", "value": True}
     assert "data-edge-form" in str(popup["html"])
     submit = [
-        visitor.event("identify", email="new@example.com"),
+        visitor.event("identify", email="new@example.com", marketing_consent=True),
         visitor.event("widget", campaign="welcome-coupon", variant="a", action="convert"),
     ]
     answers = await visitor.track(*submit)
