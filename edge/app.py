@@ -22,7 +22,7 @@ from edge.admin import routes as admin_routes
 from edge.automation.service import AutomationService
 from edge.automation.store import AutomationStore, MemoryAutomation, RedisAutomation
 from edge.breaker import StallWatch
-from edge.errors import StoreError
+from edge.errors import ConfigError, StoreError
 from edge.ledger import Ledger
 from edge.metrics import Metrics
 from edge.registry import SiteRegistry
@@ -106,15 +106,16 @@ async def metrics(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     ingest: Ingest = request.app.state.ingest
     registry = ingest.registry
+    site_problems, config = registry.report()  # a reload over its budget shows here too
     sites: dict[str, dict[str, Any]] = {
         name: {
             "version": site.version,
-            "problems": registry.problems.get(name, []),
+            "problems": site_problems.get(name, []),
             "coupons": ingest.widgets.pool_report(site),
         }
         for name, site in registry.sites.items()
     }
-    for name, problems in registry.problems.items():
+    for name, problems in site_problems.items():
         sites.setdefault(name, {"version": None, "problems": problems})
     return JSONResponse(
         {
@@ -122,6 +123,7 @@ async def healthz(request: Request) -> Response:
             "version": __version__,
             "store": ingest.ledger.store.kind,
             "sites": sites,
+            "config": config,
             "connections": ingest.counters.connections,
             "hot_profiles": ingest.ledger.hot_count,
             "config_reloads": registry.reloads,
@@ -184,8 +186,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         _tune_gc()
         app.state.ingest.latency = app.state.metrics.observe
         ledger.observe_batch = app.state.metrics.store_seconds.observe
-        reloader = asyncio.create_task(_watch(registry, widgets, settings.reload_interval_s))
-        _on_sighup(registry)
+        reloader = asyncio.create_task(_watch(registry, widgets, settings))
         try:
             yield
         finally:
@@ -225,23 +226,33 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _watch(registry: SiteRegistry, widgets: WidgetService, interval_s: float) -> None:
-    """Poll profiles/ for changes; (re)load the coupon pools of changed sites."""
-    if interval_s <= 0:
-        return
+async def _watch(registry: SiteRegistry, widgets: WidgetService, settings: Settings) -> None:
+    """Reload profiles/ every reload_interval_s (0: never) and at once on
+    SIGHUP, off the event loop with a budget (SiteRegistry.reload_in_background:
+    a slow file never stops the server answering, and a reload over its budget
+    is shown in /healthz); (re)load the coupon pools of changed sites. A
+    failure is logged and shown in /healthz, and retried at the next interval."""
     versions = {name: site.version for name, site in registry.sites.items()}
+    wake = asyncio.Event()
+    _on_sighup(wake)
+    interval_s = settings.reload_interval_s if settings.reload_interval_s > 0 else None
     while True:
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval_s)
+        wake.clear()
         try:
-            registry.reload()
+            await registry.reload_in_background(settings.reload_timeout_s)
             for name, site in registry.sites.items():
                 if versions.get(name) != site.version:
                     versions[name] = site.version
                     await widgets.sync_pools(site)
-        except Exception:  # a vanished folder must not stop the watcher; logged, retried
+        except ConfigError as exc:  # the profiles folder vanished ...: in /healthz, retried
+            log.error("reloading site configuration failed: %s", "; ".join(exc.problems))
+        except Exception:  # nothing may stop the watcher; logged, retried
             log.exception("reloading site configuration failed")
 
 
-def _on_sighup(registry: SiteRegistry) -> None:
+def _on_sighup(wake: asyncio.Event) -> None:
+    """SIGHUP wakes the watcher, which reloads at once (one reload at a time)."""
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, registry.reload)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, wake.set)

@@ -203,19 +203,33 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from edge.sites import load_sites
+    """Load every site as the server would (bounded, in a thread, within
+    EDGE_RELOAD_TIMEOUT_S): every problem as ``error file:line: key: message``,
+    exit 1 if there is any. A file can only make it report problems."""
+    import logging
 
+    from edge.registry import SiteRegistry
+
+    registry = SiteRegistry(args.profiles)
+    quiet = logging.getLogger("edge.registry")  # its log lines would repeat ours
+    quiet.disabled, was = True, quiet.disabled
     try:
-        sites, problems = load_sites(args.profiles)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        finished = registry.reload_within(Settings.from_env().reload_timeout_s)
+    except (ConfigError, ValueError) as exc:  # no such folder; a bad EDGE_ variable
+        print(f"error {exc}", file=sys.stderr)
         return 1
-    for name, site in sites.items():
+    finally:
+        quiet.disabled = was
+    late = None if finished else registry.overdue()  # None: it finished meanwhile
+    problems, _ = registry.report()
+    for name, site in sorted(registry.sites.items()):
         print(f"ok    {name} (configuration {site.version})")
-    for lines in problems.values():
+    for _, lines in sorted(problems.items()):
         for line in lines:
             print(f"error {line}", file=sys.stderr)
-    return 1 if problems else 0
+    if late is not None and late[0] is None:  # stuck outside any one site
+        print(f"error {late[1]}", file=sys.stderr)
+    return 1 if problems or late is not None else 0
 
 
 def explain(args: argparse.Namespace) -> int:

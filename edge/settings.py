@@ -64,6 +64,10 @@ class Settings:
     redis_breaker_failures: int = 3
     redis_breaker_cooldown_s: float = 0.5
     reload_interval_s: float = 2.0  # how often profiles/ is checked for changes; 0: never
+    # How long the running server waits for a reload (run off the event loop)
+    # before it reports it as overdue in /healthz; it is left to finish, and no
+    # other reload starts meanwhile (edge.registry, docs/configuration.md "Limits").
+    reload_timeout_s: float = 10.0
     # operations (docs/operations.md)
     log_json: bool = False  # one JSON object per log line
     # Bearer token of the admin API under /admin/; None: the admin API is off (404).
@@ -109,6 +113,8 @@ class Settings:
             raise ValueError("redis_breaker_failures must be at least 1")
         if self.erasure_tombstone_days < 1:
             raise ValueError("erasure_tombstone_days must be at least 1")
+        if self.reload_timeout_s <= 0:
+            raise ValueError("reload_timeout_s must be above 0")
 
     def _check_address_limits(self) -> None:
         if self.max_connections_per_address < 0 or self.max_messages_per_s_per_address < 0:

@@ -68,3 +68,75 @@ async def test_good_bad_good_keeps_serving(tmp_path: Path) -> None:
         wait_until(lambda: health(server.http)["sites"]["demo"]["version"] != first, 10, "reload")
         assert health(server.http)["sites"]["demo"]["problems"] == []
         assert await decided(server.ws) == []
+
+
+def widget_at(campaigns: Path, campaign: str) -> tuple[int, int]:
+    """The index of a campaign in a copy of the demo's campaigns.yaml, and the
+    line of its ``widget:`` (the demo changes; these tests are not about it)."""
+    lines = campaigns.read_text().splitlines()
+    start = lines.index(f"  - id: {campaign}")
+    index = sum(1 for line in lines[:start] if line.startswith("  - id: "))
+    return index, next(i for i in range(start, len(lines)) if lines[i].strip() == "widget:") + 1
+
+
+BILLION_LAUGHS = "\n".join(
+    ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+)
+
+
+async def test_bombs_are_problems_and_the_last_good_configuration_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    profiles = tmp_path / "profiles"
+    shutil.copytree(PROFILES / "demo", profiles / "demo")
+    demo = profiles / "demo"
+    with edge_server(profiles=profiles) as server:
+        first = health(server.http)["sites"]["demo"]["version"]
+
+        # An alias bomb: refused at once, with file and line; /healthz answers
+        # throughout (health() gives each request 2 s).
+        bomb = demo / "bomb.yaml"
+        bomb.write_text(BILLION_LAUGHS + "\n")
+        wait_until(lambda: health(server.http)["sites"]["demo"]["problems"], 10, "problem")
+        report = health(server.http)
+        assert report["sites"]["demo"] == {
+            "version": first,
+            "problems": [
+                f"{bomb}:6: stands for more than 200000 values once its aliases are expanded"
+            ],
+            "coupons": report["sites"]["demo"]["coupons"],
+        }
+        assert report["config"] == {"last_reload": "ok", "error": None}
+        assert await decided(server.ws) == ["bestsellers"]
+
+        # A template that raises OverflowError (past Jinja's own errors), for
+        # both hero banners.
+        bomb.unlink()
+        (demo / "templates").mkdir()
+        (demo / "templates" / "banner.html").write_text(
+            "{% for x in range(1000000) %}x{% endfor %}"
+        )
+        wait_until(
+            lambda: len(health(server.http)["sites"]["demo"]["problems"]) == 2, 10, "problems"
+        )
+        report = health(server.http)["sites"]["demo"]
+        assert report["version"] == first
+        for campaign, problem in zip(
+            ("hero-social", "hero-search"), report["problems"], strict=True
+        ):
+            index, line = widget_at(demo / "campaigns.yaml", campaign)
+            assert problem.startswith(f"{demo / 'campaigns.yaml'}:{line}: ")
+            assert f"campaigns[{index}].widget: template: TemplateLimit: range() of more" in problem
+        assert await decided(server.ws) == ["bestsellers"]
+
+        # Fixed, with a visible change: picked up on the next interval.
+        shutil.rmtree(demo / "templates")
+        rewrite(
+            demo / "campaigns.yaml",
+            "    name: Bestsellers (cold start)\n",
+            "    name: Bestsellers (cold start)\n    status: paused\n",
+        )
+        wait_until(lambda: health(server.http)["sites"]["demo"]["version"] != first, 10, "reload")
+        assert health(server.http)["sites"]["demo"]["problems"] == []
+        assert await decided(server.ws) == []
