@@ -490,13 +490,14 @@ def within_budget(
     large steps before they start. The previous trace function (a debugger,
     coverage) is restored."""
     start = _peak_rss_bytes()
+    seconds = max(deadline - time.monotonic(), 0.0)
     lines = 0
 
     def trace(frame: types.FrameType, event: str, arg: Any) -> Any:
         nonlocal lines
         lines += 1
         if time.monotonic() > deadline:
-            raise _OverBudget("took longer than its time budget")
+            raise _OverBudget(f"took longer than its time budget ({seconds:.2g} s)")
         if lines % 1024 == 0 and _peak_rss_bytes() - start > memory_bytes:
             raise _OverBudget(f"used more than {memory_bytes // (1024 * 1024)} MiB")
         return trace
