@@ -175,10 +175,19 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
+    from edge.tracker import transport
+    from edge.tracker.openfiles import Budget, set_open_files_limit
+
+    try:  # raised here, before uvicorn starts: worker processes inherit it
+        budget = Budget.of(set_open_files_limit(settings.max_open_files), settings)
+    except ValueError as exc:
+        print(f"edge serve: {exc}", file=sys.stderr)
+        return 2
     os.environ.update(settings.to_env())  # worker processes rebuild settings from these
     store = f"Redis at {redact(settings.redis_url)}" if settings.redis_url else "the embedded store"
     print(
-        f"edge {__version__}: http://{settings.host}:{settings.port}/demo on {store}",
+        f"edge {__version__}: http://{settings.host}:{settings.port}/demo on {store}; "
+        f"{budget.describe()}",
         file=sys.stderr,
     )
     uvicorn.run(
@@ -189,7 +198,11 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level, json_lines=settings.log_json),
-        ws="websockets-sansio",
+        # uvicorn's httptools and websockets-sansio protocols with edge's
+        # deadlines, size and rate limits and open-files budget (import paths,
+        # so that worker processes import them too).
+        http=transport.HTTP_PROTOCOL,
+        ws=transport.WS_PROTOCOL,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,

@@ -46,6 +46,21 @@ class Settings:
     # CIDR networks; "" trusts none). The only source of truth: edge serve
     # turns uvicorn's own proxy header handling off.
     trusted_proxies: str | None = "127.0.0.1,::1"
+    # Before the handshake (docs/protocol.md, "Limits"; edge.tracker.transport):
+    # a request (line, headers and body) must have arrived within
+    # request_timeout_s of the connection opening or of the previous response
+    # on that connection (else 408 and close), and its line and headers must
+    # fit in max_header_bytes (else 431 and close).
+    request_timeout_s: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    # Open files, per worker process (edge.tracker.openfiles): the soft limit
+    # (RLIMIT_NOFILE) is raised to the hard one at start, or set to
+    # max_open_files when that is above 0. Client connections may hold all of
+    # it but open_files_reserve (and redis_max_connections with --redis):
+    # past that, a new connection gets HTTP 503 unless it asks for /healthz,
+    # /readyz or /metrics.
+    max_open_files: int = 0
+    open_files_reserve: int = 128
     # store
     ack_timeout_s: float = 10.0
     # How long a WebSocket message waits for a store that answers nothing (a
@@ -109,6 +124,7 @@ class Settings:
         if self.answer_deadline_s <= 0:
             raise ValueError("answer_deadline_s must be above 0")
         self._check_address_limits()
+        self._check_transport()
         if self.redis_breaker_failures < 1:
             raise ValueError("redis_breaker_failures must be at least 1")
         if self.erasure_tombstone_days < 1:
@@ -124,6 +140,16 @@ class Settings:
         if self.max_tracked_addresses < 1:
             raise ValueError("max_tracked_addresses must be at least 1")
         parse_trusted_proxies(self.trusted_proxies)  # ValueError naming the bad entry
+
+    def _check_transport(self) -> None:
+        if self.request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be above 0")
+        if self.max_header_bytes < 1024:
+            raise ValueError("max_header_bytes must be at least 1024")
+        if self.max_open_files < 0:
+            raise ValueError("max_open_files must be 0 (the hard limit) or more")
+        if self.open_files_reserve < 16:
+            raise ValueError("open_files_reserve must be at least 16")
 
     def to_env(self) -> dict[str, str]:
         """The environment that recreates these settings (for worker processes)."""

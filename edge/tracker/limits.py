@@ -1,7 +1,14 @@
 """Rate and connection limits, per connection and per client address (pure;
 time is always given, in ``time.monotonic`` seconds).
 
-Per connection: ``TokenBucket`` (messages per second).
+Per connection: ``TokenBucket`` (frames per second), counted when the frames
+arrive (edge.tracker.transport), so that frames queued while the server was
+busy are not counted as one burst when they are handled.
+
+``LoopStalls``: when the event loop stood still (a stopped process, a long
+synchronous step), frames waited in the kernel and are read all at once; the
+buckets are credited for the time the loop stood still while they waited, so
+an honest client's frames of that time pass as if read when they arrived.
 
 Per client address (docs/protocol.md, "Limits"): ``AddressLimits`` keeps, for
 each address, the number of its open WebSocket connections and one token
@@ -34,7 +41,14 @@ RETRY_AFTER_S = 1  # the Retry-After of a 429: a bucket regains a token within a
 
 
 class TokenBucket:
-    """``rate_per_s`` sustained, ``burst`` at once. ``take`` says if one may pass."""
+    """``rate_per_s`` sustained, ``burst`` at once. ``take`` says if one may pass.
+
+    ``stalled_s``: how long the event loop stood still while the frame being
+    counted waited to be read (``LoopStalls.within``). The bucket may then
+    hold up to ``rate_per_s * stalled_s`` more than ``burst``: what it would
+    have regained had the frames been counted as they came. The extra is lost
+    at the next take at a later time.
+    """
 
     __slots__ = ("_last", "_tokens", "burst", "rate_per_s")
 
@@ -44,13 +58,45 @@ class TokenBucket:
         self._tokens = burst
         self._last = now
 
-    def take(self, now: float) -> bool:
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
-        self._last = now
+    def take(self, now: float, stalled_s: float = 0.0) -> bool:
+        if now > self._last:  # frames read together share one time: refilled once
+            cap = self.burst + stalled_s * self.rate_per_s
+            self._tokens = min(cap, self._tokens + (now - self._last) * self.rate_per_s)
+            self._last = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True
         return False
+
+
+class LoopStalls:
+    """When the event loop last stood still, from a timer that should tick
+    every ``tick_s``: a tick later than ``stall_s`` after the one before
+    means the loop did not run in between (``tick``, by the timer)."""
+
+    __slots__ = ("_end", "_last_tick", "_start", "stall_s")
+
+    def __init__(self, now: float, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._last_tick = now
+        self._start = self._end = now  # the last stall seen, empty so far
+
+    def tick(self, now: float) -> None:
+        if now - self._last_tick > self.stall_s:
+            self._start, self._end = self._last_tick, now
+        self._last_tick = now
+
+    def within(self, since: float, now: float) -> float:
+        """Seconds between ``since`` and ``now`` during which the loop stood
+        still: the last stall the ticks saw, or the one going on now (no tick
+        for too long: the loop has just woken up, before the timer's turn)."""
+        if now - self._last_tick > self.stall_s:
+            start, end = self._last_tick, now
+        elif self._end > since:
+            start, end = self._start, self._end
+        else:
+            return 0.0
+        return max(0.0, end - max(start, since))
 
 
 # --- the client address ---------------------------------------------------------
@@ -223,11 +269,12 @@ class AddressLimits:
         entry.connections += 1
         return None
 
-    def message(self, key: str, now: float) -> bool:
-        """A message on an open connection of ``key``: may it pass?"""
+    def message(self, key: str, now: float, stalled_s: float = 0.0) -> bool:
+        """A frame (a message or a ping) arrived on an open connection of
+        ``key``: may it pass? ``stalled_s`` as for ``TokenBucket.take``."""
         if self.rate_per_s <= 0:
             return True
-        if self._take(self._active[key], now):
+        if self._take(self._active[key], now, stalled_s):
             return True
         self._refuse(Limit.MESSAGES, "ws")
         return False
@@ -291,15 +338,16 @@ class AddressLimits:
                 return
             del self._idle[key]
 
-    def _refill(self, entry: _Entry, now: float) -> None:
+    def _refill(self, entry: _Entry, now: float, stalled_s: float = 0.0) -> None:
         if now > entry.last:  # a clock that stood still (or went back) adds nothing
-            entry.tokens = min(self.burst, entry.tokens + (now - entry.last) * self.rate_per_s)
+            cap = self.burst + stalled_s * self.rate_per_s
+            entry.tokens = min(cap, entry.tokens + (now - entry.last) * self.rate_per_s)
             entry.last = now
 
-    def _take(self, entry: _Entry, now: float) -> bool:
+    def _take(self, entry: _Entry, now: float, stalled_s: float = 0.0) -> bool:
         if self.rate_per_s <= 0:
             return True
-        self._refill(entry, now)
+        self._refill(entry, now, stalled_s)
         if entry.tokens >= 1.0:
             entry.tokens -= 1.0
             return True

@@ -8,6 +8,14 @@ valid ``hello`` (anything else: an error, then close 1008), then answer each
 are handled in order, one at a time, so answers come back in order and a
 slow store pushes back on that client only.
 
+The frame rate limits, per connection and per client address, are counted
+where frames arrive, by edge serve's WebSocket protocol
+(edge.tracker.transport); so are text frames that are not UTF-8. Its refusal
+reaches this endpoint as a ``websocket.disconnect`` (1008 or 1007) after
+every message that came before the refused frame, so those are answered
+first. Here, the endpoint hands the protocol the per-address check once the
+address is admitted.
+
 While the store is down (docs/protocol.md, "Store outages") a ``hello`` is
 still welcomed (``ack`` 0; the profile is loaded by a later message), and an
 ``events`` message gets the fallback answer at once: ``error``
@@ -56,9 +64,9 @@ from edge.tracker.limits import (
     RETRY_AFTER_S,
     AddressLimits,
     Limit,
-    TokenBucket,
     refusal_warning,
 )
+from edge.tracker.transport import ARRIVALS, Arrivals
 from edge.tracker.useragent import classify
 
 log = logging.getLogger(__name__)
@@ -91,16 +99,12 @@ class Connection:
         # The profile's load, while it outlives a message's answer deadline:
         # the next message takes it up; ``close`` releases what it holds.
         self.opening: asyncio.Task[Hot] | None = None
-        settings = ingest.settings
-        self.bucket = TokenBucket(
-            settings.max_messages_per_s, 2 * settings.max_messages_per_s, time.monotonic()
-        )
         self.loop = asyncio.get_running_loop()
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = 0  # the close code sent when the deadline passed
-        # The per-address bucket (edge.tracker.limits), None when that limit is off.
-        self.address_allows: Callable[[float], bool] | None = None
+        # edge serve's protocol of this socket, which counts its frames.
+        self.arrivals = _arrivals(ws)
 
     # Hello and idle timeouts: one timer per connection, moved forward by each
     # message, instead of wrapping every receive in wait_for (a task per
@@ -129,13 +133,8 @@ class Connection:
     async def receive(self, timeout_s: float) -> dict[str, Any]:
         self._expect_within(timeout_s)
         frame = await self.ws.receive()
-        if frame["type"] == "websocket.disconnect":
+        if frame["type"] == "websocket.disconnect":  # a refusal of the protocol too
             raise WebSocketDisconnect(self.timed_out or frame.get("code", 1000))
-        now = time.monotonic()
-        if not self.bucket.take(now):
-            raise Close(CLOSE_POLICY, "too many messages")
-        if self.address_allows is not None and not self.address_allows(now):
-            raise Close(CLOSE_POLICY, "too many messages from this address")
         data = frame.get("text")
         self.binary = data is None
         if data is None:
@@ -262,7 +261,14 @@ class Connection:
         if not self.bot and triggers(batch.events):
             await self.send(p.decisions([], seq=None))
 
+    def count_address(self, allows: Callable[[float, float], bool]) -> None:
+        """Count this socket's frames against its address's bucket too."""
+        if self.arrivals is not None:
+            self.arrivals.address_allows = allows
+
     def close(self) -> None:
+        if self.arrivals is not None:  # the address's entry goes once the socket is closed
+            self.arrivals.address_allows = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -276,6 +282,23 @@ class Connection:
     def _release_late(self, opening: asyncio.Task[Hot]) -> None:
         if not opening.cancelled() and opening.exception() is None:
             self.ingest.ledger.release(opening.result())
+
+
+def _arrivals(ws: WebSocket) -> Arrivals | None:
+    extension = ws.scope.get("extensions", {}).get(ARRIVALS)
+    if extension is None:
+        _warn_unguarded()
+        return None
+    arrivals: Arrivals = extension["protocol"]
+    return arrivals
+
+
+@functools.cache
+def _warn_unguarded() -> None:
+    log.warning(
+        "WebSocket frames are not rate-limited: this server does not run edge serve's "
+        "protocol (edge.tracker.transport); start edge with `edge serve`"
+    )
 
 
 def _hello_refused(exc: ProtocolError) -> str:
@@ -332,7 +355,7 @@ async def _serve(
     ingest.counters.connections += 1
     connection = Connection(ingest, ws, site)
     if key is not None and limits.rate_per_s > 0:
-        connection.address_allows = functools.partial(limits.message, key)
+        connection.count_address(functools.partial(limits.message, key))
     code = 1000
     try:
         await connection.run()
@@ -356,15 +379,13 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
         await ws.close(code, reason)
 
 
-# Two ERROR records of uvicorn's websockets-sansio protocol (edge serve's
-# ``ws=``) that are no server error, and a cheap way to flood the log:
-# - it decodes text frames itself, and for one that is not UTF-8 logs a
-#   traceback, then closes 1007 and hands edge a disconnect with that code
-#   (counted in edge_closes): kept as one DEBUG line, without the traceback;
-# - after a handshake answered with a response (the 429 of ``_deny``) it
-#   still reports "returned without completing handshake" (uvicorn pull
-#   request 3138): dropped, but only in the task that sent that response.
-INVALID_UTF8 = "Invalid UTF-8 sequence received from client."
+# An ERROR record of uvicorn's websockets-sansio protocol (under edge serve's
+# ``ws=``) that is no server error, and a cheap way to flood the log: after a
+# handshake answered with a response (the 429 of ``_deny``) it still reports
+# "returned without completing handshake" (uvicorn pull request 3138):
+# dropped, but only in the task that sent that response. (Text frames that
+# are not UTF-8 no longer reach uvicorn's traceback: edge.tracker.transport
+# refuses them itself.)
 INCOMPLETE_HANDSHAKE = "ASGI callable returned without completing handshake."
 # True in the task of a handshake that ``_deny`` answered (uvicorn logs the
 # record above from that same task, once the endpoint has returned).
@@ -373,14 +394,7 @@ _denied: contextvars.ContextVar[bool] = contextvars.ContextVar("edge_ws_denied",
 
 class _UvicornNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == INCOMPLETE_HANDSHAKE:
-            return not _denied.get()
-        if record.msg != INVALID_UTF8:
-            return True
-        record.exc_info = None
-        record.exc_text = None
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return record.msg != INCOMPLETE_HANDSHAKE or not _denied.get()
 
 
 def quiet_uvicorn_noise() -> None:

@@ -22,6 +22,7 @@ from edge.settings import Settings
 from edge.tracker.limits import (
     AddressLimits,
     Limit,
+    LoopStalls,
     TokenBucket,
     address_key,
     client_address,
@@ -44,6 +45,39 @@ def test_token_bucket_bursts_then_refills_at_its_rate() -> None:
     assert bucket.take(0.5)  # one token back after half a second at 2/s
     assert not bucket.take(0.5)
     assert [bucket.take(100.0) for _ in range(5)] == [True] * 4 + [False]  # capped at burst
+
+
+def test_a_stall_of_the_loop_is_credited_to_the_frames_that_waited() -> None:
+    """Frames that waited in the kernel while the loop stood still are read
+    together: the bucket takes them as if each had been read when it came."""
+    bucket = TokenBucket(rate_per_s=2.0, burst=4.0, now=0.0)
+    assert [bucket.take(10.0, stalled_s=10.0) for _ in range(25)] == [True] * 24 + [False]
+    # the credit is for one read: the next one, later, is back to the burst
+    assert [bucket.take(20.0) for _ in range(5)] == [True] * 4 + [False]
+    # without a stall, frames read together are one burst
+    assert [bucket.take(40.0, stalled_s=0.0) for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_loop_stalls_are_seen_from_late_ticks() -> None:
+    stalls = LoopStalls(0.0, stall_s=0.25)
+    for now in (0.1, 0.2, 0.3):
+        stalls.tick(now)
+    assert stalls.within(0.0, 0.35) == 0.0
+    # The loop stood still from 0.3 to 5.3. A read served before the timer's
+    # turn sees the stall going on; one after it, the stall the tick recorded.
+    assert stalls.within(0.25, 5.3) == pytest.approx(5.0)
+    stalls.tick(5.3)
+    assert stalls.within(0.25, 5.31) == pytest.approx(5.0)
+    assert stalls.within(5.3, 5.4) == 0.0  # read since: nothing waited through it
+    stalls.tick(5.4)
+    assert stalls.within(5.35, 5.45) == 0.0
+
+
+def test_an_addresses_bucket_is_credited_for_a_stall_too() -> None:
+    limits = AddressLimits(max_connections=0, rate_per_s=5.0, max_addresses=10)
+    assert limits.connect("a", 0.0) is None  # 9 of 10 tokens left
+    passed = [limits.message("a", 4.0, stalled_s=4.0) for _ in range(30)]
+    assert passed == [True] * 29 + [False]  # 9 + 4 s x 5/s, over the burst of 10
 
 
 # --- the client address ---------------------------------------------------------------
@@ -423,6 +457,20 @@ async def test_the_message_rate_is_shared_by_an_addresses_connections(
         )
         assert welcome["ack"] == highest
         await again.close()
+
+
+async def test_pings_count_against_the_address(proxied: EdgeServer) -> None:
+    """Issue 12, item 9: pings were not counted at all."""
+    visitor, _ = await welcomed(proxied, "198.51.100.35")  # handshake, hello: 2 of 10 tokens
+    assert visitor.ws is not None
+    with pytest.raises(ConnectionClosed) as info:
+        for ping in range(1000):
+            await visitor.ws.ping(ping.to_bytes(4, "big"))
+            if ping % 10 == 0:
+                await asyncio.sleep(0.01)  # the address has 8 tokens left, the socket 39
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 1008
+    assert info.value.rcvd.reason == "too many messages from this address"
 
 
 def beacon(visitor: str, session: str, seq: int) -> dict[str, Any]:

@@ -225,3 +225,22 @@ async def test_invalid_utf8_closes_1007_without_a_traceback_in_the_log(edges: Ed
     log = edges.output()
     assert "Traceback" not in log, log[-3000:]
     assert "Invalid UTF-8" not in log, log[-3000:]
+
+
+async def test_messages_before_an_invalid_utf8_frame_are_answered_before_1007(
+    edges: EdgeServer,
+) -> None:
+    """Issue 12, item 7: the server closed 1007 as soon as it read the bad
+    frame, and the answer to the message before it (stored) never went out."""
+    visitor = Visitor(edges.ws)
+    await visitor.connect()
+    assert visitor.ws is not None
+    await visitor.send({"type": "events", "events": [visitor.event("page_view", url=PAGE)]})
+    await visitor.ws.send(b'{"type":"events","events":[],"x":"\xff\xfe"}', text=True)
+    await visitor.send({"type": "events", "events": [visitor.event("custom", name="after")]})
+    answers, code, reason = await closed(visitor)
+    assert [answer.get("ack") for answer in answers] == [1], answers  # the first, not the third
+    assert (code, reason) == (1007, "invalid UTF-8")
+    again = Visitor(edges.ws, visitor=visitor.visitor, session=visitor.session)
+    assert (await again.connect())["ack"] == 1  # stored, and only it
+    await again.close()
