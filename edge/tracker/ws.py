@@ -10,7 +10,7 @@ slow store pushes back on that client only.
 
 The frame rate limits, per connection and per client address, are counted
 where frames arrive, by edge serve's WebSocket protocol
-(edge.tracker.transport); so are text frames that are not UTF-8. Its refusal
+(edge.tracker.ws_protocol); so are text frames that are not UTF-8. Its refusal
 reaches this endpoint as a ``websocket.disconnect`` (1008 or 1007) after
 every message that came before the refused frame, so those are answered
 first. Here, the endpoint hands the protocol the per-address check once the
@@ -297,7 +297,7 @@ def _arrivals(ws: WebSocket) -> Arrivals | None:
 def _warn_unguarded() -> None:
     log.warning(
         "WebSocket frames are not rate-limited: this server does not run edge serve's "
-        "protocol (edge.tracker.transport); start edge with `edge serve`"
+        "protocol (edge.tracker.ws_protocol); start edge with `edge serve`"
     )
 
 
@@ -384,7 +384,7 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
 # handshake answered with a response (the 429 of ``_deny``) it still reports
 # "returned without completing handshake" (uvicorn pull request 3138):
 # dropped, but only in the task that sent that response. (Text frames that
-# are not UTF-8 no longer reach uvicorn's traceback: edge.tracker.transport
+# are not UTF-8 no longer reach uvicorn's traceback: edge.tracker.ws_protocol
 # refuses them itself.)
 INCOMPLETE_HANDSHAKE = "ASGI callable returned without completing handshake."
 # True in the task of a handshake that ``_deny`` answered (uvicorn logs the
