@@ -875,8 +875,8 @@ def test_server_is_healthy_and_memory_flat(
     assert grown < RSS_GROWTH_KIB, f"server RSS grew by {grown} KiB"
     log = fuzz_server.output()
     # edge's own "connection failed" (a 1011) and uvicorn's 500 must never appear,
-    # nor any traceback (uvicorn's for each non-UTF-8 text frame is now a DEBUG
-    # line without one: edge.tracker.ws.quiet_uvicorn_noise).
+    # nor any traceback (a non-UTF-8 text frame closes 1007 quietly:
+    # edge.tracker.ws_protocol).
     assert "connection failed" not in log, log[-3000:]
     assert "Exception in ASGI application" not in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
