@@ -31,6 +31,7 @@ from edge.signals import MemorySignalStore, RedisSignalStore, SignalStore
 from edge.stats import MemoryStats, RedisStats, StatsStore
 from edge.stores import ProfileStore, open_store
 from edge.stores.redis import RedisStore
+from edge.supervisor import Supervisor
 from edge.tracker.collect import collect
 from edge.tracker.ingest import Ingest
 from edge.tracker.limits import AddressLimits, parse_trusted_proxies
@@ -84,9 +85,10 @@ def automation_for(store: ProfileStore, settings: Settings) -> AutomationStore:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when the store answers and at least one site is configured."""
+    """Ready when the store answers, at least one site is configured and no
+    background task crashed lately (edge.supervisor)."""
     ingest: Ingest = request.app.state.ingest
-    problems = []
+    problems = list(request.app.state.supervisor.problems())
     try:
         await asyncio.wait_for(ingest.ledger.store.ping(), 2.0)
     except (StoreError, TimeoutError) as exc:
@@ -153,7 +155,8 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        the_store = store or open_store(
+        # (not ``store or ...``: an empty embedded store has a length of 0)
+        the_store = store if store is not None else open_store(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_timeout_s,
@@ -166,7 +169,8 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         # docs/operations.md, "Store outages": a write that hangs releases its messages
         breaker = getattr(the_store, "breaker", None)
         ledger.stall_watch = StallWatch(settings.answer_deadline_s, breaker)
-        ledger.start()
+        supervisor: Supervisor = app.state.supervisor
+        ledger.start(supervisor)
         widgets = WidgetService(pools_for(the_store), signals_for(the_store), stats_for(the_store))
         for site in registry.sites.values():
             await widgets.sync_pools(site)
@@ -186,12 +190,12 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         _tune_gc()
         app.state.ingest.latency = app.state.metrics.observe
         ledger.observe_batch = app.state.metrics.store_seconds.observe
-        reloader = asyncio.create_task(_watch(registry, widgets, settings))
+        supervisor.start("reloader", lambda: _watch(registry, widgets, settings))
         try:
             yield
         finally:
-            reloader.cancel()
             await ledger.stop()
+            await supervisor.stop()
             await automation.close()
             await widgets.close()
             if store is None:
@@ -203,6 +207,9 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.supervisor = Supervisor()
+    app.state.metrics.watch_supervisor(app.state.supervisor)
+    app.state.metrics.watch_transport()
     app.state.limits = AddressLimits(
         max_connections=settings.max_connections_per_address,
         rate_per_s=settings.max_messages_per_s_per_address,

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from edge.breaker import STATE_VALUES
 
 if TYPE_CHECKING:
+    from edge.supervisor import Supervisor
     from edge.tracker.ingest import Ingest
     from edge.tracker.limits import AddressLimits
 
@@ -52,6 +53,12 @@ class Metrics:
 
     def watch_limits(self, limits: AddressLimits) -> None:
         self.registry.register(_LimitsCollector(limits, self.pid))
+
+    def watch_supervisor(self, supervisor: Supervisor) -> None:
+        self.registry.register(_SupervisorCollector(supervisor, self.pid))
+
+    def watch_transport(self) -> None:
+        self.registry.register(_TransportCollector(self.pid))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -158,3 +165,58 @@ class _LimitsCollector(Collector):
         )
         tracked.add_metric([self.pid], len(self.limits))
         yield tracked
+
+
+class _SupervisorCollector(Collector):
+    """Background tasks that crashed and were restarted (edge.supervisor)."""
+
+    def __init__(self, supervisor: Supervisor, pid: str) -> None:
+        self.supervisor = supervisor
+        self.pid = pid
+
+    def collect(self) -> Iterator[Metric]:
+        crashes = CounterMetricFamily(
+            "edge_task_crashes",
+            "background tasks that ended with an unexpected error (then restarted)",
+            labels=["pid", "task"],
+        )
+        for task, count in sorted(self.supervisor.crashes.items()):
+            crashes.add_metric([self.pid, task], count)
+        yield crashes
+
+
+class _TransportCollector(Collector):
+    """The transport's refusals and open-files budget (edge.tracker.transport);
+    nothing before edge serve's protocols handled a connection."""
+
+    def __init__(self, pid: str) -> None:
+        self.pid = pid
+
+    def collect(self) -> Iterator[Metric]:
+        from edge.tracker import transport
+
+        if transport.shared.cache_info().currsize == 0:  # no connection through them yet
+            return
+        process = transport.shared()
+        counters = process.counters
+        refusals = CounterMetricFamily(
+            "edge_transport_refusals",
+            "connections refused or closed by the transport, by reason",
+            labels=["pid", "reason"],
+        )
+        for reason, count in (
+            ("request_timeout", counters.request_timeouts),
+            ("headers_too_large", counters.headers_too_large),
+            ("over_open_files_budget", counters.over_budget),
+            ("dropped_spare", counters.dropped),
+        ):
+            refusals.add_metric([self.pid, reason], count)
+        yield refusals
+        budget = GaugeMetricFamily(
+            "edge_open_files_budget",
+            "the open-files limit and the client connections it leaves",
+            labels=["pid", "of"],
+        )
+        budget.add_metric([self.pid, "open_files"], process.budget.open_files)
+        budget.add_metric([self.pid, "client_connections"], process.budget.connections)
+        yield budget

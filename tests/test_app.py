@@ -1,0 +1,54 @@
+"""The app's own wiring, in process (its lifespan run directly): a background
+task that crashes is restarted and shown in /readyz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+
+from edge.app import create_app
+from edge.settings import Settings
+from edge.stores.base import Conflict, Write
+from edge.stores.memory import MemoryStore
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from tests.client import new_id
+from tests.helpers import PROFILES
+
+
+class BuggyStore(MemoryStore):
+    """Its first commit raises an error that is no StoreError: a bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bugs = 1
+
+    async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
+        if self.bugs:
+            self.bugs -= 1
+            raise KeyError("a bug below the ledger")
+        return await super().commit(writes)
+
+
+async def test_a_crashed_flusher_is_restarted_and_reported() -> None:
+    settings = Settings(profiles=PROFILES, demo=False, reload_interval_s=0)
+    app = create_app(settings, store=BuggyStore())
+    async with app.router.lifespan_context(app):
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
+        async with http:
+            assert (await http.get("/readyz")).status_code == 200
+            ledger = app.state.ingest.ledger
+            site = app.state.ingest.registry.get("demo")
+            visitor, session = new_id(), new_id()
+            hot = await ledger.open("demo", visitor)
+            event = p.parse_event({"seq": 1, "id": "e0000001", "type": "custom", "name": "x"})
+            stored = ledger.submit(hot, [event], VisitContext(visitor, session), site, 1.0)
+            assert await asyncio.wait_for(stored, 5) is not None  # stored after the restart
+            ledger.release(hot)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert any("task flusher crashed" in x for x in ready.json()["problems"])
+            metrics = (await http.get("/metrics")).text
+            assert 'task="flusher"} 1.0' in metrics
