@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         app.state.automation = automation
         app.state.ingest.automate = automation.observe
         widgets.on_coupon = automation.coupon_issued
+        widgets.on_task = automation.on_task = supervisor.watch
         automation.start(lambda: list(registry.sites.values()))
         app.state.metrics.watch(app.state.ingest)
         _tune_gc()

@@ -64,6 +64,8 @@ class AutomationService:
         self._claimer: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_DELIVERIES)
+        # Reports a crash of the recorder (edge.supervisor); the next event restarts it.
+        self.on_task: Callable[[str, asyncio.Task[None]], None] = lambda name, task: None
 
     # --- from ingest ---------------------------------------------------------
 
@@ -94,6 +96,7 @@ class AutomationService:
             self._sites[site.id] = site
             if self._recorder is None or self._recorder.done():
                 self._recorder = asyncio.get_running_loop().create_task(self._record())
+                self.on_task("automation-recorder", self._recorder)
 
     def coupon_issued(self, site: Site, campaign: str, visitor: str, code: str | None) -> None:
         """From ``WidgetService.reveal``: once per stored conversion of a coupon
@@ -115,6 +118,7 @@ class AutomationService:
         self._sites[site.id] = site
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.get_running_loop().create_task(self._record())
+            self.on_task("automation-recorder", self._recorder)
 
     def _remember(self, key: tuple[str, str, str], customer: str | None) -> None:
         self._converted[key] = customer

@@ -58,6 +58,8 @@ class WidgetService:
         self._low: dict[str, dict[str, int]] = {}  # site -> campaign -> codes left, when low
         self.on_coupon: Callable[[Site, str, str, str | None], None] = lambda *issued: None
         self.signals_dropped = 0  # signal updates naming a product not in the catalog
+        # Reports a crash of the recorder (edge.supervisor); the next event restarts it.
+        self.on_task: Callable[[str, asyncio.Task[None]], None] = lambda name, task: None
 
     # --- rendering -------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class WidgetService:
             self._counted.setdefault(site.id, []).extend(stats)
         if (signals or stats) and (self._recorder is None or self._recorder.done()):
             self._recorder = asyncio.get_running_loop().create_task(self._record())
+            self.on_task("statistics-recorder", self._recorder)
 
     def _known(self, site: Site, updates: list[SignalUpdate]) -> list[SignalUpdate]:
         """The updates about products of the site's catalog. A client names
