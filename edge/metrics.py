@@ -132,8 +132,9 @@ class _IngestCollector(Collector):
             "edge_site_config_ok", "1 if the site's configuration is valid", labels=["site"]
         )
         registry = self.ingest.registry
-        for name in sorted({*registry.sites, *registry.problems}):
-            sites.add_metric([name], 0 if name in registry.problems else 1)
+        problems, _ = registry.report()  # with a reload over its budget
+        for name in sorted({*registry.sites, *problems}):
+            sites.add_metric([name], 0 if name in problems else 1)
         yield sites
 
 

@@ -474,3 +474,19 @@ def test_registry_reports_a_reload_that_failed_as_a_whole(tmp_path: Path) -> Non
     write_site(profiles, {"site.yaml": GOOD})
     assert registry.reload() is True
     assert registry.report() == ({}, {"last_reload": "ok", "error": None})
+
+
+def test_a_coupon_pool_file_over_its_size_limit_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edge.widgets.check.MAX_POOL_BYTES", 1024)
+    campaigns = (
+        "campaigns:\n  - id: launch\n    placement: popup\n    widget:\n      kind: coupon\n"
+        "      headline: hi\n      coupon: {source: pool, file: codes.txt}\n"
+    )
+    folder = write_site(tmp_path, {"site.yaml": GOOD, "campaigns.yaml": campaigns})
+    (folder / "coupons").mkdir()
+    (folder / "coupons" / "codes.txt").write_text("\n".join(f"C{i:06d}" for i in range(500)))
+    [problem] = problems_of(folder)
+    assert "campaigns.yaml:" in problem
+    assert "codes.txt has 3999 bytes, over the limit of 1024: split the pool" in problem

@@ -245,17 +245,20 @@ async def explain(request: Request) -> Response:
 async def reload(request: Request) -> Response:
     ingest = _ingest(request)
     registry = ingest.registry
-    try:
-        changed = registry.reload()
+    try:  # off the event loop, with the watcher's budget (edge.registry)
+        changed = await registry.reload_in_background(ingest.settings.reload_timeout_s)
     except ConfigError as exc:
         raise Problem(500, "; ".join(exc.problems)) from None
+    site_problems, config = registry.report()
+    if config["last_reload"] == "overdue":
+        raise Problem(500, f"a configuration reload is still running: {config['error']}")
     for site in registry.sites.values():
         await ingest.widgets.sync_pools(site)  # idempotent
     sites: dict[str, dict[str, Any]] = {
-        name: {"version": site.version, "problems": registry.problems.get(name, [])}
+        name: {"version": site.version, "problems": site_problems.get(name, [])}
         for name, site in registry.sites.items()
     }
-    for name, problems in registry.problems.items():
+    for name, problems in site_problems.items():
         sites.setdefault(name, {"version": None, "problems": problems})
     log.info("admin: configuration reloaded (changed: %s)", changed)
     return _json({"changed": changed, "reloads": registry.reloads, "sites": sites})

@@ -18,6 +18,7 @@ from typing import Any
 
 from edge.decisioning.campaigns import Problems, Where
 from edge.decisioning.config import CampaignConfig
+from edge.widgets.coupons import MAX_POOL_BYTES
 from edge.widgets.recommend import STRATEGIES
 from edge.widgets.render import KIND_TEMPLATES, Renderer, within_budget
 from edge.widgets.text import is_safe_url
@@ -132,5 +133,11 @@ def _check_coupon(coupon: Any, folder: Path, where: Where, problems: Problems) -
             problems.add((*where, "file"), "the name of a file in the site's coupons/ folder")
         elif not (folder / "coupons" / file).is_file():
             problems.add((*where, "file"), f"{folder / 'coupons' / file} does not exist")
+        elif (size := (folder / "coupons" / file).stat().st_size) > MAX_POOL_BYTES:
+            problems.add(
+                (*where, "file"),
+                f"{folder / 'coupons' / file} has {size} bytes, over the limit of "
+                f"{MAX_POOL_BYTES}: split the pool",
+            )
     else:
         problems.add((*where, "source"), "source is 'generated' or 'pool'")

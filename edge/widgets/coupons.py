@@ -64,8 +64,15 @@ def verify_code(secret: bytes, code: str) -> bool:
     return hmac.compare_digest(expected, rest)
 
 
+# A pool file is read whole when its site loads (about a million codes); a
+# larger one is a configuration problem (edge.widgets.check), never a stall.
+MAX_POOL_BYTES = 32 << 20
+
+
 def read_pool(path: Path) -> list[str]:
     """Codes, one per line; blank lines and ``#`` comments are skipped."""
+    if path.stat().st_size > MAX_POOL_BYTES:
+        raise ValueError(f"{path} is over {MAX_POOL_BYTES >> 20} MiB")
     codes = []
     for line in path.read_text(encoding="utf-8").splitlines():
         code = line.strip()

@@ -323,7 +323,8 @@ class WidgetService:
             if coupon.get("source") != "pool":
                 continue
             path = site.folder / "coupons" / str(coupon.get("file"))
-            added = await self.pools.load(site.id, campaign.id, read_pool(path))
+            codes = await asyncio.to_thread(read_pool, path)  # off the event loop
+            added = await self.pools.load(site.id, campaign.id, codes)
             left = await self.pools.remaining(site.id, campaign.id)
             if added:
                 log.info(
