@@ -29,8 +29,8 @@ from urllib.parse import quote_plus, urlsplit
 
 import msgpack
 from hdrh.histogram import HdrHistogram
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from benchmarks import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 # Real user agents, vendored with the tests (tests/data/README.md names the sources).
@@ -360,12 +360,14 @@ class Refused(Exception):
 
 
 class WsTransport:
-    """One visitor's WebSocket, speaking the edge protocol (also accepts a bare echo)."""
+    """One visitor's WebSocket (``benchmarks.wire``, a lean client: the
+    generator must not be what the benchmark measures), speaking the edge
+    protocol; also accepts a bare echo."""
 
     def __init__(self, base_ws: str, site: str, binary: bool) -> None:
         self.url = f"{base_ws}/ws?site={site}"
         self.binary = binary
-        self.ws: ClientConnection | None = None
+        self.ws: wire.WireProtocol | None = None
 
     def encode(self, message: dict[str, Any]) -> str | bytes:
         if self.binary:
@@ -379,17 +381,10 @@ class WsTransport:
         )
         return message
 
-    async def open(self, visit: Visit) -> int:
-        self.ws = await connect(
-            self.url,
-            compression=None,
-            user_agent_header=visit.user_agent,
-            ping_interval=None,
-            open_timeout=30,
-            max_size=1 << 20,
-        )
-        await self.ws.send(self.encode(visit.hello))
-        reply = self.decode(await self.ws.recv())
+    async def open(self, visit: Visit, timeout_s: float) -> int:
+        self.ws = await wire.connect(self.url, visit.user_agent, timeout_s)
+        self.ws.send(self.encode(visit.hello))
+        reply = self.decode(await self.ws.recv(timeout_s))
         kind = reply.get("type")
         if kind == "hello":  # the echo server
             return 0
@@ -397,12 +392,14 @@ class WsTransport:
             raise Refused(f"hello:{reply.get('code', kind)}")
         return int(reply.get("ack", 0))
 
-    async def exchange(self, message: dict[str, Any], errors: Counter[str]) -> int:
+    async def exchange(
+        self, message: dict[str, Any], errors: Counter[str], timeout_s: float
+    ) -> int:
         """Send one events message; return the acknowledged sequence number."""
         assert self.ws is not None
-        await self.ws.send(self.encode(message))
+        self.ws.send(self.encode(message))
         while True:
-            reply = self.decode(await self.ws.recv())
+            reply = self.decode(await self.ws.recv(timeout_s))
             if "ack" in reply:
                 if reply.get("type") == "decisions":
                     errors["_decisions"] += 1
@@ -418,8 +415,7 @@ class WsTransport:
     async def close(self) -> None:
         if self.ws is not None:
             ws, self.ws = self.ws, None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 5)
+            ws.close()
 
 
 class BeaconTransport:
@@ -431,11 +427,13 @@ class BeaconTransport:
         self.binary = binary
         self.visit: Visit | None = None
 
-    async def open(self, visit: Visit) -> int:
+    async def open(self, visit: Visit, timeout_s: float) -> int:
         self.visit = visit
         return 0
 
-    async def exchange(self, message: dict[str, Any], errors: Counter[str]) -> int:
+    async def exchange(
+        self, message: dict[str, Any], errors: Counter[str], timeout_s: float
+    ) -> int:
         assert self.visit is not None
         body = {
             **message,
@@ -450,7 +448,9 @@ class BeaconTransport:
         else:
             headers["Content-Type"] = "text/plain;charset=UTF-8"
             content = json.dumps(body, separators=(",", ":")).encode()
-        answer = await self.client.post(self.url, content=content, headers=headers)
+        answer = await self.client.post(
+            self.url, content=content, headers=headers, timeout=timeout_s
+        )
         if answer.status_code != 200:
             raise Refused(f"http_{answer.status_code}")
         reply = answer.json()
@@ -604,9 +604,7 @@ class Visitor:
         self.transport = gen.make_transport()
         t0 = time.perf_counter()
         try:
-            self.seq = await asyncio.wait_for(
-                self.transport.open(self.visit), gen.cfg.ack_timeout_s
-            )
+            self.seq = await self.transport.open(self.visit, gen.cfg.ack_timeout_s)
         except Exception as exc:  # counted by kind; the visitor tries again on its next event
             gen.count_failure("connect", exc)
             self.transport = None
@@ -638,9 +636,8 @@ class Visitor:
         phase = gen.phase
         phase.sent += 1
         try:
-            acked = await asyncio.wait_for(
-                self.transport.exchange({"type": "events", "events": [event]}, phase.errors),
-                gen.cfg.ack_timeout_s,
+            acked = await self.transport.exchange(
+                {"type": "events", "events": [event]}, phase.errors, gen.cfg.ack_timeout_s
             )
         except Exception as exc:
             gen.count_failure("exchange", exc)
@@ -716,11 +713,10 @@ class LoadGenerator:
 
     def count_failure(self, where: str, exc: BaseException) -> None:
         phase = self.phase
-        if isinstance(exc, ConnectionClosed):
-            frame = exc.rcvd
-            phase.close_codes[str(frame.code) if frame else "no_close_frame"] += 1
-        elif isinstance(exc, InvalidStatus):
-            phase.errors[f"{where}:http_{exc.response.status_code}"] += 1
+        if isinstance(exc, wire.Closed):
+            phase.close_codes[str(exc.code) if exc.code != 1006 else "no_close_frame"] += 1
+        elif isinstance(exc, wire.HandshakeFailed):
+            phase.errors[f"{where}:http_{exc.status}"] += 1
         elif isinstance(exc, Refused):
             phase.errors[f"{where}:{exc.kind}"] += 1
         elif isinstance(exc, TimeoutError):

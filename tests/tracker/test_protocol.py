@@ -483,9 +483,11 @@ def test_server_message_shapes() -> None:
     assert p.error("x", "y", seq=2)["seq"] == 2
 
 
-def test_encode_refuses_nan() -> None:
-    with pytest.raises(ValueError):
-        p.encode({"type": "x", "score": math.nan}, binary=False)
+def test_encode_never_sends_a_nan() -> None:
+    """A non-finite number is not JSON: it goes out as null, never as NaN."""
+    text = p.encode({"type": "x", "score": math.nan, "top": math.inf}, binary=False)
+    assert text == '{"type":"x","score":null,"top":null}'
+    assert json.loads(text) == {"type": "x", "score": None, "top": None}
 
 
 def test_is_finite_number() -> None:
