@@ -15,7 +15,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from edge import __version__
 from edge.admin import routes as admin_routes
@@ -35,7 +36,7 @@ from edge.supervisor import Supervisor
 from edge.tracker.collect import collect
 from edge.tracker.ingest import Ingest
 from edge.tracker.limits import AddressLimits, parse_trusted_proxies
-from edge.tracker.ws import quiet_uvicorn_noise, websocket_endpoint
+from edge.tracker.ws import quiet_uvicorn_noise, websocket_app
 from edge.widgets.coupons import CouponPools, MemoryPools, RedisPools
 from edge.widgets.service import WidgetService
 
@@ -133,13 +134,30 @@ async def healthz(request: Request) -> Response:
     )
 
 
-def create_app(settings: Settings | None = None, store: ProfileStore | None = None) -> Starlette:
+class EdgeApp:
+    """The ASGI app: ``/ws``, which carries every visitor's messages, goes
+    straight to its endpoint (``edge.tracker.socket`` says why); HTTP routes
+    and the lifespan go to Starlette. Attributes are Starlette's (``state``)."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await websocket_app(scope, receive, send, self.app.state)
+        else:
+            await self.app(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+
+def create_app(settings: Settings | None = None, store: ProfileStore | None = None) -> EdgeApp:
     """Build the app. ``store`` overrides the one ``settings`` names (tests)."""
     settings = settings or Settings.from_env()
     registry = SiteRegistry(settings.profiles)
     registry.reload()  # fail fast on a missing profiles folder
     routes: list[BaseRoute] = [
-        WebSocketRoute("/ws", websocket_endpoint),
         Route("/collect", collect, methods=["POST"]),
         Route("/edge.js", tracker_js),
         Route("/healthz", healthz),
@@ -219,7 +237,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     )
     app.state.metrics.watch_limits(app.state.limits)
     quiet_uvicorn_noise()
-    return app
+    return EdgeApp(app)
 
 
 def _tune_gc() -> None:

@@ -115,12 +115,21 @@ class StallWatch:
     calls, so it is not taken for a hung one; a hung store answers nothing.
     The check runs one loop turn after its timer, so a reply that arrived in
     the same turn resumes its call (and cancels the watch) first.
+
+    Nor is a busy *process* taken for a hung store (issue 13: at overload the
+    server answered with fallbacks while Redis answered a PING in 0.3 ms, and
+    the resends made the overload worse). When the check itself runs late
+    (the event loop was saturated, or the process paused), the reply may be
+    sitting unread in the socket: the check is put off by another ``after_s``
+    (``postponed``). A store that is really hung is then still caught by its
+    calls' socket deadlines, which fail them and open the breaker.
     """
 
     def __init__(self, after_s: float, breaker: CircuitBreaker | None = None) -> None:
         self.after_s = after_s
         self.breaker = breaker
         self.stalls = 0  # how many calls were found stalled (metrics, tests)
+        self.postponed = 0  # checks put off because the event loop ran late
 
     def start(self, on_stall: Callable[[], None]) -> Watch:
         return Watch(self, on_stall)
@@ -132,6 +141,7 @@ class Watch:
         self._on_stall = on_stall
         self._active = True
         self._loop = asyncio.get_running_loop()
+        self._due = self._loop.time() + watch.after_s
         self._timer = self._loop.call_later(watch.after_s, self._loop.call_soon, self._check)
 
     def cancel(self) -> None:
@@ -141,15 +151,24 @@ class Watch:
     def _check(self) -> None:
         if not self._active:
             return
+        after_s = self._watch.after_s
+        now = self._loop.time()
+        if now - self._due > after_s / 2:  # this process ran late, not (yet) the store
+            self._watch.postponed += 1
+            self._rearm(now, after_s)
+            return
         breaker = self._watch.breaker
         quiet_s = breaker.quiet_s() if breaker is not None else math.inf
-        if quiet_s < self._watch.after_s:  # other calls are answered: busy, not hung
-            delay_s = self._watch.after_s - quiet_s
-            self._timer = self._loop.call_later(delay_s, self._loop.call_soon, self._check)
+        if quiet_s < after_s:  # other calls are answered: busy, not hung
+            self._rearm(now, after_s - quiet_s)
             return
         self._active = False
         self._watch.stalls += 1
         self._on_stall()
+
+    def _rearm(self, now: float, delay_s: float) -> None:
+        self._due = now + delay_s
+        self._timer = self._loop.call_later(delay_s, self._loop.call_soon, self._check)
 
 
 async def by_deadline(

@@ -39,7 +39,8 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 
 from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
@@ -66,6 +67,7 @@ from edge.tracker.limits import (
     Limit,
     refusal_warning,
 )
+from edge.tracker.socket import Socket
 from edge.tracker.transport import ARRIVALS, Arrivals
 from edge.tracker.useragent import classify
 
@@ -87,7 +89,7 @@ class Close(Exception):
 class Connection:
     """One visitor's socket after the handshake."""
 
-    def __init__(self, ingest: Ingest, ws: WebSocket, site: Site) -> None:
+    def __init__(self, ingest: Ingest, ws: Socket, site: Site) -> None:
         self.ingest = ingest
         self.ws = ws
         self.site = site
@@ -284,7 +286,7 @@ class Connection:
             self.ingest.ledger.release(opening.result())
 
 
-def _arrivals(ws: WebSocket) -> Arrivals | None:
+def _arrivals(ws: Socket) -> Arrivals | None:
     extension = ws.scope.get("extensions", {}).get(ARRIVALS)
     if extension is None:
         _warn_unguarded()
@@ -308,18 +310,24 @@ def _hello_refused(exc: ProtocolError) -> str:
     return "bad visitor id" if isinstance(exc, BadVisitorId) else "bad hello"
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
-    ingest: Ingest = ws.app.state.ingest
+async def websocket_app(scope: Scope, receive: Receive, send: Send, state: Any) -> None:
+    """``/ws`` as a plain ASGI app (``state``: the app's services); see
+    ``edge.tracker.socket`` for why no framework sits in between."""
+    await websocket_endpoint(Socket(scope, receive, send, state))
+
+
+async def websocket_endpoint(ws: Socket) -> None:
+    ingest: Ingest = ws.state.ingest
     site = ingest.registry.get(ws.query_params.get("site"))
     if site is None or not ingest.origin_allowed(
         site, ws.headers.get("origin"), ws.headers.get("host")
     ):
         await ws.close(CLOSE_POLICY)  # before accept: the server answers HTTP 403
         return
-    limits: AddressLimits = ws.app.state.limits
+    limits: AddressLimits = ws.state.limits
     key = None
     if limits.enabled:  # admitted before accept, counted until the socket ends
-        key = limits.key(ws.client.host if ws.client else None, ws.headers.getlist(FORWARDED))
+        key = limits.key(ws.client_host, ws.headers.getlist(FORWARDED))
         refused = limits.connect(key, time.monotonic())
         if refused is not None:
             await _deny(ws, limits, key, refused)
@@ -331,7 +339,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             limits.disconnect(key, time.monotonic())
 
 
-async def _deny(ws: WebSocket, limits: AddressLimits, key: str, refused: Limit) -> None:
+async def _deny(ws: Socket, limits: AddressLimits, key: str, refused: Limit) -> None:
     """Refuse a handshake over a per-address limit: HTTP 429 where the server
     can answer a handshake with a response (uvicorn can), else close 1008
     before accept (which the server turns into HTTP 403)."""
@@ -349,7 +357,7 @@ async def _deny(ws: WebSocket, limits: AddressLimits, key: str, refused: Limit) 
 
 
 async def _serve(
-    ws: WebSocket, ingest: Ingest, site: Site, key: str | None, limits: AddressLimits
+    ws: Socket, ingest: Ingest, site: Site, key: str | None, limits: AddressLimits
 ) -> None:
     await ws.accept()
     ingest.counters.connections += 1
@@ -374,7 +382,7 @@ async def _serve(
         ingest.counters.close_codes[code] = ingest.counters.close_codes.get(code, 0) + 1
 
 
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
+async def _close(ws: Socket, code: int, reason: str) -> None:
     with contextlib.suppress(RuntimeError, OSError):  # the peer went away first
         await ws.close(code, reason)
 

@@ -244,3 +244,19 @@ async def test_a_busy_store_is_not_taken_for_a_hung_one() -> None:
     cancelled = watch.start(lambda: pytest.fail("a cancelled watch fired"))
     cancelled.cancel()
     await asyncio.sleep(0.1)
+
+
+async def test_a_busy_process_is_not_taken_for_a_hung_store() -> None:
+    """Issue 13: when the event loop itself runs late (saturated, or paused),
+    a reply may sit unread in the socket; the watch puts its check off
+    instead of declaring the store hung, and fires once the loop keeps time
+    and the store still answers nothing."""
+    watch = StallWatch(0.05, CircuitBreaker())
+    stalled = asyncio.Event()
+    running = watch.start(stalled.set)
+    time.sleep(0.12)  # the loop is blocked past the check (a saturated process)
+    await asyncio.sleep(0.01)  # the late check runs, and is put off
+    assert not stalled.is_set() and watch.postponed == 1
+    await asyncio.wait_for(stalled.wait(), 1.0)  # on time again, and still no answer
+    assert watch.stalls == 1
+    running.cancel()
