@@ -359,6 +359,16 @@ class Refused(Exception):
         self.kind = kind
 
 
+class Busy(Refused):
+    """Admission control said ``busy``: the event was not taken (no ack); the
+    connection stays, and the visitor resends it after ``retry_ms``, as the
+    tracker does. Counted as refused; its latency, retry wait included, goes
+    to a histogram of its own."""
+
+    def __init__(self, retry_ms: int) -> None:
+        super().__init__("busy")
+        self.retry_s = retry_ms / 1000
+
 class WsTransport:
     """One visitor's WebSocket (``benchmarks.wire``, a lean client: the
     generator must not be what the benchmark measures), speaking the edge
@@ -409,6 +419,8 @@ class WsTransport:
                 return max(int(e["seq"]) for e in reply["events"])
             if kind == "error":
                 errors[str(reply.get("code"))] += 1
+                if reply.get("code") == "busy":
+                    raise Busy(int(reply.get("retry_ms") or 1000))
                 if reply.get("seq") is None:  # no ack follows (e.g. store_unavailable)
                     raise Refused(str(reply.get("code")))
 
@@ -575,6 +587,7 @@ class Phase:
     measure_from: float
     end: float
     hist: HdrHistogram = field(default_factory=new_histogram)
+    retried_hist: HdrHistogram = field(default_factory=new_histogram)
     interval: HdrHistogram = field(default_factory=new_histogram)
     scheduled: int = 0
     scheduled_measured: int = 0
@@ -582,6 +595,8 @@ class Phase:
     acked: int = 0
     acked_interval: int = 0
     lost: int = 0
+    refused: int = 0  # answered "busy" by admission control
+    refused_mark: int = 0  # refused at the last per-second sample
     errors: Counter[str] = field(default_factory=Counter)
     close_codes: Counter[str] = field(default_factory=Counter)
     timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -635,25 +650,34 @@ class Visitor:
             event.pop("referrer", None)
         phase = gen.phase
         phase.sent += 1
-        try:
-            acked = await self.transport.exchange(
-                {"type": "events", "events": [event]}, phase.errors, gen.cfg.ack_timeout_s
-            )
-        except Exception as exc:
-            gen.count_failure("exchange", exc)
-            phase.lost += 1
-            await self.transport.close()
-            self.transport = None
-            return
+        message = {"type": "events", "events": [event]}
+        retried = False
+        while True:
+            try:
+                acked = await self.transport.exchange(message, phase.errors, gen.cfg.ack_timeout_s)
+                break
+            except Busy as busy:  # as the tracker does: resend it after retry_ms
+                phase.refused += 0 if retried else 1
+                retried = True
+                await asyncio.sleep(busy.retry_s)
+            except Exception as exc:
+                gen.count_failure("exchange", exc)
+                phase.lost += 1
+                await self.transport.close()
+                self.transport = None
+                return
         now = time.perf_counter()
         if acked < seq:
             phase.errors["ack_below_seq"] += 1
             phase.lost += 1
             return
         if scheduled >= phase.measure_from and now <= phase.end + gen.drain_s:
-            us = max(1, int((now - scheduled) * 1e6))
-            phase.hist.record_value(min(us, HIGHEST_US))
-            phase.interval.record_value(min(us, HIGHEST_US))
+            us = min(max(1, int((now - scheduled) * 1e6)), HIGHEST_US)
+            if retried:  # refused first: its latency includes the retry wait
+                phase.retried_hist.record_value(us)
+            else:
+                phase.hist.record_value(us)
+                phase.interval.record_value(us)
             phase.acked += 1
         phase.acked_interval += 1
 
@@ -812,10 +836,12 @@ class LoadGenerator:
             "p99_ms": interval["p99"],
             "max_ms": interval["max"],
             "backlog": len(self.backlog),
+            "refused_busy": phase.refused - phase.refused_mark,
             "open_connections": self.open_connections,
             "measuring": time.perf_counter() >= phase.measure_from,
         }
         phase.acked_interval = 0
+        phase.refused_mark = phase.refused
         point["loadgen_cpu_pct"] = self.own_cpu.sample()[0]
         if self.server_cpu is not None:
             cpu, rss, nproc = self.server_cpu.sample()
@@ -916,10 +942,12 @@ class LoadGenerator:
             else 0.0,
             "achieved_rate": phase.acked / duration_s,
             "latency_ms": percentiles(phase.hist, mean=True),
+            "retried_latency_ms": percentiles(phase.retried_hist),
             "decisions_replies": decisions,
             "errors": errors,
             "close_codes": dict(phase.close_codes),
             "lost_events": phase.lost,
+            "refused_busy": phase.refused,
             "undelivered_at_end": undelivered,
             "open_connections": self.open_connections,
             "sessions_opened": self.sessions_opened,

@@ -193,6 +193,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         for site in registry.sites.values():
             await widgets.sync_pools(site)
         app.state.ingest = Ingest(settings, registry, ledger, widgets)
+        app.state.ingest.admission.start()  # its loop-lag ticker
         automation = AutomationService(
             automation_for(the_store, settings),
             claim_interval_s=settings.automation_claim_interval_s,
@@ -213,6 +214,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         try:
             yield
         finally:
+            app.state.ingest.admission.lag.stop()
             await ledger.stop()
             await supervisor.stop()
             await automation.close()

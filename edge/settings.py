@@ -61,6 +61,12 @@ class Settings:
     # /readyz or /metrics.
     max_open_files: int = 0
     open_files_reserve: int = 128
+    # Admission control (edge.tracker.admission): a message that waited longer
+    # than this to be handled, or arrives while the event loop runs this late,
+    # is refused at once with "busy" (no ack; the tracker resends after
+    # retry_ms, about busy_retry_s); 0 turns it off.
+    admission_wait_s: float = 0.05
+    busy_retry_s: float = 1.0
     # store
     ack_timeout_s: float = 10.0
     # How long a WebSocket message waits for a store that answers nothing (a

@@ -74,6 +74,12 @@ async def collect(request: Request) -> Response:
     if refused is not None:
         return refused
     ingest: Ingest = request.app.state.ingest
+    if not ingest.admission.admits(0.0):  # the event loop runs late: this process is full
+        ingest.counters.refuse("busy")
+        retry_ms = ingest.admission.retry_ms()
+        busy = _answer(p.error("busy", "server busy; resend later", retry_ms=retry_ms), 503, None)
+        busy.headers["Retry-After"] = str(max(1, round(retry_ms / 1000)))
+        return busy
     site = ingest.registry.get(request.query_params.get("site"))
     origin = request.headers.get("origin")
     if site is None:

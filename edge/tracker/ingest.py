@@ -23,6 +23,7 @@ from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.sites import Site
 from edge.tracker import protocol as p
+from edge.tracker.admission import Admission
 from edge.tracker.context import VisitContext
 from edge.tracker.useragent import classify
 from edge.updates import check_event, widget_refusal
@@ -152,9 +153,11 @@ class Ingest:
     latency: Callable[[str, float], None] = lambda site, seconds: None
     automate: Callable[[Site, Sequence[Any], float], None] = lambda site, applied, now: None
     aliases: Aliases = field(init=False)
+    admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
         self.aliases = Aliases(self.ledger, self.settings.ack_timeout_s)
+        self.admission = Admission(self.settings.admission_wait_s, self.settings.busy_retry_s)
 
     async def open(self, site: Site, visitor: str) -> Hot:
         """The visitor's hot profile: its own, or its customer's once aliased."""

@@ -277,6 +277,18 @@ def _nesting_exceeds(value: object, limit: int) -> bool:
     return True
 
 
+def lowest_seq(message: Mapping[str, Any]) -> int | None:
+    """The lowest ``seq`` an ``events`` message carries, read without
+    validating it (admission control decides before the message is parsed);
+    None when it carries none that is an integer."""
+    events = message.get("events")
+    if not isinstance(events, list):
+        return None
+    seqs = [e.get("seq") for e in events if isinstance(e, dict)]
+    ints = [s for s in seqs if isinstance(s, int) and not isinstance(s, bool)]
+    return min(ints) if ints else None
+
+
 def message_type(message: Mapping[str, Any]) -> str:
     kind = message.get("type")
     if not isinstance(kind, str):
@@ -400,10 +412,14 @@ def decisions(items: list[dict[str, Any]], *, seq: int | None) -> dict[str, Any]
     return message
 
 
-def error(code: str, message: str, *, seq: int | None = None) -> dict[str, Any]:
+def error(
+    code: str, message: str, *, seq: int | None = None, retry_ms: int | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if seq is not None:
         frame["seq"] = seq
+    if retry_ms is not None:
+        frame["retry_ms"] = retry_ms
     return frame
 
 

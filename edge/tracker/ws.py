@@ -77,6 +77,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 DENIAL_RESPONSE = "websocket.http.response"  # the ASGI extension for HTTP answers to handshakes
 
 
@@ -98,6 +99,14 @@ class Connection:
         self.page = Page()
         self.bot = False
         self.hot: Hot | None = None
+        # Admission (edge.tracker.admission): when the message being handled
+        # arrived, and when this connection finished the one before it.
+        self.arrived = 0.0
+        self.done_at = 0.0
+        # The lowest seq refused "busy" on this connection and not resent
+        # since: until it is, later messages are refused too, so no event is
+        # stored ahead of a refused one and no ack covers a refused event.
+        self.refused_from: int | None = None
         # The profile's load, while it outlives a message's answer deadline:
         # the next message takes it up; ``close`` releases what it holds.
         self.opening: asyncio.Task[Hot] | None = None
@@ -137,6 +146,7 @@ class Connection:
         frame = await self.ws.receive()
         if frame["type"] == "websocket.disconnect":  # a refusal of the protocol too
             raise WebSocketDisconnect(self.timed_out or frame.get("code", 1000))
+        self.arrived = frame.get("arrived") or time.monotonic()
         data = frame.get("text")
         self.binary = data is None
         if data is None:
@@ -152,6 +162,9 @@ class Connection:
             timeout_s = settings.idle_timeout_s if self.ctx else settings.hello_timeout_s
             try:
                 message = await self.receive(timeout_s)
+                if not self.admit(message):
+                    await self.busy()
+                    continue
                 if self.ctx is None:
                     await self.on_hello(message)
                     continue
@@ -166,6 +179,36 @@ class Connection:
                 await self.send(p.error(exc.code, exc.message, seq=exc.seq))
                 if self.ctx is None:  # the first message must be a valid hello, or 1008
                     raise Close(CLOSE_POLICY, _hello_refused(exc)) from None
+            finally:
+                self.done_at = time.monotonic()
+
+    def admit(self, message: dict[str, Any]) -> bool:
+        """Can this process answer the message in time? Its wait counts from
+        when it arrived, or from when this connection finished the message
+        before it, whichever is later (edge.tracker.admission). After a
+        refusal, only the tracker's resend (from the refused event on) is
+        considered again."""
+        seq = p.lowest_seq(message) if self.ctx is not None else None
+        if self.refused_from is not None:
+            if seq is None or seq > self.refused_from:
+                return False  # not the resend yet: keep the order
+            self.refused_from = None
+        waited_s = time.monotonic() - max(self.arrived, self.done_at)
+        if self.ingest.admission.admits(waited_s):
+            return True
+        if seq is not None:
+            self.refused_from = seq
+        return False
+
+    async def busy(self) -> None:
+        """Refused by admission: ``busy`` and no ack (the tracker resends after
+        ``retry_ms``); a connection refused at its ``hello`` closes 1013."""
+        admission = self.ingest.admission
+        self.ingest.counters.refuse("busy")
+        retry_ms = admission.retry_ms()
+        await self.send(p.error("busy", "server busy; resend later", retry_ms=retry_ms))
+        if self.ctx is None:
+            raise Close(CLOSE_TRY_AGAIN, f"try again later; retry in {retry_ms} ms")
 
     async def on_hello(self, message: dict[str, Any]) -> None:
         hello = p.parse_first(message)

@@ -178,10 +178,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             except UnicodeDecodeError:
                 self._refuse(CLOSE_INVALID_DATA, INVALID_UTF8)
                 return
-            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+            # "arrived": when it was read (edge.tracker.admission); ASGI apps
+            # ignore keys they do not know
+            event: Any = {"type": "websocket.receive", "text": text, "arrived": self.read_at}
+            self.queue.put_nowait(event)
             self.queued += len(text)
         else:
-            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+            event = {"type": "websocket.receive", "bytes": data, "arrived": self.read_at}
+            self.queue.put_nowait(event)
             self.queued += len(data)
         if self.queued > QUEUE_HIGH_BYTES and not self.read_paused:
             self.read_paused = True

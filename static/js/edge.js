@@ -28,7 +28,7 @@ const save = () => put(S, 'edge_outbox', JSON.stringify(outbox));
 
 // consent: true, null (buffer), false
 let consent, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
-let ws, ready, tries = 0, timer, flushT, dead, viewed;
+let ws, ready, tries = 0, timer, flushT, dead, viewed, hold = 0;
 
 const emit = (name, ...a) => (subs[name] || []).forEach(f => safe(f)(...a));
 
@@ -89,6 +89,8 @@ const last = b => b[b.length - 1].seq;
 
 const flush = () => {
   flushT = 0;
+  const wait = hold - Date.now(); // the server said busy: not before its retry_ms
+  if (wait > 0) return flushT = setTimeout(safe(flush), wait);
   ready && batches(outbox.filter(e => e.seq > sent), b => { send({ type: 'events', events: b }); sent = last(b) });
 };
 const send = m => { try { ws.send(JSON.stringify(m)) } catch (e) {} };
@@ -109,7 +111,9 @@ const connect = () => {
     if (ws != s) return;
     ws = ready = 0;
     if (e.code == 1008 || e.code == 1009) { dead = 1; return warn('closed by server', e.code, '- not reconnecting') }
-    timer = setTimeout(safe(connect), Math.random() * Math.min(3e4, 500 * 2 ** tries++));
+    // 1013 (busy): at least the retry the server named, then the usual backoff
+    const busy = e.code == 1013 ? +(/retry in (\d+)/.exec(e.reason) || [])[1] || 1e3 : 0;
+    timer = setTimeout(safe(connect), busy + Math.random() * Math.min(3e4, 500 * 2 ** tries++));
   });
 };
 
@@ -125,7 +129,9 @@ const recv = m => {
   }
   if (t == 'error') {
     warn(m.code, m.message);
-    if (m.code == 'store_unavailable') { sent = 0; setTimeout(safe(flush), 5e3) }
+    if (m.code == 'store_unavailable' || m.code == 'busy') {
+      sent = 0; hold = Date.now() + (m.retry_ms || 5e3); flushT || (flushT = setTimeout(safe(flush)));
+    }
   }
   if (t == 'decisions') show(m.items || []);
   if (t == 'coupon' && shown[m.campaign]) shown[m.campaign].innerHTML = css + m.html;

@@ -254,7 +254,7 @@ async def test_a_busy_process_is_not_taken_for_a_hung_store() -> None:
     watch = StallWatch(0.05, CircuitBreaker())
     stalled = asyncio.Event()
     running = watch.start(stalled.set)
-    time.sleep(0.12)  # the loop is blocked past the check (a saturated process)
+    time.sleep(0.12)  # noqa: ASYNC251 - the loop blocked past the check (a saturated process)
     await asyncio.sleep(0.01)  # the late check runs, and is put off
     assert not stalled.is_set() and watch.postponed == 1
     await asyncio.wait_for(stalled.wait(), 1.0)  # on time again, and still no answer

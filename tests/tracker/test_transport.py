@@ -286,7 +286,9 @@ def served() -> Iterator[EdgeServer]:
 class Tab:
     """An honest tab: one event every ``every_s``, sent without waiting for the
     answers, until ``stop``; ``run`` returns once every one is acknowledged
-    (and raises ConnectionClosed if the server closes the socket)."""
+    (and raises ConnectionClosed if the server closes the socket). Like the
+    tracker, after a ``busy`` answer it sends nothing for ``retry_ms``, then
+    resends every event not acknowledged yet."""
 
     def __init__(self, server: EdgeServer, every_s: float) -> None:
         self.visitor = Visitor(server.ws)
@@ -294,28 +296,49 @@ class Tab:
         self.stop = asyncio.Event()
         self.sent = self.acked = 0
         self.going = asyncio.Event()  # set once three events are acknowledged
+        self.outbox: list[dict[str, Any]] = []
+        self.hold_until = 0.0
+        self.busy = 0  # busy answers received
 
     async def run(self) -> int:
         await self.visitor.connect()
         receiver = asyncio.create_task(self._receive())
         while not self.stop.is_set():
             event = self.visitor.event("custom", name="tick")
-            await self.visitor.send({"type": "events", "events": [event]})
+            self.outbox.append(event)
             self.sent = event["seq"]
+            await self._flush([event])
             await asyncio.sleep(self.every_s)
-        for _ in range(300):  # 15 s at most for the last answers
+        for _ in range(300):  # 15 s at most for the last answers (and resends)
             if receiver.done():
                 receiver.result()  # ConnectionClosed: the server closed this tab
             if self.acked == self.sent:
                 break
+            await self._flush([])
             await asyncio.sleep(0.05)
         receiver.cancel()
         await self.visitor.close()
         return self.acked
 
+    async def _flush(self, new: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.hold_until:
+            return  # held: sent with the resend
+        if self.hold_until:  # the hold is over: resend what is not acknowledged
+            self.hold_until = 0.0
+            new = [e for e in self.outbox if e["seq"] > self.acked]
+        if new:
+            await self.visitor.send({"type": "events", "events": new})
+
     async def _receive(self) -> None:
         while True:
-            self.acked = (await self.visitor.recv()).get("ack", self.acked)
+            answer = await self.visitor.recv()
+            if answer.get("code") == "busy":
+                self.busy += 1
+                loop = asyncio.get_running_loop()
+                self.hold_until = loop.time() + answer["retry_ms"] / 1000
+            self.acked = answer.get("ack", self.acked)
+            self.outbox = [e for e in self.outbox if e["seq"] > self.acked]
             if self.acked >= 3:
                 self.going.set()
 

@@ -1,0 +1,111 @@
+"""Admission control: refuse what this process cannot take in time, explicitly.
+
+Offered more messages than it can handle, a server that queues them all
+answers every one late, and trackers that resend unanswered events make the
+overload worse (issue 13: at 3x capacity edge acknowledged nothing at all).
+Instead a message is **admitted** only if it can still be answered in time;
+the others get an ``error`` ``busy`` at once, with ``retry_ms`` (how long the
+tracker waits before resending them, jittered so that they do not all come
+back together) and no ``ack``; a ``hello`` gets ``busy`` and close 1013 ("try
+again later"), a beacon HTTP 503 with ``Retry-After``. A refusal costs a few
+microseconds, an admitted message a few hundred, so the process keeps
+handling what it admits at full speed: goodput stays near capacity.
+
+"In time" is measured, not guessed (a CoDel-like rule on queueing delay):
+
+* ``waited_s``: how long the message sat between arriving on its socket (the
+  transport stamps each message, ``edge.tracker.ws_protocol``) and being
+  handled, not counting time its own connection spent on the message before
+  it (that is the store's or the visitor's pace, not this process's);
+* ``lag_s``: how late the event loop runs its timers now. When the process is
+  saturated, data waits in the kernel before it is even read, so a message's
+  own stamp can look fresh.
+
+Either over ``max_wait_s`` (``EDGE_ADMISSION_WAIT_S``, 50 ms) refuses. The
+loop-lag monitor is one timer every ``TICK_S``; it keeps the largest lateness
+of the last ``WINDOW_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+TICK_S = 0.02
+WINDOW_S = 0.25  # how long a late tick keeps counting as the current lag
+
+
+class LoopLag:
+    """How late this event loop runs its timers, from a ticker of its own."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lags: list[tuple[float, float]] = []  # (at, lateness) of recent late ticks
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self._handle is None:
+            self._due = self._clock() + TICK_S
+            self._handle = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = self._clock()
+        late = now - self._due
+        if late > 0.005:  # a late tick is worth remembering for a while
+            self._lags.append((now, late))
+        self._due = now + TICK_S
+        self._handle = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+
+    def lag_s(self) -> float:
+        """The largest lateness within the last ``WINDOW_S``, or the one going
+        on now (no tick for longer than it should have taken); 0 unstarted."""
+        if self._handle is None:
+            return 0.0
+        now = self._clock()
+        current = now - self._due
+        lags = self._lags
+        while lags and now - lags[0][0] > WINDOW_S:
+            lags.pop(0)
+        recent = max((late for _, late in lags), default=0.0)
+        return max(recent, current)
+
+
+class Admission:
+    """Whether this process admits a message now (see the module docstring)."""
+
+    def __init__(
+        self,
+        max_wait_s: float,
+        retry_s: float,
+        lag: LoopLag | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_wait_s = max_wait_s  # 0: admission control off
+        self.retry_s = retry_s
+        self.lag = lag or LoopLag(clock)
+        self.clock = clock
+        self.refused = 0
+
+    def start(self) -> None:
+        if self.max_wait_s > 0:
+            self.lag.start()
+
+    def admits(self, waited_s: float) -> bool:
+        if self.max_wait_s <= 0:
+            return True
+        if waited_s <= self.max_wait_s and self.lag.lag_s() <= self.max_wait_s:
+            return True
+        self.refused += 1
+        return False
+
+    def retry_ms(self) -> int:
+        """When to try again: ``retry_s``, jittered by up to half of it."""
+        return int(self.retry_s * 1000 * (1 + random.random() / 2))

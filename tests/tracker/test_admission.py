@@ -1,0 +1,116 @@
+"""Admission control (edge.tracker.admission): what cannot be answered in
+time is refused at once with ``busy``, never silently queued, and a refusal
+never lets an acknowledgement cover an event that was not stored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from edge.tracker.admission import WINDOW_S, Admission, LoopLag
+from tests.client import Visitor
+from tests.helpers import EdgeServer, edge_server
+
+
+async def test_the_loop_lag_is_seen_while_it_lasts() -> None:
+    lag = LoopLag()
+    assert lag.lag_s() == 0.0  # not started
+    lag.start()
+    await asyncio.sleep(0.05)
+    assert lag.lag_s() < 0.02
+    time.sleep(0.1)  # noqa: ASYNC251 - the loop is blocked: a saturated process
+    assert lag.lag_s() >= 0.08  # seen at once, before the late tick has run
+    await asyncio.sleep(0.03)
+    assert lag.lag_s() >= 0.08  # and remembered ...
+    await asyncio.sleep(WINDOW_S + 0.05)
+    assert lag.lag_s() < 0.02  # ... for a while
+    lag.stop()
+
+
+async def test_admission_by_wait_and_by_lag() -> None:
+    admission = Admission(0.05, 1.0)
+    admission.start()
+    assert admission.admits(0.01)
+    assert not admission.admits(0.2)  # waited too long to be answered in time
+    time.sleep(0.1)  # noqa: ASYNC251 - the loop is blocked
+    assert not admission.admits(0.0)  # the process itself runs late
+    assert admission.refused == 2
+    assert 1000 <= admission.retry_ms() <= 1500
+    admission.lag.stop()
+    assert Admission(0.0, 1.0).admits(10.0)  # 0: off
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EdgeServer]:
+    with edge_server(env={"EDGE_MAX_MESSAGES_PER_S": "1000"}) as running:
+        yield running
+
+
+async def answers_for(tab: Visitor, seconds: float) -> list[dict[str, Any]]:
+    got = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            got.append(await asyncio.wait_for(tab.recv(), left))
+        except TimeoutError:
+            break
+    return got
+
+
+async def test_a_stalled_server_says_busy_and_never_acks_past_a_refusal(
+    server: EdgeServer,
+) -> None:
+    tab = Visitor(server.ws)
+    await tab.connect()
+    events = [tab.event("custom", name="tick") for _ in range(5)]
+    os.kill(server.process.pid, signal.SIGSTOP)  # the process stands still ...
+    try:
+        for event in events:  # ... while the messages come
+            await tab.send({"type": "events", "events": [event]})
+        await asyncio.sleep(0.3)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    answers = await answers_for(tab, 0.5)
+    busy = [a for a in answers if a.get("code") == "busy"]
+    assert busy, answers
+    assert all(1000 <= a["retry_ms"] <= 1500 and "seq" not in a for a in busy)
+    # Refused from the first on: no answer acknowledges anything
+    assert [a for a in answers if "ack" in a] == []
+    await asyncio.sleep(busy[0]["retry_ms"] / 1000)
+    await tab.send({"type": "events", "events": events})  # the tracker's resend
+    answers = await answers_for(tab, 1.0)
+    assert answers[-1]["ack"] == 5, answers
+    await tab.close()
+    again = Visitor(server.ws, visitor=tab.visitor, session=tab.session)
+    assert (await again.connect())["ack"] == 5
+    await again.close()
+
+
+async def test_after_a_refusal_later_messages_wait_for_the_resend(
+    server: EdgeServer,
+) -> None:
+    """The tracker pipelines its messages: one refused and the next admitted
+    would store an event ahead of the refused one, and its ack would cover
+    it. So once one is refused, the connection refuses until the resend."""
+    tab = Visitor(server.ws)
+    await tab.connect()
+    first, second = tab.event("custom", name="a"), tab.event("custom", name="b")
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        await tab.send({"type": "events", "events": [first]})
+        await asyncio.sleep(0.2)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert (await tab.recv())["code"] == "busy"
+    await asyncio.sleep(WINDOW_S + 0.1)  # the process keeps time again
+    await tab.send({"type": "events", "events": [second]})  # not the resend: refused
+    assert (await tab.recv())["code"] == "busy"
+    await tab.send({"type": "events", "events": [first, second]})  # the resend
+    assert (await tab.recv())["ack"] == 2
+    await tab.close()
