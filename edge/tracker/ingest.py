@@ -27,7 +27,7 @@ from edge.tracker.admission import Admission
 from edge.tracker.context import VisitContext
 from edge.tracker.useragent import classify
 from edge.updates import check_event, widget_refusal
-from edge.widgets.service import WidgetService, coupon_of
+from edge.widgets.service import Shown, WidgetService, coupon_of
 
 # Event types after which the page's decisions may change; custom events
 # additionally trigger the campaigns waiting for them; widget reports do neither.
@@ -182,6 +182,7 @@ class Ingest:
         *,
         page: Page | None = None,
         deadline: float | None = None,
+        sent: set[Shown] | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Store a batch; returns the messages to send first (errors, revealed
         coupons) and the acknowledging answer.
@@ -242,7 +243,9 @@ class Ingest:
         if not wanted:
             return before, p.ack(seq)
         assert page is not None
-        items = await self.widgets.render(chosen, profile, ctx, site, page, deadline=deadline)
+        items = await self.widgets.render(
+            chosen, profile, ctx, site, page, deadline=deadline, sent=sent
+        )
         return before, p.decisions(items, seq=seq)
 
     def _check(

@@ -70,6 +70,7 @@ from edge.tracker.limits import (
 from edge.tracker.socket import Socket
 from edge.tracker.transport import ARRIVALS, Arrivals
 from edge.tracker.useragent import classify
+from edge.widgets.service import Shown
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ class Connection:
         # since: until it is, later messages are refused too, so no event is
         # stored ahead of a refused one and no ack covers a refused event.
         self.refused_from: int | None = None
+        # The widgets sent with their html on the page this connection is on
+        # (edge.widgets.service.render): later decisions omit the html.
+        self.sent: set[Shown] = set()
         # The profile's load, while it outlives a message's answer deadline:
         # the next message takes it up; ``close`` releases what it holds.
         self.opening: asyncio.Task[Hot] | None = None
@@ -277,6 +281,8 @@ class Connection:
         deadline = self.loop.time() + self.ingest.settings.answer_deadline_s
         batch = p.parse_events(message)
         self.page = next_page(self.page, batch.events)
+        if any(isinstance(e, p.PageView) for e in batch.events):
+            self.sent = set()  # a new page: its widgets are sent with their html again
         try:
             loaded = self.hot is not None or not self.may_store()
             if not loaded and not await self.load(deadline, patient=True):
@@ -288,6 +294,7 @@ class Connection:
                 self.site,
                 page=None if self.bot else self.page,
                 deadline=deadline,
+                sent=self.sent,
             )
         except (TimeoutError, StoreError):
             await self.fallback(batch)

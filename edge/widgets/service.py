@@ -28,6 +28,7 @@ from edge.widgets.text import language
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 2048
+Shown = tuple[str, str, int]  # a widget sent: (campaign, arm, step)
 
 
 class WidgetService:
@@ -83,17 +84,28 @@ class WidgetService:
         page: Page,
         *,
         deadline: float | None = None,
+        sent: set[Shown] | None = None,
     ) -> list[dict[str, Any]]:
         """The decisions' wire items with their HTML. Recommendation signals
         not read by ``deadline`` (loop time) are not waited for: the
-        strategies run on the catalog alone, this time (the read goes on)."""
+        strategies run on the catalog alone, this time (the read goes on).
+
+        ``sent``: the widgets (campaign, arm, step) this connection was sent
+        on the page it is on. Those come without ``html``: the tracker has it,
+        and shows a widget once per page (a filled slot is never swapped), so
+        rendering it again (recommendations: reading signals and ranking
+        products) would be work for nothing. The ones rendered now are added."""
         lang = language(ctx.lang) or language(site.locale)
         items = []
         for decision in decisions:
             item = decision.to_wire()
             if decision.widget is not None:
-                products = await self._products(decision, profile, site, page, deadline)
-                item["html"] = self._html_for(decision, lang, site, products)
+                shown = (decision.campaign, decision.variant, decision.step)
+                if sent is None or shown not in sent:
+                    products = await self._products(decision, profile, site, page, deadline)
+                    item["html"] = self._html_for(decision, lang, site, products)
+                    if sent is not None:
+                        sent.add(shown)
             items.append(item)
         return items
 

@@ -133,13 +133,14 @@ const recv = m => {
       sent = 0; hold = Date.now() + (m.retry_ms || 5e3); flushT || (flushT = setTimeout(safe(flush)));
     }
   }
-  if (t == 'decisions') show(m.items || []);
+  // an item without html: this page was sent that widget already (docs/protocol.md)
+  if (t == 'decisions') show((m.items || []).map(it => (it.holdout || (it.html ? htmls[it.campaign] = it.html : it.html = htmls[it.campaign]), it)));
   if (t == 'coupon' && shown[m.campaign]) shown[m.campaign].innerHTML = css + m.html;
   t == 'decisions' ? emit(t, m.items || [], m) : emit(t, m);
 };
 
 // --- widgets: the server decides whether, the tracker when -------------------
-let css = '', armed = [], popup, shown = {};
+let css = '', armed = [], popup, shown = {}, htmls = {};
 const t0 = Date.now(), slotWait = +attr('slot-timeout') || 300;
 const report = (it, action) => track('widget', { campaign: it.campaign, variant: it.variant, action, step: it.step });
 const host = (it, el) => {

@@ -73,3 +73,25 @@ async def test_a_coupon_is_revealed_after_the_form_and_stays_the_same(
     answers = await visitor.track(visitor.event("page_view", url=SHOP))
     assert "welcome-coupon" not in [i["campaign"] for i in answers[-1]["items"]]
     await visitor.close()
+
+
+async def test_a_widget_is_sent_with_its_html_once_per_page(server: EdgeServer) -> None:
+    """Issue 13: a product view or a cart change on the same page rendered and
+    sent every block again; the tracker shows each once per page."""
+    visitor = Visitor(server.ws)
+    await visitor.connect()
+    await visitor.track(
+        visitor.event("product_view", url=SHOP, sku="TXT-01", name="x", category="x", price=1.0)
+    )
+    page = f"{SHOP}/p/LMP-02"
+    first = item(await visitor.track(visitor.event("page_view", url=page)), "recently-viewed")
+    assert "Merino throw" in str(first["html"])
+    view = visitor.event(
+        "product_view", url=page, sku="LMP-02", name="Brass desk lamp", category="x", price=10.0
+    )
+    again = item(await visitor.track(view), "recently-viewed")
+    assert "html" not in again and again["variant"] == first["variant"]
+    next_page = visitor.event("page_view", url=f"{SHOP}/c/x")
+    fresh = item(await visitor.track(next_page), "recently-viewed")
+    assert "Brass desk lamp" in str(fresh["html"])  # a new page: rendered and sent again
+    await visitor.close()
