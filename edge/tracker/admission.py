@@ -17,13 +17,12 @@ handling what it admits at full speed: goodput stays near capacity.
   transport stamps each message, ``edge.tracker.ws_protocol``) and being
   handled, not counting time its own connection spent on the message before
   it (that is the store's or the visitor's pace, not this process's);
-* ``lag_s``: how late the event loop runs its timers now. When the process is
-  saturated, data waits in the kernel before it is even read, so a message's
-  own stamp can look fresh.
+* ``lag_s``: how late the event loop runs its timers, now or on average
+  lately (``LoopLag``). When the process is saturated, data waits in the
+  kernel before it is even read, so a message's own stamp can look fresh.
 
 Either over ``max_wait_s`` (``EDGE_ADMISSION_WAIT_S``, 50 ms) refuses. The
-loop-lag monitor is one timer every ``TICK_S``; it keeps the largest lateness
-of the last ``WINDOW_S``.
+loop-lag monitor is one timer every ``TICK_S``.
 """
 
 from __future__ import annotations
@@ -34,15 +33,20 @@ import time
 from collections.abc import Callable
 
 TICK_S = 0.02
-WINDOW_S = 0.25  # how long a late tick keeps counting as the current lag
+SMOOTHING = 0.2  # weight of the newest tick in the average lateness
 
 
 class LoopLag:
-    """How late this event loop runs its timers, from a ticker of its own."""
+    """How late this event loop runs its timers, from a ticker of its own:
+    the lateness now (a tick overdue) or its recent average (an exponential
+    moving average over ticks, ``SMOOTHING``), whichever is larger. One slow
+    step (a garbage collection, a configuration reload holding the GIL) moves
+    the average a little; a saturated loop, late tick after tick, moves it
+    all the way."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lags: list[tuple[float, float]] = []  # (at, lateness) of recent late ticks
+        self._average = 0.0
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
 
@@ -58,24 +62,16 @@ class LoopLag:
 
     def _tick(self) -> None:
         now = self._clock()
-        late = now - self._due
-        if late > 0.005:  # a late tick is worth remembering for a while
-            self._lags.append((now, late))
+        late = max(0.0, now - self._due)
+        self._average += SMOOTHING * (late - self._average)
         self._due = now + TICK_S
         self._handle = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
     def lag_s(self) -> float:
-        """The largest lateness within the last ``WINDOW_S``, or the one going
-        on now (no tick for longer than it should have taken); 0 unstarted."""
+        """0 before ``start``."""
         if self._handle is None:
             return 0.0
-        now = self._clock()
-        current = now - self._due
-        lags = self._lags
-        while lags and now - lags[0][0] > WINDOW_S:
-            lags.pop(0)
-        recent = max((late for _, late in lags), default=0.0)
-        return max(recent, current)
+        return max(self._average, self._clock() - self._due)
 
 
 class Admission:

@@ -189,6 +189,9 @@ class Hello(_Model):
     )
     lang: Annotated[str, Field(max_length=35)] | None = None
     consent: bool | None = None
+    # The first events of the page (its page view), so that its decisions come
+    # one round trip after the socket opened: validated as an events message.
+    events: list[Any] | None = None
 
 
 _HELLO = TypeAdapter(Hello)

@@ -242,6 +242,8 @@ class Connection:
         show = self.site.decisioning.campaigns and not self.bot
         css = self.site.renderer.stylesheet() if show else None
         await self.send(p.welcome(visitor, hello.session, acked, self.site.version, css))
+        if hello.events:  # the page view came with the hello: answer it now
+            await self.on_events({"type": "events", "events": hello.events})
 
     async def load(self, deadline: float, *, patient: bool = False) -> bool:
         """Make the visitor's profile hot; False while the store is down or

@@ -28,7 +28,7 @@ const save = () => put(S, 'edge_outbox', JSON.stringify(outbox));
 
 // consent: true, null (buffer), false
 let consent, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
-let ws, ready, tries = 0, timer, flushT, dead, viewed, hold = 0;
+let ws, ready, tries = 0, timer, flushT, dead, viewed, hold = 0, hsent = 0;
 
 const emit = (name, ...a) => (subs[name] || []).forEach(f => safe(f)(...a));
 
@@ -104,8 +104,11 @@ const connect = () => {
   if (ws || dead || consent !== true) return;
   clearTimeout(timer);
   const s = ws = new WebSocket(http.replace(/^http/, 'ws') + '/ws' + q);
-  s.onopen = safe(() => send(Object.assign({ type: 'hello', v: 1, visitor: vid, session: sid, url: url() }, page(),
-    { screen: [screen.width, screen.height], lang: nav.language, consent: true })));
+  // the first batch (the page view) rides with the hello: decisions one round trip after open
+  s.onopen = safe(() => { let first = []; hsent = 0; batches(outbox, b => first.length || (first = b));
+    first.length && Date.now() >= hold && (hsent = last(first));
+    send(Object.assign({ type: 'hello', v: 1, visitor: vid, session: sid, url: url() }, page(),
+      { screen: [screen.width, screen.height], lang: nav.language, consent: true }, hsent ? { events: first } : {})) });
   s.onmessage = safe(e => recv(JSON.parse(e.data)));
   s.onclose = safe(e => {
     if (ws != s) return;
@@ -124,7 +127,7 @@ const recv = m => {
     css = m.css || css;
     okId(m.visitor) && m.visitor != vid && put(L, 'edge_vid', vid = m.visitor);
     m.ack > seq && put(S, 'edge_seq', seq = m.ack);
-    ready = 1; tries = sent = 0;
+    ready = 1; tries = 0; sent = hsent;
     flush();
   }
   if (t == 'error') {
@@ -134,14 +137,17 @@ const recv = m => {
     }
   }
   // an item without html: this page was sent that widget already (docs/protocol.md)
+  if (t == 'decisions' && !decided) decided = Date.now() - t0; // time to the first decision
   if (t == 'decisions') show((m.items || []).map(it => (it.holdout || (it.html ? htmls[it.campaign] = it.html : it.html = htmls[it.campaign]), it)));
   if (t == 'coupon' && shown[m.campaign]) shown[m.campaign].innerHTML = css + m.html;
   t == 'decisions' ? emit(t, m.items || [], m) : emit(t, m);
 };
 
 // --- widgets: the server decides whether, the tracker when -------------------
-let css = '', armed = [], popup, shown = {}, htmls = {};
-const t0 = Date.now(), slotWait = +attr('slot-timeout') || 300;
+let css = '', armed = [], popup, shown = {}, htmls = {}, decided = 0;
+const t0 = Date.now(), slotWait = +attr('slot-timeout') || 1000;
+// a slot out of sight can be filled late: nobody sees its content change
+const unseen = el => { const r = el.getBoundingClientRect(); return r.bottom < 0 || r.top > innerHeight };
 const report = (it, action) => track('widget', { campaign: it.campaign, variant: it.variant, action, step: it.step });
 const host = (it, el) => {
   const h = d.createElement('div');
@@ -172,8 +178,9 @@ const fire = it => {
   if (slot) {
     const el = d.querySelector('[data-edge-slot="' + CSS.escape(it.placement) + '"]');
     // a filled slot keeps its widget for the page view: no swapping, no flicker
-    if (!el || el.edgeShown || Date.now() - t0 > slotWait) return;
-    el.edgeShown = 1; host(it, el);
+    if (!el || el.edgeShown || Date.now() - t0 > slotWait && !unseen(el)) return;
+    // keep the slot's height: a smaller widget must not pull the page up
+    el.edgeShown = 1; el.style.minHeight = el.offsetHeight + 'px'; host(it, el);
   } else {
     if (it.placement == 'popup') { if (popup) return; popup = host(it) } else host(it);
   }
@@ -216,7 +223,7 @@ const api = w.edge = safe((cmd, a, b) => {
   else if (!a) { consent = false; stop() }
   else if (consent !== true) { consent = true; dead = 0; start(); viewed || track('page_view', page()) }
 });
-api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, connected: !!ready });
+api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, connected: !!ready, decidedMs: decided });
 
 // GPC: refused until consent
 consent = nav.globalPrivacyControl === true ? false : attr('consent') == 'required' ? null : true;
