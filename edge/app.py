@@ -186,7 +186,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         ledger = Ledger(the_store)
         # docs/operations.md, "Store outages": a write that hangs releases its messages
         breaker = getattr(the_store, "breaker", None)
-        ledger.stall_watch = StallWatch(settings.answer_deadline_s, breaker)
+        ledger.stall_watch = StallWatch(settings.answer_deadline_s, breaker, the_store.ping)
         supervisor: Supervisor = app.state.supervisor
         ledger.start(supervisor)
         widgets = WidgetService(pools_for(the_store), signals_for(the_store), stats_for(the_store))

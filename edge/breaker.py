@@ -123,11 +123,26 @@ class StallWatch:
     sitting unread in the socket: the check is put off by another ``after_s``
     (``postponed``). A store that is really hung is then still caught by its
     calls' socket deadlines, which fail them and open the breaker.
+
+    Nor a slow one: a large batch of writes can take longer than ``after_s``
+    on a loaded machine while the store is well. Halfway to the check, a
+    store quiet since the call went out is asked itself: ``probe`` (a PING on
+    another pooled connection, which the breaker records as an answer). An
+    answer means slow, not hung, and the watch waits on; no answer by the
+    check means hung. (A probe is a call of its own: it needs a breaker to be
+    seen, as the Redis store has.)
     """
 
-    def __init__(self, after_s: float, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self,
+        after_s: float,
+        breaker: CircuitBreaker | None = None,
+        probe: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.after_s = after_s
         self.breaker = breaker
+        self.probe = probe
+        self.probes = 0  # PINGs sent to a store quiet for half the deadline
         self.stalls = 0  # how many calls were found stalled (metrics, tests)
         self.postponed = 0  # checks put off because the event loop ran late
 
@@ -141,12 +156,15 @@ class Watch:
         self._on_stall = on_stall
         self._active = True
         self._loop = asyncio.get_running_loop()
-        self._due = self._loop.time() + watch.after_s
-        self._timer = self._loop.call_later(watch.after_s, self._loop.call_soon, self._check)
+        self._probe: asyncio.Future[object] | None = None
+        self._half: asyncio.TimerHandle | None = None
+        self._rearm(self._loop.time(), watch.after_s)
 
     def cancel(self) -> None:
         self._active = False
         self._timer.cancel()
+        if self._half is not None:
+            self._half.cancel()
 
     def _check(self) -> None:
         if not self._active:
@@ -159,16 +177,40 @@ class Watch:
             return
         breaker = self._watch.breaker
         quiet_s = breaker.quiet_s() if breaker is not None else math.inf
-        if quiet_s < after_s:  # other calls are answered: busy, not hung
+        if quiet_s < after_s:  # other calls (or the probe) are answered: busy, not hung
             self._rearm(now, after_s - quiet_s)
             return
         self._active = False
         self._watch.stalls += 1
         self._on_stall()
 
+    def _ask(self) -> None:
+        """Halfway to the check, a store quiet since the call went out is
+        asked to answer a PING: its answer (through the breaker) is what the
+        check then sees."""
+        self._half = None
+        breaker = self._watch.breaker
+        probe = self._watch.probe
+        if not self._active or probe is None or self._probe is not None:
+            return
+        if breaker is not None and breaker.quiet_s() < self._watch.after_s / 2:
+            return
+        self._watch.probes += 1
+        self._probe = asyncio.ensure_future(probe())
+        self._probe.add_done_callback(self._asked)
+
+    def _asked(self, probe: asyncio.Future[object]) -> None:
+        self._probe = None
+        if not probe.cancelled():
+            probe.exception()  # a failed probe: the breaker counted it; nothing to log
+
     def _rearm(self, now: float, delay_s: float) -> None:
         self._due = now + delay_s
         self._timer = self._loop.call_later(delay_s, self._loop.call_soon, self._check)
+        if self._watch.probe is not None:
+            if self._half is not None:
+                self._half.cancel()
+            self._half = self._loop.call_later(delay_s / 2, self._ask)
 
 
 async def by_deadline(

@@ -260,3 +260,31 @@ async def test_a_busy_process_is_not_taken_for_a_hung_store() -> None:
     await asyncio.wait_for(stalled.wait(), 1.0)  # on time again, and still no answer
     assert watch.stalls == 1
     running.cancel()
+
+
+async def test_a_slow_store_that_answers_a_ping_is_not_taken_for_a_hung_one() -> None:
+    """Issue 13: a large batch on a loaded machine took longer than the answer
+    deadline while Redis was well; every waiting visitor got the fallback."""
+    breaker = CircuitBreaker()
+
+    async def answering() -> None:
+        breaker.success()  # what the Redis store's ping records
+
+    watch = StallWatch(0.05, breaker, answering)
+    stalled = asyncio.Event()
+    running = watch.start(stalled.set)
+    await asyncio.sleep(0.3)  # the write is still out: slow
+    assert not stalled.is_set() and watch.probes >= 2
+    running.cancel()
+
+    async def hung() -> None:
+        await asyncio.Event().wait()
+
+    watch = StallWatch(0.05, CircuitBreaker(), hung)
+    stalled = asyncio.Event()
+    started = time.perf_counter()
+    running = watch.start(stalled.set)
+    await asyncio.wait_for(stalled.wait(), 1.0)  # no answer to the ping either: hung
+    assert time.perf_counter() - started < 0.1  # no later than without the probe
+    assert watch.stalls == 1 and watch.probes == 1
+    running.cancel()
