@@ -35,6 +35,7 @@ SCENARIOS = [
     "echo",
     "beacon",
     "durability",
+    "overload",
 ]
 # Redis persistence per durability variant: None is no persistence at all
 # (the test default); "everysec" and "always" are AOF fsync policies.
@@ -316,6 +317,40 @@ async def capacity_ladder(args: argparse.Namespace, cfg: Config) -> list[dict[st
     return ladders
 
 
+async def overload_phases(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    """Half of ``capacity`` (the baseline), then ``factor`` times it for
+    ``duration_s``, then half again (the recovery): what is admitted keeps
+    its latency, what is not is refused explicitly (``busy``) and resent by
+    the visitors after ``retry_ms``, as the tracker does."""
+    capacity = args.capacity
+    gen = LoadGenerator(cfg)
+    await gen.start()
+    base = cfg.label
+    try:
+        gen.cfg.label = f"{base} baseline @{capacity / 2:.0f}/s"
+        baseline = await gen.phase_run(capacity / 2, args.phase_s, args.warmup_s)
+        gen.cfg.label = f"{base} overload @{capacity * args.factor:.0f}/s"
+        overload = await gen.phase_run(capacity * args.factor, args.duration_s, 0.0)
+        gen.cfg.label = f"{base} recovery @{capacity / 2:.0f}/s"
+        recovery = await gen.phase_run(capacity / 2, args.phase_s, 0.0)
+    finally:
+        await gen.stop()
+    normal_ms = max(baseline["latency_ms"]["p99"], args.p99_limit_ms)
+    back_at = None
+    for point in recovery["timeline"]:
+        if point["p99_ms"] <= 1.5 * normal_ms and back_at is None:
+            back_at = point["t"]
+        elif point["p99_ms"] > 1.5 * normal_ms:
+            back_at = None
+    return {
+        "capacity": capacity,
+        "factor": args.factor,
+        "phases": {"baseline": baseline, "overload": overload, "recovery": recovery},
+        "normal_p99_ms": normal_ms,
+        "recovered_after_s": back_at,
+    }
+
+
 def _brief(step: dict[str, Any]) -> dict[str, Any]:
     return {
         k: step[k]
@@ -451,6 +486,9 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for variant in report["variants"]:
         lines += [f"## {variant['name']}", ""]
+        if "overload" in variant:
+            lines += _overload_lines(variant["overload"])
+            continue
         if "ladders" in variant:
             held_rates = [lad["held_rate"] for lad in variant["ladders"]]
             lines += [
@@ -523,6 +561,41 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _overload_lines(o: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Capacity taken as {o['capacity']:.0f} events/s; offered {o['factor']:g}x that in "
+        "the overload phase. *Admitted*: acknowledged at the first try; *refused*: answered "
+        "`busy` (then resent after `retry_ms` and acknowledged: counted in goodput, their "
+        "latency apart).",
+        "",
+        "| phase | offered/s | goodput/s | admitted p50 / p99 ms | refused (busy) | resent "
+        "p99 ms | store_unavailable | other failures | server CPU % | server RSS MiB "
+        "(peak) | loadgen CPU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, p in o["phases"].items():
+        lat = p["latency_ms"]
+        unavailable = sum(n for k, n in p["errors"].items() if "store_unavailable" in k)
+        busy = sum(n for k, n in p["errors"].items() if "busy" in k)
+        other = p["failures"] - unavailable - busy
+        lines.append(
+            f"| {name} | {p['target_rate']:.0f} | {p['achieved_rate']:.0f} | "
+            f"{lat['p50']:.2f} / {lat['p99']:.2f} | {p['refused_busy']} | "
+            f"{p['retried_latency_ms']['p99']:.0f} | {unavailable} | {other} | "
+            f"{p['server_cpu_pct'] or 0:.0f} | {p['server_rss_mb'] or 0:.0f} | "
+            f"{p['loadgen_cpu_pct'] or 0:.0f} |"
+        )
+    back = o["recovered_after_s"]
+    lines += [
+        "",
+        f"Back to normal (per-second p99 within 1.5x of {o['normal_p99_ms']:.1f} ms, and "
+        f"staying there) {f'{back:.0f} s' if back is not None else 'not'} into the recovery "
+        "phase.",
+        "",
+    ]
+    return lines
+
+
 def _merge(dicts: Any) -> dict[str, int]:
     total: dict[str, int] = {}
     for d in dicts:
@@ -539,11 +612,12 @@ def plots(report: dict[str, Any], folder: Path) -> None:
 
     series = []
     for variant in report["variants"]:
-        phases = (
-            variant["runs"]
-            if "runs" in variant
-            else [s for lad in variant["ladders"][:1] for s in lad["steps"]]
-        )
+        if "overload" in variant:
+            phases = list(variant["overload"]["phases"].values())
+        elif "runs" in variant:
+            phases = variant["runs"]
+        else:
+            phases = [s for lad in variant["ladders"][:1] for s in lad["steps"]]
         points, offset = [], 0.0
         for phase in phases:
             for p in phase["timeline"]:
@@ -636,6 +710,7 @@ def _procedure(args: argparse.Namespace) -> str:
         "workers": "capacity",
         "durability": "capacity",
         "connections": "connections",
+        "overload": "overload",
     }.get(args.scenario, "steady")
 
 
@@ -662,6 +737,8 @@ async def _run_variant(args: argparse.Namespace, name: str, opts: dict[str, Any]
         if procedure == "capacity":
             variant["ladders"] = await capacity_ladder(args, cfg)
             variant["held_rate"] = spread([lad["held_rate"] for lad in variant["ladders"]])
+        elif procedure == "overload":
+            variant["overload"] = await overload_phases(args, cfg)
         elif procedure == "connections":
             variant["runs"] = await connections_runs(args, server)
             variant["summary"] = summarize_runs(variant["runs"])
@@ -808,6 +885,13 @@ def add_parser(commands: Any) -> None:
     r.add_argument("--step-s", type=float, default=10.0, help="measured seconds per step")
     r.add_argument("--step-warmup-s", type=float, default=3.0)
     r.add_argument("--p99-limit-ms", type=float, default=10.0)
+    r.add_argument(
+        "--capacity", type=float, default=1000.0, help="overload: the capacity to overload (/s)"
+    )
+    r.add_argument("--factor", type=float, default=3.0, help="overload: offered x capacity")
+    r.add_argument(
+        "--phase-s", type=float, default=20.0, help="overload: baseline and recovery seconds"
+    )
     r.add_argument(
         "--counts",
         type=lambda s: [int(x) for x in s.split(",")],
