@@ -6,8 +6,15 @@ the visitor's abandoned-cart deadline. Like ``edge.signals.signal_updates``
 both are pure, so a replayed event (``apply`` returns the same profile
 object) implies nothing, and an order reported twice is one ``purchase``.
 
-No event carries a claimed email: a claimed identity is reported by its level
-only; a verified one by the shop's own customer id.
+A typed email leaves edge in one case only, the lead hand-off: the site keeps
+emails (``identity.keep_email: true``) and the visitor ticked the form's
+marketing consent. Then ``identified`` carries the email, the name typed with
+it and the consent record, so a mailing tool can subscribe them, and
+``marketing_consent`` reports every later change of that consent (a
+withdrawal too, so the tool unsubscribes them; with the email when kept, and
+for a verified customer by their customer id). Otherwise a claimed identity
+is reported by its level only, and a verified one by the shop's own customer
+id. The body's JSON Schema is generated from ``edge.automation.schema``.
 """
 
 from __future__ import annotations
@@ -148,7 +155,9 @@ def derive(
 
     old_level = before.level if before is not None else "anonymous"
     if _RANK[after.level] > _RANK[old_level]:
-        emit("identified", level=after.level)
+        emit("identified", level=after.level, **lead(after))
+    elif _consent_changed(before, after) and (kept_email(after) or customer_of(after)):
+        emit("marketing_consent", email=kept_email(after), consent=consent_record(after))
     if isinstance(event, p.Purchase) and after.orders > (before.orders if before else 0):
         items = [{"sku": i.sku, "qty": i.qty, "price": i.price} for i in event.items]
         emit(
@@ -171,6 +180,35 @@ def derive(
     if isinstance(event, p.Widget) and event.action == "convert" and _counted(before, after, event):
         emit("widget_converted", campaign=event.campaign, variant=event.variant, step=event.step)
     return out
+
+
+def kept_email(profile: Profile) -> str | None:
+    """The email in clear, when the site keeps emails (``e:`` contacts)."""
+    contact = profile.contact
+    return contact[2:] if contact is not None and contact.startswith("e:") else None
+
+
+def consent_record(profile: Profile) -> dict[str, Any]:
+    """What the form's marketing-consent checkbox said last, and when."""
+    return {"given": bool(profile.marketing_consent), "at": profile.marketing_consent_at}
+
+
+def lead(profile: Profile) -> dict[str, Any]:
+    """The hand-off fields of ``identified``: only with a kept email and a
+    consent given (a verified identity's typed email included)."""
+    email = kept_email(profile)
+    if email is None or profile.marketing_consent is not True:
+        return {}
+    return {"email": email, "name": profile.claimed_name, "consent": consent_record(profile)}
+
+
+def _consent_changed(before: Profile | None, after: Profile) -> bool:
+    old = before.marketing_consent if before is not None else None
+    return (
+        after.level != "anonymous"
+        and after.marketing_consent is not None
+        and (after.marketing_consent != old)
+    )
 
 
 def _counted(before: Profile | None, after: Profile, event: p.Widget) -> bool:

@@ -165,6 +165,7 @@ class CapsConfig(_Strict):
 
 AutomationEvent = Literal[
     "identified",
+    "marketing_consent",
     "cart_abandoned",
     "purchase",
     "watched_page_visited",
@@ -183,6 +184,7 @@ class WebhookConfig(_Strict):
     events: list[
         Literal[
             "identified",
+            "marketing_consent",
             "cart_abandoned",
             "purchase",
             "watched_page_visited",
