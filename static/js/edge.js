@@ -144,7 +144,7 @@ const recv = m => {
 };
 
 // --- widgets: the server decides whether, the tracker when -------------------
-let css = '', armed = [], popup, shown = {}, htmls = {}, decided = 0;
+let css = '', armed = [], popup, shown = {}, htmls = {}, decided = 0, away = 0, gone = 0;
 const t0 = Date.now(), slotWait = +attr('slot-timeout') || 1000;
 // a slot out of sight can be filled late: nobody sees its content change
 const unseen = el => { const r = el.getBoundingClientRect(); return r.bottom < 0 || r.top > innerHeight };
@@ -172,19 +172,30 @@ const host = (it, el) => {
   el ? el.replaceChildren(h) : d.body.append(h);
   return h;
 };
+// impression: half the widget (or half the viewport) on screen, page visible
+const seen = (el, f) => {
+  const t = Math.min(.5, innerHeight / 2 / (el.offsetHeight || 1)), o = new IntersectionObserver(es =>
+    es.some(e => e.intersectionRatio >= t) && !d.hidden && (o.disconnect(), f()), { threshold: t });
+  o.observe(el);
+};
 const fire = it => {
-  if (it.holdout) return report(it, 'impression');
-  const slot = !/^(popup|bar|bar-top|bar-bottom)$/.test(it.placement);
-  if (slot) {
+  const imp = () => report(it, 'impression');
+  let h;
+  if (/^(popup|bar|bar-top|bar-bottom)$/.test(it.placement)) {
+    if (it.holdout) return imp();
+    if (it.placement != 'popup') h = host(it);
+    else if (!popup) h = popup = host(it);
+  } else {
     const el = d.querySelector('[data-edge-slot="' + CSS.escape(it.placement) + '"]');
     // a filled slot keeps its widget for the page view: no swapping, no flicker
     if (!el || el.edgeShown || Date.now() - t0 > slotWait && !unseen(el)) return;
+    el.edgeShown = 1;
+    // a holdout keeps the slot as it is; its impression: the slot on screen
+    if (it.holdout) return seen(el, imp);
     // keep the slot's height: a smaller widget must not pull the page up
-    el.edgeShown = 1; el.style.minHeight = el.offsetHeight + 'px'; host(it, el);
-  } else {
-    if (it.placement == 'popup') { if (popup) return; popup = host(it) } else host(it);
+    el.style.minHeight = el.offsetHeight + 'px'; h = host(it, el);
   }
-  report(it, 'impression');
+  h && seen(h.shadowRoot.querySelector(':not(style)') || h, imp);
 };
 const show = items => {
   armed.forEach(a => a.abort()); armed = [];
@@ -198,12 +209,15 @@ const show = items => {
     if (g.type == 'delay_s') i = setTimeout(go, v * 1e3);
     else if (g.type == 'scroll_pct') add(w, 'scroll', () => (scrollY + innerHeight) * 100 >= v * d.documentElement.scrollHeight && go());
     else if (g.type == 'exit_intent') {
-      // desktop: the pointer leaves through the top; touch: a fast scroll up, or a tab switch
-      let y = scrollY, at = Date.now();
+      // desktop: the pointer leaves through the top; touch: static/js/README.md
       add(d, 'mouseout', e => e.clientY <= 0 && !e.relatedTarget && go());
       if (matchMedia('(pointer:coarse)').matches) {
-        add(w, 'scroll', () => { const n = Date.now(); scrollY < y - 100 && n - at < 300 && go(); y = scrollY; at = n });
-        add(d, 'visibilitychange', () => d.hidden && go());
+        let y = scrollY, at = Date.now(), f = 0;
+        add(w, 'touchmove', () => f = Date.now());
+        // >= 200 px up in 300 ms, < 1 s after a touch; back after a tab switch
+        add(w, 'scroll', () => { const n = Date.now(), s = scrollY;
+          s >= y || n - at > 300 ? (y = s, at = n) : y - s >= 200 && n - f < 1e3 && go() });
+        add(d, 'visibilitychange', () => !d.hidden && away && go());
       }
     } else if (g.type == 'inactivity_s') {
       const k = () => { clearTimeout(i); i = setTimeout(go, v * 1e3) };
@@ -228,10 +242,11 @@ api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, con
 // GPC: refused until consent
 consent = nav.globalPrivacyControl === true ? false : attr('consent') == 'required' ? null : true;
 const on = (t, n, f) => t.addEventListener(n, safe(f));
-on(w, 'pagehide', () => { beacon(); sid && put(S, 'edge_live') });
+on(w, 'pagehide', () => { beacon(); gone = 1; away = 0; sid && put(S, 'edge_live') });
 // back/forward cache: the page lives on; re-read the counter, re-mark the tab
-on(w, 'pageshow', e => e.persisted && sid && (seq = Math.max(seq, +get(S, 'edge_seq') || 0), put(S, 'edge_live', 1)));
-on(d, 'visibilitychange', () => d.visibilityState == 'hidden' && beacon());
+on(w, 'pageshow', e => { gone = 0; e.persisted && sid && (seq = Math.max(seq, +get(S, 'edge_seq') || 0), put(S, 'edge_live', 1)) });
+// away: hidden, not left (pagehide)
+on(d, 'visibilitychange', () => d.hidden && (away = !gone, beacon()));
 consent && start();
 track('page_view', page());
 queued.forEach(args => api(...args));
