@@ -169,7 +169,7 @@ const host = (it, el) => {
     report(it, 'convert');
   });
   shown[it.campaign] = r;
-  el ? el.replaceChildren(h) : d.body.append(h);
+  el ? el.replaceChildren(h) : d.body[it.placement == 'bar-top' ? 'prepend' : 'append'](h);
   return h;
 };
 // impression: half the widget (or half the viewport) on screen, page visible
