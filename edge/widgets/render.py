@@ -48,7 +48,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-from edge.widgets.text import money, pick, safe_url
+from edge.widgets.text import money, safe_url, text
 
 TEMPLATES = Path(__file__).parent / "templates"
 KIND_TEMPLATES = {
@@ -432,7 +432,7 @@ class Renderer:
         default = self.locale.split("-")[0].split("_")[0]
 
         def t(key: str) -> str:
-            return pick(widget.get(key), lang, default)
+            return text(widget, key, lang, default)
 
         def price(amount: Any) -> str:
             return money(amount, self.currency, lang or self.locale)

@@ -44,6 +44,74 @@ def pick(value: Any, lang: str, default: str) -> str:
     return str(value)
 
 
+# The texts of edge's own templates, in every language the demo uses. A site
+# sets any of them per widget (``success_headline: {pl: ...}``); what it does
+# not set comes from here, key by key (``text``).
+ANY_KIND = "*"
+BUILT_IN: Mapping[str, Mapping[str, Mapping[str, str]]] = {
+    ANY_KIND: {
+        "en": {"close": "Close"},
+        "pl": {"close": "Zamknij"},
+    },
+    "coupon": {
+        "en": {
+            "name_label": "First name",
+            "email_label": "Your email",
+            "cta": "Get my code",
+            "success_headline": "Here is your code",
+            "success_body": "Enter it at checkout.",
+            "exhausted_headline": "Thank you!",
+            "exhausted_body": "All codes of this offer are gone, but we will keep you posted.",
+        },
+        "pl": {
+            "name_label": "Imię",
+            "email_label": "Twój e-mail",
+            "cta": "Pokaż mój kod",
+            "success_headline": "Oto Twój kod",
+            "success_body": "Wpisz go przy składaniu zamówienia.",
+            "exhausted_headline": "Dziękujemy!",
+            "exhausted_body": "Kody z tej oferty już się skończyły, ale damy Ci znać o kolejnych.",
+        },
+    },
+}
+LANGUAGES = ("en", "pl")  # the languages of BUILT_IN; English is the last resort
+
+
+def built_in(kind: str, key: str, lang: str) -> str | None:
+    """Edge's own text of ``key`` for a widget of ``kind`` in ``lang``, or None."""
+    for group in (kind, ANY_KIND):
+        found = BUILT_IN.get(group, {}).get(lang, {}).get(key)
+        if found is not None:
+            return found
+    return None
+
+
+def text(widget: Mapping[str, Any], key: str, lang: str, default: str) -> str:
+    """The text of ``key`` in ``widget`` for a page in ``lang`` on a site whose
+    language is ``default``, falling back key by key: the site's text in the
+    page's language (or one plain string, for every language), edge's own in
+    the page's language, the site's in the site's language, edge's in the
+    site's language, edge's in English, the first text the site gave, else
+    ``""``. So a Polish visitor reads Polish wherever anyone wrote it, and a
+    site that overrides one text in one language keeps every other one."""
+    value = widget.get(key)
+    given: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
+    if value is not None and not isinstance(value, Mapping):
+        return str(value)
+    kind = str(widget.get("kind", ""))
+    for found in (
+        given.get(lang),
+        built_in(kind, key, lang),
+        given.get(default),
+        built_in(kind, key, default),
+        built_in(kind, key, "en"),
+        next(iter(given.values()), None),
+    ):
+        if found is not None:
+            return str(found)
+    return ""
+
+
 @lru_cache(maxsize=256)
 def _locale(name: str) -> Locale | None:
     try:

@@ -17,7 +17,7 @@ from edge.widgets.render import (
     RenderError,
     within_budget,
 )
-from edge.widgets.text import money, pick, safe_url
+from edge.widgets.text import BUILT_IN, LANGUAGES, money, pick, safe_url, text
 
 PAYLOADS = [
     "<img src=x onerror=alert(1)>",
@@ -186,6 +186,59 @@ def test_texts_per_language() -> None:
     assert pick(texts, "de", "en") == "Hello"  # the site's language
     assert pick({"fr": "Salut"}, "de", "en") == "Salut"  # the first given
     assert pick("Plain", "pl", "en") == "Plain"
+
+
+def test_every_built_in_text_is_in_every_language() -> None:
+    for kind, by_language in BUILT_IN.items():
+        keys = set(by_language["en"])
+        for lang in LANGUAGES:
+            assert set(by_language.get(lang, {})) == keys, (kind, lang)
+
+
+def test_texts_fall_back_key_by_key() -> None:
+    """Issue 16: a site that sets one text in one language keeps edge's own
+    texts in every language for the other keys, and its own languages."""
+    widget = {
+        "kind": "coupon",
+        "headline": {"en": "10% off", "pl": "10% rabatu"},
+        "body": {"en": "Only in English"},
+        "success_headline": {"pl": "Twój kod rabatowy"},
+    }
+    assert text(widget, "success_headline", "pl", "en") == "Twój kod rabatowy"  # the site's
+    assert text(widget, "success_headline", "en", "en") == "Here is your code"  # edge's, en
+    assert text(widget, "success_body", "pl", "en") == "Wpisz go przy składaniu zamówienia."
+    assert text(widget, "close", "pl", "en") == "Zamknij"  # edge's, for every kind
+    assert text(widget, "headline", "pl", "en") == "10% rabatu"
+    assert text(widget, "body", "pl", "en") == "Only in English"  # the site's language
+    assert text(widget, "success_body", "de", "en") == "Enter it at checkout."  # edge's English
+    assert text(widget, "success_body", "de", "pl") == "Wpisz go przy składaniu zamówienia."
+    assert text({"kind": "popup", "cta": {"fr": "Allez"}}, "pl", "de", "en") == ""
+    assert text({"kind": "popup", "cta": {"fr": "Allez"}}, "cta", "de", "en") == "Allez"
+    assert text({"kind": "popup", "cta": "Plain"}, "cta", "pl", "en") == "Plain"
+    assert text({"kind": "popup"}, "cta", "pl", "en") == ""  # a coupon's text, not a popup's
+
+
+ENGLISH = [t for texts in BUILT_IN.values() for t in texts["en"].values()]
+
+
+@pytest.mark.parametrize("code", ["WELCOME-ABCDEF-GHJK", None])
+def test_a_polish_visitor_reads_the_whole_coupon_flow_in_polish(
+    renderer: Renderer, code: str | None
+) -> None:
+    widget = {"kind": "coupon", "headline": {"en": "10% off", "pl": "10% rabatu"}, "ask_name": True}
+    pages = [
+        renderer.render(widget, lang=lang, campaign="c", variant="a", placement="popup", **extra)
+        for lang in ("pl", "en")
+        for extra in ({}, {"code": code, "revealed": True})
+    ]
+    polish, english = pages[:2], pages[2:]
+    for html in polish:
+        assert 'aria-label="Zamknij"' in html
+        assert not [t for t in ENGLISH if t in html], html
+    assert "Imię" in polish[0] and "Twój e-mail" in polish[0] and "Pokaż mój kod" in polish[0]
+    assert ("Oto Twój kod" if code else "Dziękujemy!") in polish[1]
+    assert ("Here is your code" if code else "Thank you!") in english[1]
+    assert "First name" in english[0] and 'aria-label="Close"' in english[0]
 
 
 def test_prices_come_from_babel() -> None:

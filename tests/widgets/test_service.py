@@ -95,3 +95,27 @@ async def test_a_widget_is_sent_with_its_html_once_per_page(server: EdgeServer) 
     fresh = item(await visitor.track(next_page), "recently-viewed")
     assert "Brass desk lamp" in str(fresh["html"])  # a new page: rendered and sent again
     await visitor.close()
+
+
+async def test_a_polish_visitor_gets_the_coupon_and_its_code_in_polish(
+    server: EdgeServer,
+) -> None:
+    """Issue 16: the Polish pop-up was followed by an English "Here is your code"."""
+    visitor = Visitor(server.ws)
+    await visitor.connect(lang="pl-PL")
+    for _ in range(3):
+        answers = await visitor.track(visitor.event("page_view", url=SHOP))
+    form = str(item(answers, "welcome-coupon")["html"])
+    for polish in ("10% rabatu", "Pokaż kod", "Twój e-mail", 'aria-label="Zamknij"'):
+        assert polish in form
+    answers = await visitor.track(
+        visitor.event("identify", email="nowy@example.com", marketing_consent=True),
+        visitor.event("widget", campaign="welcome-coupon", variant="a", action="convert"),
+    )
+    (coupon,) = [a for a in answers if a["type"] == "coupon"]
+    html = coupon["html"]
+    assert "Oto Twój kod" in html and "Wpisz go przy składaniu zamówienia." in html
+    assert 'aria-label="Zamknij"' in html
+    for english in ("Here is your code", "Enter it at checkout", "Close", "Your code"):
+        assert english not in html
+    await visitor.close()
