@@ -19,8 +19,8 @@ passed in KEYS. Per tag, that is:
                              buckets into their cache)
     {cp:<site>:<campaign>}   one coupon pool (load, claim)
     {st:<site>:<campaign>}   one campaign's statistics, a hash per day (no script)
-    {au:<site>}              a site's automation stream, cart deadlines, dead letters
-                             (the abandoned-cart claim pops, reads and appends at once)
+    {au:<site>}              a site's automation stream, deadlines, dead letters
+                             (the deadline claim pops, reads and appends at once)
 
 Batches across tags (a flush's profiles, statistics of several campaigns) are
 non-transactional pipelines; the cluster client splits them by master. How
@@ -156,9 +156,12 @@ def campaign_stats(site: str, campaign: str, day: str) -> str:
 #     edge:au:{au:<site>}:events   stream  automation events, XADD MAXLEN ~ (setting
 #                                          automation_stream_maxlen); fields type, site,
 #                                          visitor, customer, at, payload (JSON)
-#     edge:au:{au:<site>}:due      zset    visitor -> abandoned-cart deadline (unix s)
-#     edge:au:{au:<site>}:carts    hash    <visitor> -> the cart_abandoned payload (JSON) of that
-#                                          deadline, <visitor>:c -> customer id ("" if none)
+#     edge:au:{au:<site>}:due      zset    member -> deadline (unix s); the member is <visitor>
+#                                          for an abandoned cart, <kind>|<visitor> for the
+#                                          timed kinds (browse_abandoned, customer_away,
+#                                          churn_risk): edge.automation.store.member
+#     edge:au:{au:<site>}:carts    hash    <member> -> the event's payload (JSON) set with that
+#                                          deadline, <member>:c -> customer id ("" if none)
 #     edge:au:{au:<site>}:dead     list    JSON webhook deliveries that failed every try; newest
 #                                          first, trimmed to 1,000
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from edge.decisioning.config import AutomationConfig
 from edge.decisioning.config import AutomationEvent as EventKind
-from edge.intelligence import DAY_S, Intelligence, winback
+from edge.intelligence import DAY_S, Intelligence, expected_interval_days, winback
 from edge.profile import Cart, Profile
 from edge.tracker import protocol as p
 
@@ -53,6 +53,9 @@ class Automation:
     cart_window_s: float = 30 * 60.0
     watched: tuple[re.Pattern[str], ...] = ()
     webhooks: tuple[Webhook, ...] = ()
+    browse_window_s: float | None = 60 * 60.0  # None: no browse_abandoned
+    away_s: float | None = 90 * DAY_S  # None: no customer_away
+    churn_threshold: float | None = 0.5  # None: no churn_risk
 
 
 DEFAULT = Automation()
@@ -64,7 +67,14 @@ def compile_automation(config: AutomationConfig) -> Automation:
         cart_window_s=config.cart_abandon_min * 60.0,
         watched=tuple(re.compile(pattern) for pattern in config.watched_pages),
         webhooks=tuple(Webhook(w.url, frozenset(w.events), w.secret_env) for w in config.webhooks),
+        browse_window_s=_scaled(config.browse_abandon_min, 60.0),
+        away_s=_scaled(config.away_days, DAY_S),
+        churn_threshold=config.churn_risk_threshold,
     )
+
+
+def _scaled(value: float | None, unit_s: float) -> float | None:
+    return None if value is None else value * unit_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,3 +270,106 @@ def abandoned(profile: Profile, cfg: Automation, now: float) -> bool:
     site's window: exactly when the claimer emits ``cart_abandoned`` (give or
     take its polling interval)."""
     return bool(profile.cart.lines) and now - profile.cart.updated_at >= cfg.cart_window_s
+
+
+# --- timed automation beyond carts ------------------------------------------------
+#
+# Like the abandoned cart, each is a deadline per (kind, visitor) that a stored
+# event sets, moves or cancels, and that the claimer turns into one event when
+# it falls due with nothing having moved it (edge.automation.store: claimed
+# once across every process). The payload is fixed when the deadline is set.
+
+TIMED_KINDS: tuple[str, ...] = ("browse_abandoned", "customer_away", "churn_risk")
+BROWSE_SKUS = 10  # the products a browse_abandoned event lists, newest first
+Timed = tuple[str, float | None, dict[str, Any] | None]  # kind, due (None: cancel), payload
+
+
+def timed(
+    before: Profile | None, after: Profile, event: p.Event, cfg: Automation, intel: Intelligence
+) -> list[Timed]:
+    """What one applied event does to the visitor's timed deadlines."""
+    if after is before:
+        return []
+    out: list[Timed] = []
+    if cfg.browse_window_s is not None:
+        out += _browse(before, after, event, cfg.browse_window_s)
+    if cfg.away_s is not None:
+        out += _away(before, after, cfg.away_s)
+    if cfg.churn_threshold is not None:
+        out += _churn(before, after, event, cfg.churn_threshold, intel)
+    return out
+
+
+def _browse(before: Profile | None, after: Profile, event: p.Event, window_s: float) -> list[Timed]:
+    """A visit with products viewed and nothing put in the cart or bought:
+    due ``window_s`` after the visit's last event; a cart or an order cancels it."""
+    session = after.session
+    if isinstance(event, p.Purchase | p.Cart) and (
+        isinstance(event, p.Purchase) or after.cart.lines
+    ):
+        return [("browse_abandoned", None, None)] if _browsing(before) else []
+    if session is None or after.cart.lines:
+        return []
+    viewed = [v.sku for v in after.products if v.at >= session.started_at][:BROWSE_SKUS]
+    if not viewed or _ordered_since(after, session.started_at):
+        return []
+    payload = {"skus": viewed, "visit_started_at": session.started_at}
+    return [("browse_abandoned", after.last_seen + window_s, payload)]
+
+
+def _browsing(profile: Profile | None) -> bool:
+    """Whether ``profile`` may hold a browse deadline (to cancel it)."""
+    if profile is None or profile.session is None:
+        return False
+    started = profile.session.started_at
+    return any(v.at >= started for v in profile.products)
+
+
+def _ordered_since(profile: Profile, at: float) -> bool:
+    return profile.last_order_at is not None and profile.last_order_at >= at
+
+
+def _away(before: Profile | None, after: Profile, away_s: float) -> list[Timed]:
+    """A customer (an order, or an identity) not back ``away_s`` after their
+    last visit started; every new visit (or becoming a customer) moves it."""
+    if not _customer(after) or after.session is None:
+        return []
+    if not (_new_visit(before, after) or not _customer(before)):
+        return []
+    started = after.session.started_at
+    payload = {
+        "away_days": round(away_s / DAY_S, 2),
+        "last_visit_at": started,
+        "orders": after.orders,
+        "last_order_at": after.last_order_at,
+    }
+    return [("customer_away", started + away_s, payload)]
+
+
+def _customer(profile: Profile | None) -> bool:
+    return profile is not None and (profile.orders > 0 or profile.level != "anonymous")
+
+
+def _churn(
+    before: Profile | None,
+    after: Profile,
+    event: p.Event,
+    threshold: float,
+    intel: Intelligence,
+) -> list[Timed]:
+    """Churn risk (edge.intelligence.churn_risk) only grows with time after
+    the last order, so when it reaches ``threshold`` is known at each order:
+    ``last_order_at + expected interval x (1 + 2 x threshold)``."""
+    if not isinstance(event, p.Purchase) or after.orders <= (before.orders if before else 0):
+        return []
+    expected = expected_interval_days(after, intel)
+    if expected is None or after.last_order_at is None:
+        return []
+    due = after.last_order_at + expected * (1 + 2 * threshold) * DAY_S
+    payload = {
+        "risk": threshold,
+        "expected_interval_days": round(expected, 2),
+        "last_order_at": after.last_order_at,
+        "orders": after.orders,
+    }
+    return [("churn_risk", due, payload)]

@@ -61,6 +61,25 @@ class CartAbandonedPayload(_Strict):
     changed_at: float
 
 
+class BrowseAbandonedPayload(_Strict):
+    skus: list[str] = Field(description="viewed in the visit, newest first (at most 10)")
+    visit_started_at: float
+
+
+class CustomerAwayPayload(_Strict):
+    away_days: float
+    last_visit_at: float
+    orders: int
+    last_order_at: float | None
+
+
+class ChurnRiskPayload(_Strict):
+    risk: float = Field(description="the threshold reached (automation.churn_risk_threshold)")
+    expected_interval_days: float
+    last_order_at: float
+    orders: int
+
+
 class PurchasePayload(_Strict):
     order_id: str
     value: float | None
@@ -113,6 +132,21 @@ class CartAbandonedEvent(_Envelope):
     payload: CartAbandonedPayload
 
 
+class BrowseAbandonedEvent(_Envelope):
+    type: Literal["browse_abandoned"]
+    payload: BrowseAbandonedPayload
+
+
+class CustomerAwayEvent(_Envelope):
+    type: Literal["customer_away"]
+    payload: CustomerAwayPayload
+
+
+class ChurnRiskEvent(_Envelope):
+    type: Literal["churn_risk"]
+    payload: ChurnRiskPayload
+
+
 class PurchaseEvent(_Envelope):
     type: Literal["purchase"]
     payload: PurchasePayload
@@ -147,6 +181,9 @@ AnyEvent = Annotated[
     IdentifiedEvent
     | MarketingConsentEvent
     | CartAbandonedEvent
+    | BrowseAbandonedEvent
+    | CustomerAwayEvent
+    | ChurnRiskEvent
     | PurchaseEvent
     | WatchedPageVisitedEvent
     | ScoreThresholdEvent
@@ -160,6 +197,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "identified",
     "marketing_consent",
     "cart_abandoned",
+    "browse_abandoned",
+    "customer_away",
+    "churn_risk",
     "purchase",
     "watched_page_visited",
     "score_threshold",

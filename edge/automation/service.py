@@ -1,5 +1,6 @@
 """The automation shell: derives events from what ingest stored, publishes
-them in the background, claims abandoned carts, sends webhooks.
+them in the background, claims due deadlines (abandoned carts and the timed
+kinds: browse abandonment, customers away, churn risk), sends webhooks.
 
 Like ``WidgetService.learn``, ``observe`` only queues: nobody waits for the
 stream, and the events themselves are already stored. A failed write is
@@ -23,8 +24,9 @@ from edge.automation.events import (
     customer_of,
     deadline,
     derive,
+    timed,
 )
-from edge.automation.store import AutomationStore, Deadline
+from edge.automation.store import AutomationStore, Deadline, member
 from edge.automation.webhooks import Delivery, Poster, dead_record, deliver, post
 from edge.profile import Profile
 from edge.sites import Site
@@ -85,6 +87,9 @@ class AutomationService:
                 due = change[1]
                 cart = {"customer": customer_of(after), "payload": cart_payload(after.cart)}
                 deadlines.append((after.visitor, due, cart if due is not None else None))
+            for kind, due, payload in timed(before, after, event, cfg, site.intelligence):
+                data = {"customer": customer_of(after), "payload": payload}
+                deadlines.append((member(kind, after.visitor), due, data if due else None))
         for e in events:
             if e.type == "widget_converted":
                 self._remember((site.id, e.visitor, str(e.payload["campaign"])), e.customer)
@@ -132,10 +137,10 @@ class AutomationService:
             deadlines, self._deadlines = self._deadlines, {}
             for site_id, changes in deadlines.items():
                 try:
-                    await self.store.schedule(site_id, _last_per_visitor(changes))
+                    await self.store.schedule(site_id, _last_per_member(changes))
                 except Exception:  # a missed reminder; logged
                     log.exception(
-                        "site %s: recording %d cart deadlines failed", site_id, len(changes)
+                        "site %s: recording %d automation deadlines failed", site_id, len(changes)
                     )
             for site_id, batch in events.items():
                 try:
@@ -147,10 +152,10 @@ class AutomationService:
                 self._send(self._sites[site_id], batch)
             await asyncio.sleep(0.05)  # let a batch gather
 
-    # --- abandoned carts -------------------------------------------------------
+    # --- due deadlines: abandoned carts, timed automation -----------------------
 
     def start(self, sites: Callable[[], Iterable[Site]]) -> None:
-        """Claim due abandoned carts every ``claim_interval_s`` (every process
+        """Claim due deadlines every ``claim_interval_s`` (every process
         does; the claim is atomic)."""
         if self._interval_s > 0 and self._claimer is None:
             self._claimer = asyncio.get_running_loop().create_task(self._claim_loop(sites))
@@ -161,7 +166,7 @@ class AutomationService:
             try:
                 await self.claim(sites(), self._clock())
             except Exception:  # retried on the next tick; logged
-                log.exception("claiming abandoned carts failed")
+                log.exception("claiming due automation deadlines failed")
 
     async def claim(self, sites: Iterable[Site], now: float) -> list[AutomationEvent]:
         """Emit ``cart_abandoned`` for every deadline due at ``now``."""
@@ -240,8 +245,8 @@ class AutomationService:
                 task.cancel()
 
 
-def _last_per_visitor(changes: Sequence[Deadline]) -> list[Deadline]:
-    """One change per visitor, the latest."""
+def _last_per_member(changes: Sequence[Deadline]) -> list[Deadline]:
+    """One change per deadline (kind and visitor), the latest."""
     latest: dict[str, Deadline] = {}
     for change in changes:
         latest.pop(change[0], None)

@@ -4,10 +4,13 @@ for the embedded store), abandoned-cart deadlines, and webhook dead letters.
 Consumers read the stream with consumer groups (docs/operations.md,
 "Automation events"); the stream is capped with ``XADD MAXLEN ~``.
 
-Abandoned carts: a deadline per visitor in a sorted set (score: when the cart
-counts as abandoned) with the cart it was set for in a hash. ``claim_due``
-runs one Lua script per site that pops the due deadlines, reads their carts
-and appends the ``cart_abandoned`` events to the stream, all atomically: with
+Deadlines (abandoned carts, and the timed kinds of
+``edge.automation.events.timed``): one per (kind, visitor) in a sorted set
+(score: when it falls due) with the payload it was set with in a hash. The
+member is the visitor id for an abandoned cart (the layout before the timed
+kinds existed) and ``<kind>|<visitor>`` for the others (``member``).
+``claim_due`` runs one Lua script per site that pops the due deadlines, reads
+their payloads and appends their events to the stream, all atomically: with
 any number of processes claiming at once, each deadline is emitted once, and
 a process dying after the claim cannot lose the stream entry.
 """
@@ -26,7 +29,9 @@ from edge.stores import connect, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 MEMORY_RING = 10_000
-Deadline = tuple[str, float | None, Mapping[str, Any] | None]  # visitor, due or None, cart
+# member (see ``member``), due or None (cancel), {"customer": ..., "payload": ...}
+Deadline = tuple[str, float | None, Mapping[str, Any] | None]
+CART = "cart_abandoned"
 DEAD_LETTERS = 1000
 
 
@@ -36,13 +41,14 @@ class AutomationStore(Protocol):
         ...
 
     async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
-        """Set (``due`` a time, ``cart`` the event's customer and payload) or
-        cancel (``due`` None) visitors' abandoned-cart deadlines, in order."""
+        """Set (``due`` a time, with the event's customer and payload) or
+        cancel (``due`` None) deadlines, in order."""
         ...
 
     async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
-        """Pop the deadlines due at ``now``, publish and return their
-        ``cart_abandoned`` events; each deadline is claimed by one caller only."""
+        """Pop the deadlines due at ``now``, publish and return their events
+        (``cart_abandoned`` and the timed kinds); each deadline is claimed by
+        one caller only."""
         ...
 
     async def read(
@@ -57,9 +63,21 @@ class AutomationStore(Protocol):
     async def dead_letters(self, site: str) -> list[dict[str, Any]]: ...
 
 
-def _abandoned(site: str, visitor: str, due: float, cart: Mapping[str, Any]) -> AutomationEvent:
+def member(kind: str, visitor: str) -> str:
+    """The deadline's name in the sorted set: the visitor for a cart."""
+    return visitor if kind == CART else f"{kind}|{visitor}"
+
+
+def parse_member(name: str) -> tuple[str, str]:
+    """(kind, visitor) of a deadline; a visitor id never holds ``|``."""
+    kind, bar, visitor = name.partition("|")
+    return (kind, visitor) if bar else (CART, name)
+
+
+def _due_event(site: str, name: str, due: float, data: Mapping[str, Any]) -> AutomationEvent:
+    kind, visitor = parse_member(name)
     return AutomationEvent(
-        "cart_abandoned", site, visitor, due, cart.get("customer"), cart.get("payload") or {}
+        kind, site, visitor, due, data.get("customer") or None, data.get("payload") or {}
     )
 
 
@@ -81,16 +99,16 @@ class MemoryAutomation:
 
     async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
         table = self._due.setdefault(site, {})
-        for visitor, due, cart in changes:
+        for name, due, data in changes:
             if due is None:
-                table.pop(visitor, None)
+                table.pop(name, None)
             else:
-                table[visitor] = (due, cart or {})
+                table[name] = (due, data or {})
 
     async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
         table = self._due.get(site, {})
-        due = sorted((at, visitor) for visitor, (at, _) in table.items() if at <= now)[:limit]
-        events = [_abandoned(site, v, at, table.pop(v)[1]) for at, v in due]
+        due = sorted((at, name) for name, (at, _) in table.items() if at <= now)[:limit]
+        events = [_due_event(site, name, at, table.pop(name)[1]) for at, name in due]
         await self.publish(site, events)
         return events
 
@@ -122,24 +140,26 @@ def _id(entry_id: str) -> tuple[int, int]:
 # below touches only its KEYS, in one slot, so it is one atomic step on Redis
 # Cluster too.
 #
-# KEYS[1] deadlines (zset), KEYS[2] carts (hash: <visitor> -> payload JSON,
-# <visitor>:c -> customer id), KEYS[3] the stream.
+# KEYS[1] deadlines (zset), KEYS[2] payloads (hash: <member> -> payload JSON,
+# <member>:c -> customer id), KEYS[3] the stream.
 # ARGV[1] now, ARGV[2] limit, ARGV[3] stream max length, ARGV[4] site.
-# Returns [visitor, due, payload, customer, ...] of the deadlines this call claimed.
+# Returns [member, due, payload, customer, ...] of the deadlines this call claimed.
 CLAIM_SCRIPT = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
 for i = 1, #due, 2 do
-  local visitor, at = due[i], due[i + 1]
-  redis.call('ZREM', KEYS[1], visitor)
-  local cart = redis.call('HMGET', KEYS[2], visitor, visitor .. ':c')
-  redis.call('HDEL', KEYS[2], visitor, visitor .. ':c')
-  local payload, customer = cart[1] or '{}', cart[2] or ''
+  local name, at = due[i], due[i + 1]
+  redis.call('ZREM', KEYS[1], name)
+  local data = redis.call('HMGET', KEYS[2], name, name .. ':c')
+  redis.call('HDEL', KEYS[2], name, name .. ':c')
+  local payload, customer = data[1] or '{}', data[2] or ''
+  local kind, visitor = string.match(name, '^([^|]+)|(.+)$')
+  if not kind then kind, visitor = 'cart_abandoned', name end
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
-    'type', 'cart_abandoned', 'site', ARGV[4], 'visitor', visitor, 'customer', customer,
+    'type', kind, 'site', ARGV[4], 'visitor', visitor, 'customer', customer,
     'at', string.format('%.3f', tonumber(at)), 'payload', payload)
-  table.insert(out, visitor)
+  table.insert(out, name)
   table.insert(out, at)
   table.insert(out, payload)
   table.insert(out, customer)
@@ -148,10 +168,10 @@ return out
 """
 CLAIM = lua.Script(CLAIM_SCRIPT)
 
-# KEYS[1] deadlines (zset), KEYS[2] carts (hash). ARGV: one group of four per
-# change, in order: visitor, due (unix s; '' cancels), payload JSON, customer.
+# KEYS[1] deadlines (zset), KEYS[2] payloads (hash). ARGV: one group of four per
+# change, in order: member, due (unix s; '' cancels), payload JSON, customer.
 # The batch is applied at once, so ``claim_due`` never sees a deadline without
-# the cart it was set for (one script, not MULTI: see ``edge.stores.connect``).
+# the payload it was set with (one script, not MULTI: see ``edge.stores.connect``).
 SCHEDULE = lua.Script("""
 for i = 1, #ARGV, 4 do
   local visitor, due = ARGV[i], ARGV[i + 1]
@@ -198,18 +218,18 @@ class RedisAutomation:
         if not changes:
             return
         args: list[str] = []
-        for visitor, due, cart in changes:
+        for name, due, data in changes:
             if due is None:
-                args += [visitor, "", "", ""]
+                args += [name, "", "", ""]
             else:
-                cart = cart or {}
-                payload = json.dumps(cart.get("payload") or {}, separators=(",", ":"))
-                args += [visitor, repr(float(due)), payload, cart.get("customer") or ""]
+                data = data or {}
+                payload = json.dumps(data.get("payload") or {}, separators=(",", ":"))
+                args += [name, repr(float(due)), payload, data.get("customer") or ""]
         deadlines = [keys.cart_deadlines(site), keys.cart_payloads(site)]
         try:
             await SCHEDULE(self._client, deadlines, args)
         except REDIS_ERRORS as exc:
-            raise StoreError(f"recording a cart deadline failed: {exc}") from exc
+            raise StoreError(f"recording automation deadlines failed: {exc}") from exc
 
     async def claim_due(self, site: str, now: float, limit: int = 100) -> list[AutomationEvent]:
         try:
@@ -219,15 +239,15 @@ class RedisAutomation:
                 [repr(now), limit, self._maxlen, site],
             )
         except REDIS_ERRORS as exc:
-            raise StoreError(f"claiming abandoned carts failed: {exc}") from exc
+            raise StoreError(f"claiming due automation deadlines failed: {exc}") from exc
         events = []
         for i in range(0, len(reply), 4):
             try:
                 payload = json.loads(_text(reply[i + 2]))
             except ValueError:
                 payload = {}
-            cart = {"customer": _text(reply[i + 3]) or None, "payload": payload}
-            events.append(_abandoned(site, _text(reply[i]), float(reply[i + 1]), cart))
+            data = {"customer": _text(reply[i + 3]) or None, "payload": payload}
+            events.append(_due_event(site, _text(reply[i]), float(reply[i + 1]), data))
         return events
 
     async def read(

@@ -167,6 +167,9 @@ AutomationEvent = Literal[
     "identified",
     "marketing_consent",
     "cart_abandoned",
+    "browse_abandoned",
+    "customer_away",
+    "churn_risk",
     "purchase",
     "watched_page_visited",
     "score_threshold",
@@ -186,6 +189,9 @@ class WebhookConfig(_Strict):
             "identified",
             "marketing_consent",
             "cart_abandoned",
+            "browse_abandoned",
+            "customer_away",
+            "churn_risk",
             "purchase",
             "watched_page_visited",
             "score_threshold",
@@ -200,6 +206,10 @@ class WebhookConfig(_Strict):
 
 class AutomationConfig(_Strict):
     cart_abandon_min: Annotated[float, Field(gt=0, le=30 * 24 * 60)] = 30
+    # timed automation beyond carts (docs/configuration.md, "Automation events"); null: off
+    browse_abandon_min: Annotated[float, Field(gt=0, le=30 * 24 * 60)] | None = 60
+    away_days: Annotated[float, Field(gt=0, le=3650)] | None = 90
+    churn_risk_threshold: Annotated[float, Field(gt=0, le=1)] | None = 0.5
     watched_pages: Annotated[list[str], Field(max_length=100)] = []  # path regexes, searched
     webhooks: Annotated[list[WebhookConfig], Field(max_length=10)] = []
 

@@ -14,7 +14,7 @@ import pytest
 from edge import offers
 from edge.automation import schema
 from edge.automation.config import automation_of
-from edge.automation.events import AutomationEvent, cart_payload, derive
+from edge.automation.events import AutomationEvent, cart_payload, derive, timed
 from edge.decisioning.config import AUTOMATION_EVENTS
 from edge.profile import Profile
 from edge.sites import Site, load_site
@@ -45,6 +45,7 @@ class Visitor:
         self.ctx = VisitContext(new_id(), new_id())
         self.profile: Profile | None = None
         self.seq = 0
+        self.due: dict[str, AutomationEvent | None] = {}
 
     def send(self, raw: dict[str, Any], at: float) -> list[AutomationEvent]:
         self.seq += 1
@@ -55,6 +56,13 @@ class Visitor:
         before = self.profile
         self.profile = apply(before, event, self.ctx, self.site, at)
         cfg = automation_of(self.site)
+        for kind, due, payload in timed(before, self.profile, event, cfg, self.site.intelligence):
+            # what the claimer would emit when the deadline falls due, as set last
+            self.due[kind] = (
+                None
+                if due is None
+                else AutomationEvent(kind, self.site.id, self.ctx.visitor, due, None, payload or {})
+            )
         return derive(self.site.id, before, self.profile, event, cfg, self.site.intelligence, at)
 
 
@@ -132,6 +140,10 @@ def _every_kind(site: Site) -> list[AutomationEvent]:
     v = Visitor(site)
     out: list[AutomationEvent] = []
     out += v.send({"type": "page_view", "url": "http://127.0.0.1:8000/demo/c/lighting"}, NOW)
+    out += v.send({"type": "product_view", "sku": "LAMP-1"}, NOW + 0.5)
+    browse = v.due["browse_abandoned"]
+    assert browse is not None
+    out.append(browse)
     out += v.send(identify("ann@example.com", name="Ann", marketing_consent=True), NOW + 1)
     out += v.send(identify("ann@example.com", marketing_consent=False), NOW + 2)
     for i in range(3):
@@ -163,6 +175,7 @@ def _every_kind(site: Site) -> list[AutomationEvent]:
     coupon = {"campaign": "welcome-coupon", "code": "WELCOME-ABC"}
     out.append(AutomationEvent("coupon_issued", site.id, v.ctx.visitor, NOW + 41, None, coupon))
     out += v.send({"type": "page_view", "url": "http://127.0.0.1:8000/demo"}, NOW + 100 * DAY)
+    out += [e for kind, e in v.due.items() if e is not None and kind != "browse_abandoned"]
     return out
 
 
