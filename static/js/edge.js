@@ -151,7 +151,7 @@ const unseen = el => { const r = el.getBoundingClientRect(); return r.bottom < 0
 const report = (it, action) => track('widget', { campaign: it.campaign, variant: it.variant, action, step: it.step });
 const host = (it, el) => {
   const h = d.createElement('div');
-  h.setAttribute('data-edge-campaign', it.campaign); h.setAttribute('data-edge-variant', it.variant);
+  h.setAttribute('data-edge-campaign', it.campaign); h.setAttribute('data-edge-variant', it.variant); h.setAttribute('data-edge-placement', it.placement);
   const r = h.attachShadow({ mode: 'open' });
   r.innerHTML = css + it.html;
   on(r, 'click', e => {
