@@ -24,6 +24,7 @@ from edge.profile import Profile, Touch
 from edge.tracker.context import VisitContext
 
 if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
+    from edge.catalog import Catalog
     from edge.sites import Site
 
 DAY_S = 86400.0
@@ -83,7 +84,9 @@ KNOWN: dict[str, frozenset[str] | None] = {
             "abandoned",
         }
     ),
-    "orders": frozenset({"count", "revenue", "average_value", "days_since_last"}),
+    "orders": frozenset(
+        {"count", "revenue", "average_value", "days_since_last", "skus", "categories", "items"}
+    ),
     "viewed": frozenset({"skus", "categories", "products"}),
     "segments": frozenset(),  # a list, used as a whole
     "campaigns": None,  # campaigns.<id>.impressions / clicks / closes / conversions / step
@@ -181,8 +184,27 @@ def build(
     visitor["tier"] = profile.tier
     visitor["days_to_birthday"] = days_to_birthday(profile.birthday, local.date())
     attrs["cart"]["abandoned"] = abandoned(profile, automation_of(site), now)
+    attrs["orders"].update(_bought(profile, site.catalog, now))
     attrs.update(intelligence_attributes(profile, site.intelligence, now))
     return attrs
+
+
+def _bought(profile: Profile, catalog: Catalog | None, now: float) -> dict[str, Any]:
+    """Purchase history (``profile.purchased``, newest first): ``skus``,
+    ``categories`` (from the catalog, as it is now) and ``items``, one record
+    per product with ``sku``, ``category``, ``qty`` and ``days_ago`` (since it
+    was last bought), for ``$elemMatch``: "bought a toy for 6-year-olds 330 to
+    400 days ago"."""
+    if not profile.purchased:
+        return {"skus": [], "categories": [], "items": []}
+    items = []
+    for bought in profile.purchased:
+        product = catalog.by_id(bought.sku) if catalog is not None else None
+        category = product.category if product is not None else None
+        days = round((now - bought.at) / DAY_S, 3)
+        items.append({"sku": bought.sku, "category": category, "qty": bought.qty, "days_ago": days})
+    categories = list(dict.fromkeys(i["category"] for i in items if i["category"]))
+    return {"skus": [i["sku"] for i in items], "categories": categories, "items": items}
 
 
 def _page(url: str | None, page: Page) -> dict[str, Any]:

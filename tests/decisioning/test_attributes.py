@@ -1,0 +1,92 @@
+"""Attributes from the profile: purchase history (``orders.skus``,
+``orders.categories``, ``orders.items``) for "bought X" and "bought a
+product of a category around a year ago"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edge.decisioning.attributes import Page, build
+from edge.decisioning.conditions import compile_condition
+from edge.profile import Profile
+from edge.sites import Site, load_site
+from edge.tracker import protocol as p
+from edge.tracker.context import VisitContext
+from edge.updates import apply
+from tests.helpers import PROFILES
+
+NOW = 1_790_000_000.0
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def site() -> Site:
+    return load_site(PROFILES / "demo")
+
+
+def bought(site: Site, orders: list[tuple[float, list[str]]]) -> Profile:
+    ctx = VisitContext("8c1f0a9b2d3e4f5061728394a5b6c7d8", "f00d0a9b2d3e4f5061728394a5b6c717")
+    profile: Profile | None = None
+    for n, (at, skus) in enumerate(orders, 1):
+        items = [{"sku": sku, "qty": 1, "price": 10.0} for sku in skus]
+        raw = {"type": "purchase", "order_id": f"O{n}", "items": items, "value": 10.0 * len(skus)}
+        event = p.parse_event({"seq": n, "id": f"ev{n:08d}", "currency": "EUR", **raw})
+        profile = apply(profile, event, ctx, site, at)
+    assert profile is not None
+    return profile
+
+
+def attrs(site: Site, profile: Profile | None, now: float = NOW) -> dict[str, Any]:
+    ctx = VisitContext("8c1f0a9b2d3e4f5061728394a5b6c7d8", "f00d0a9b2d3e4f5061728394a5b6c717")
+    return build(profile, ctx, site, now, Page(url="http://127.0.0.1:8000/demo"), {})
+
+
+def test_purchase_history_is_listed_newest_first_with_catalog_categories(site: Site) -> None:
+    profile = bought(site, [(NOW - 365 * DAY, ["LMP-01", "TXT-02"]), (NOW - 10 * DAY, ["LMP-02"])])
+    orders = attrs(site, profile)["orders"]
+    assert orders["skus"] == ["LMP-02", "LMP-01", "TXT-02"]
+    assert orders["categories"] == ["lighting", "textiles"]
+    assert orders["items"][0] == {"sku": "LMP-02", "category": "lighting", "qty": 1, "days_ago": 10}
+    assert orders["items"][2]["days_ago"] == 365
+
+
+def test_a_stranger_has_empty_history(site: Site) -> None:
+    orders = attrs(site, None)["orders"]
+    assert (orders["skus"], orders["categories"], orders["items"]) == ([], [], [])
+
+
+@pytest.mark.parametrize(
+    ("condition", "matches"),
+    [
+        ({"orders.skus": {"$in": ["LMP-01"]}}, True),  # bought X: any member of the list
+        ({"orders.skus": {"$in": ["LMP-03"]}}, False),
+        ({"orders.skus": {"$elemMatch": {"$eq": "TXT-02"}}}, True),
+        ({"orders.categories": {"$in": ["textiles"]}}, True),
+        (  # a textile product bought 330 to 400 days ago: the yearly reminder
+            {
+                "orders.items": {
+                    "$elemMatch": {"category": "textiles", "days_ago": {"$gte": 330, "$lte": 400}}
+                }
+            },
+            True,
+        ),
+        (  # lighting, but the one from a year ago is not within the last 30 days
+            {"orders.items": {"$elemMatch": {"sku": "LMP-01", "days_ago": {"$lte": 30}}}},
+            False,
+        ),
+    ],
+)
+def test_conditions_target_purchase_history(
+    site: Site, condition: dict[str, Any], matches: bool
+) -> None:
+    profile = bought(site, [(NOW - 365 * DAY, ["LMP-01", "TXT-02"]), (NOW - 10 * DAY, ["LMP-02"])])
+    assert compile_condition(condition)(attrs(site, profile)) is matches
+
+
+def test_a_product_no_longer_in_the_catalog_keeps_its_sku_without_a_category(site: Site) -> None:
+    profile = bought(site, [(NOW - DAY, ["GONE-1"])])
+    orders = attrs(site, profile)["orders"]
+    assert orders["skus"] == ["GONE-1"] and orders["categories"] == []
+    assert orders["items"][0]["category"] is None
