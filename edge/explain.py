@@ -18,6 +18,7 @@ from edge.profile import Profile, from_wire
 from edge.sites import load_site
 from edge.tracker.context import VisitContext
 from edge.tracker.useragent import classify
+from edge.widgets.service import nothing_to_recommend
 
 CLIENT_TRIGGERS = ("exit_intent", "delay_s", "scroll_pct", "inactivity_s")
 
@@ -71,6 +72,7 @@ def run_explain(request: ExplainRequest) -> dict[str, Any]:
         trigger=engine_trigger,
         page=Page(url=request.page),
         device=classify(request.user_agent).to_attributes(),
+        unavailable=nothing_to_recommend(site, profile, None),
         explain=True,
     )
     items = decisions.to_wire()

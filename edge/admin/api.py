@@ -27,6 +27,7 @@ from edge.sites import Site
 from edge.tracker.context import VisitContext
 from edge.tracker.ingest import Ingest
 from edge.tracker.useragent import classify
+from edge.widgets.service import nothing_to_recommend
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ async def explain(request: Request) -> Response:
         trigger="page_view" if trigger in CLIENT_TRIGGERS else trigger,
         page=Page(url=url),
         device=classify(user_agent).to_attributes(),
-        unavailable=ingest.widgets.unavailable(site),
+        unavailable=ingest.widgets.unavailable(site) | nothing_to_recommend(site, profile, None),
         explain=True,
     )
     items = decisions.to_wire()

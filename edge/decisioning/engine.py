@@ -93,7 +93,8 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
 ) -> Decisions:
     """Decide for one trigger: ``page_view`` (the page-level campaigns: shown on
     load, after a delay, on scroll, exit intent or inactivity) or ``event:<name>``.
-    ``unavailable`` campaigns are passed over (their coupon pool is empty)."""
+    ``unavailable`` campaigns are passed over (their coupon pool is empty, or
+    their block of the shopper's history has nothing in it)."""
     decisioning = site.decisioning
     if not decisioning.campaigns and not explain:
         return NOTHING
@@ -116,7 +117,10 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
             continue
         if unavailable and campaign.id in unavailable:
             if explain:
-                trace.append(f"campaign {campaign.id}: unavailable (no coupon codes to give)")
+                trace.append(
+                    f"campaign {campaign.id}: unavailable (no coupon codes to give, "
+                    "or no product of the shopper's own to recommend)"
+                )
             continue
         state = states.get(campaign.id)
         if campaign.plain and state is None and trigger == PAGE_TRIGGER and not explain:

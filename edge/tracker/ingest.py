@@ -27,7 +27,7 @@ from edge.tracker.admission import Admission
 from edge.tracker.context import VisitContext
 from edge.tracker.useragent import classify
 from edge.updates import check_event, widget_refusal
-from edge.widgets.service import Shown, WidgetService, coupon_of
+from edge.widgets.service import Shown, WidgetService, coupon_of, nothing_to_recommend
 
 # Event types after which the page's decisions may change; custom events
 # additionally trigger the campaigns waiting for them; widget reports do neither.
@@ -69,8 +69,11 @@ def decide_all(
     wanted: Sequence[str],
     unavailable: frozenset[str] = frozenset(),
 ) -> list[Decision]:
-    """Decisions for every trigger a batch asked for, each campaign once."""
+    """Decisions for every trigger a batch asked for, each campaign once. A
+    block of the shopper's own history with nothing in it is passed over
+    (``nothing_to_recommend``), so its slot goes to the next campaign."""
     device = classify(ctx.user_agent).to_attributes()
+    unavailable = unavailable | nothing_to_recommend(site, profile, page.product)
     chosen: list[Decision] = []
     seen: set[str] = set()
     for trigger in wanted:

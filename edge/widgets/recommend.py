@@ -10,9 +10,16 @@ Rules every strategy follows, because a block that recommends the product on
 screen, something already in the cart or a product nobody can buy wastes the
 slot: exclude the current product, cart lines, already bought products (except
 for replenishment) and out-of-stock or unknown skus; dedupe; and when a
-strategy has fewer than ``limit`` products (a stranger has no history, a new
-product has no co-views), top up with bestsellers, then trending, then catalog
-order, so a block is never empty on a cold start.
+strategy has fewer than ``limit`` products (a new product has no co-views),
+top up with bestsellers, then trending, then catalog order, so a block is
+never empty on a cold start.
+
+Except the strategies of the shopper's own history (``HISTORY``: recently
+viewed, viewed before, bought before): their block says "you saw these", so
+it is never topped up with products the shopper never saw (issue 16: "Recently
+viewed" showed bestsellers the shopper had not seen). It is left short, and
+with nothing to show it is empty; the widget service then sends no widget for
+it (``edge.widgets.service``), and the slot keeps the shop's own content.
 
 ``signals`` maps a signal name to (sku, score) pairs, best first. Pair signals
 (``viewed_together``, ``bought_together``) are the partners of the anchor sku:
@@ -48,14 +55,16 @@ STRATEGIES: tuple[str, ...] = (
     "trending",
 )
 FALLBACK: tuple[SignalKind, ...] = ("bestsellers", "trending")
+# The shopper's own history: never topped up with what they did not see.
+HISTORY = frozenset({"last_visit_viewed", "ever_viewed", "purchased"})
 # What each strategy reads from ``signals``: its own signal, "purchased" for
 # the already-bought exclusion (or as the list itself, for replenishment), and
-# the fallback rankings.
+# the fallback rankings (not for ``HISTORY``).
 SIGNALS_NEEDED: dict[str, tuple[str, ...]] = {
     name: (
         *((name,) if name in PAIR_KINDS or name == "purchased" else ()),
         *(() if name == "purchased" else ("purchased",)),
-        *FALLBACK,
+        *(() if name in HISTORY else FALLBACK),
     )
     for name in STRATEGIES
 }
@@ -125,7 +134,8 @@ def recommend(
     limit: int,
     current_sku: str | None = None,
 ) -> list[Product]:
-    """Up to ``limit`` in-stock products for the block, best first."""
+    """Up to ``limit`` in-stock products for the block, best first; for a
+    ``HISTORY`` strategy only products of the shopper's history (maybe none)."""
     _check(strategy)
     if limit <= 0:
         return []
@@ -144,6 +154,28 @@ def recommend(
         if len(picked) == limit:
             break
     return picked
+
+
+def history_is_empty(
+    widget: Mapping[str, object],
+    profile: Profile | None,
+    catalog: Catalog | None,
+    current_sku: str | None = None,
+) -> bool:
+    """Whether ``widget`` is a block of the shopper's own history (``HISTORY``)
+    with nothing to show them: such a campaign is passed over, and the slot
+    goes to the next one (bestsellers), not to an empty block. Needs no
+    shared signal, so it is known before deciding."""
+    strategy = widget.get("strategy")
+    if widget.get("kind") != "recommendations" or strategy not in HISTORY:
+        return False
+    if catalog is None:
+        return True
+    bought = [(b.sku, b.at) for b in profile.purchased] if profile is not None else []
+    shown = recommend(
+        str(strategy), profile, catalog, {"purchased": bought}, limit=1, current_sku=current_sku
+    )
+    return not shown
 
 
 def _check(strategy: str) -> None:
@@ -168,9 +200,12 @@ def _excluded(ctx: _Context, strategy: str) -> set[str]:
 
 
 def _candidates(strategy: str, ctx: _Context) -> Iterator[str]:
-    """The strategy's own skus, then the fallbacks; lazy, so the fallbacks and
-    the catalog scan only run when the strategy came up short."""
+    """The strategy's own skus, then the fallbacks (none for ``HISTORY``);
+    lazy, so the fallbacks and the catalog scan only run when the strategy
+    came up short."""
     yield from _STRATEGIES[strategy](ctx)
+    if strategy in HISTORY:
+        return
     for kind in FALLBACK:
         yield from _ranked(ctx, ctx.signals.scores(kind, None))
     yield from (p.id for p in ctx.catalog.products)

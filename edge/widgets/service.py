@@ -21,7 +21,7 @@ from edge.sites import Site
 from edge.stats import StatsStore, StatUpdate, stat_updates
 from edge.tracker.context import VisitContext
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
-from edge.widgets.recommend import Scores, recommend, signal_queries
+from edge.widgets.recommend import Scores, history_is_empty, recommend, signal_queries
 from edge.widgets.render import RenderError
 from edge.widgets.text import language
 
@@ -94,7 +94,12 @@ class WidgetService:
         on the page it is on. Those come without ``html``: the tracker has it,
         and shows a widget once per page (a filled slot is never swapped), so
         rendering it again (recommendations: reading signals and ranking
-        products) would be work for nothing. The ones rendered now are added."""
+        products) would be work for nothing. The ones rendered now are added.
+
+        A recommendation block with no product to show is left out: no empty
+        widget is sent (the slot keeps the shop's own content). A block of the
+        shopper's own history that would be empty is not even decided
+        (``nothing_to_recommend``): the slot goes to the next campaign."""
         lang = language(ctx.lang) or language(site.locale)
         items = []
         for decision in decisions:
@@ -103,6 +108,8 @@ class WidgetService:
                 shown = (decision.campaign, decision.variant, decision.step)
                 if sent is None or shown not in sent:
                     products = await self._products(decision, profile, site, page, deadline)
+                    if not products and decision.widget.get("kind") == "recommendations":
+                        continue  # no empty block: the slot keeps the shop's own content
                     item["html"] = self._html_for(decision, lang, site, products)
                     if sent is not None:
                         sent.add(shown)
@@ -355,6 +362,27 @@ class WidgetService:
             "empty": sorted(self._empty.get(site.id, ())),
             "low": dict(self._low.get(site.id, {})),
         }
+
+
+def nothing_to_recommend(
+    site: Site, profile: Profile | None, current_sku: str | None
+) -> frozenset[str]:
+    """The site's recommendation campaigns of the shopper's own history
+    (recently viewed ...) that have nothing to show this shopper on this page,
+    in every arm and step: the engine passes them over (pure)."""
+    return frozenset(
+        campaign.id
+        for campaign in site.decisioning.campaigns
+        if all(
+            history_is_empty(widget, profile, site.catalog, current_sku)
+            for widget in _widgets(campaign)
+        )
+    )
+
+
+def _widgets(campaign: Campaign) -> list[Mapping[str, Any]]:
+    arms = [v.widget for v in campaign.variants if v.widget is not None]
+    return arms + [step.widget for step in campaign.steps]
 
 
 def coupon_of(widget: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -13,6 +13,7 @@ from edge.catalog import Catalog, Product, load_catalog
 from edge.errors import ConfigError
 from edge.profile import Cart, CartLine, CategoryView, Profile, Session, ViewedProduct
 from edge.widgets.recommend import (
+    HISTORY,
     SIGNALS_NEEDED,
     STRATEGIES,
     anchor_sku,
@@ -82,7 +83,7 @@ def test_last_visit_viewed_shows_what_the_previous_visit_viewed() -> None:
 
 def test_last_visit_viewed_on_a_first_visit_shows_this_visits_views() -> None:
     profile = visitor([("K1", T0 + 5), ("T1", T0 + 3)], started=T0)
-    assert rec("last_visit_viewed", profile, limit=2, current_sku="K1") == ["T1", "L1"]
+    assert rec("last_visit_viewed", profile, limit=2, current_sku="K1") == ["T1"]
 
 
 def test_ever_viewed_is_most_recent_first() -> None:
@@ -168,18 +169,34 @@ def test_results_are_deduplicated() -> None:
 
 def test_falls_back_to_bestsellers_then_trending_then_catalog_order() -> None:
     signals = {"bestsellers": [("K2", 1.0)], "trending": [("T2", 1.0)]}
-    assert rec("ever_viewed", None, signals, limit=4) == ["K2", "T2", "L1", "L2"]
+    assert rec("viewed_together", None, signals, limit=4) == ["K2", "T2", "L1", "L2"]
+
+
+@pytest.mark.parametrize("strategy", sorted(HISTORY))
+def test_history_is_never_topped_up_with_what_the_shopper_did_not_see(strategy: str) -> None:
+    """Issue 16: "Recently viewed" was filled up with bestsellers the shopper
+    never saw. A history block is left short, or empty."""
+    signals = {"bestsellers": [("K2", 1.0)], "trending": [("T2", 1.0)], "purchased": []}
+    profile = visitor([("L2", T0 - 100), ("T1", T0 - 200)], cart=("T1",))
+    bought = {**signals, "purchased": [("L2", 1.0)]}
+    shown = rec(strategy, profile, bought if strategy == "purchased" else signals, limit=4)
+    assert shown == ["L2"]  # T1 is in the cart; nothing else was seen (or bought)
+    assert rec(strategy, visitor([("L3", T0 - 5)]), signals, current_sku="L3") == []
+    assert rec(strategy, None, signals, limit=4) == []
+    assert signal_queries(strategy, profile) == []  # no rankings read for it
 
 
 def test_cold_start_for_an_anonymous_first_visit() -> None:
     for strategy in STRATEGIES:
-        assert rec(strategy, None, limit=2) != [], strategy
+        assert (rec(strategy, None, limit=2) == []) is (strategy in HISTORY), strategy
 
 
 def test_limit() -> None:
-    assert len(rec("ever_viewed", None, limit=5)) == 5
-    assert rec("ever_viewed", None, limit=0) == []
-    assert len(rec("ever_viewed", None, limit=100)) == 7  # all in-stock products
+    assert len(rec("trending", None, limit=5)) == 5
+    assert rec("trending", None, limit=0) == []
+    assert len(rec("trending", None, limit=100)) == 7  # all in-stock products
+    profile = visitor([(sku, T0 - i) for i, sku in enumerate(("L1", "L2", "L3", "T1"))])
+    assert rec("ever_viewed", profile, limit=2) == ["L1", "L2"]
 
 
 def test_same_inputs_same_answer() -> None:

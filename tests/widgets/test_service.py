@@ -119,3 +119,22 @@ async def test_a_polish_visitor_gets_the_coupon_and_its_code_in_polish(
     for english in ("Here is your code", "Enter it at checkout", "Close", "Your code"):
         assert english not in html
     await visitor.close()
+
+
+async def test_recently_viewed_shows_only_what_the_shopper_saw(server: EdgeServer) -> None:
+    """Issue 16: "Recently viewed" was topped up with products the shopper never
+    saw. It is left short; with nothing to show, the slot goes to bestsellers."""
+    visitor = Visitor(server.ws)
+    await visitor.connect()
+    page = f"{SHOP}/p/TXT-01"
+    view = visitor.event(
+        "product_view", url=page, sku="TXT-01", name="Merino throw", category="x", price=1.0
+    )
+    answers = await visitor.track(visitor.event("page_view", url=page), view)
+    # Only the product on screen was seen: no recently viewed block at all.
+    campaigns = [i["campaign"] for a in answers if a["type"] == "decisions" for i in a["items"]]
+    assert "recently-viewed" not in campaigns and "bestsellers" in campaigns
+    answers = await visitor.track(visitor.event("page_view", url=f"{SHOP}/c/kitchen"))
+    html = str(item(answers, "recently-viewed")["html"])
+    assert html.count('class="item"') == 1 and "Merino throw" in html  # one, not four
+    await visitor.close()
