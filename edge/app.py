@@ -34,6 +34,7 @@ from edge.stores import ProfileStore, open_store
 from edge.stores.redis import RedisStore
 from edge.supervisor import Supervisor
 from edge.tracker.collect import collect
+from edge.tracker.geo import open_geo
 from edge.tracker.ingest import Ingest
 from edge.tracker.limits import AddressLimits, parse_trusted_proxies
 from edge.tracker.ws import quiet_uvicorn_noise, websocket_app
@@ -192,7 +193,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         widgets = WidgetService(pools_for(the_store), signals_for(the_store), stats_for(the_store))
         for site in registry.sites.values():
             await widgets.sync_pools(site)
-        app.state.ingest = Ingest(settings, registry, ledger, widgets)
+        app.state.ingest = Ingest(settings, registry, ledger, widgets, geo=app.state.geo)
         app.state.ingest.admission.start()  # its loop-lag ticker
         automation = AutomationService(
             automation_for(the_store, settings),
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         app.state.automation = automation
         app.state.ingest.automate = automation.observe
         widgets.on_coupon = automation.coupon_issued
+        ledger.on_stored = widgets.count  # campaign statistics, as stored
         widgets.on_task = automation.on_task = supervisor.watch
         automation.start(lambda: list(registry.sites.values()))
         app.state.metrics.watch(app.state.ingest)
@@ -221,6 +223,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
             await widgets.close()
             if store is None:
                 await the_store.close()
+            app.state.geo.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     source = TRACKER_JS.read_bytes()
@@ -238,6 +241,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
     )
     app.state.metrics.watch_limits(app.state.limits)
+    app.state.geo = open_geo(settings)  # a bad file: GeoError (a ValueError) before serving
     quiet_uvicorn_noise()
     return EdgeApp(app)
 

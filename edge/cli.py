@@ -160,10 +160,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"edge serve: {exc}", file=sys.stderr)
         return 2
     from edge.stores.connect import parse_redis_url, redact
+    from edge.tracker.geo import open_geo
 
-    try:  # a bad URL fails here, not in every worker's start-up
+    try:  # a bad URL or GeoIP file fails here, not in every worker's start-up
         if settings.redis_url:
             parse_redis_url(settings.redis_url)
+        open_geo(settings).close()
     except ValueError as exc:
         print(f"edge serve: {exc}", file=sys.stderr)
         return 2

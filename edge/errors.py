@@ -3,6 +3,7 @@
     EdgeError
     ├── ConfigError              a site's YAML is invalid (names file, line, key)
     ├── BadRedisUrl              --redis / EDGE_REDIS_URL cannot be used (also a ValueError)
+    ├── GeoError                 EDGE_GEOIP_DB cannot be read (also a ValueError)
     ├── ProtocolError            a client sent something we refuse; carries a
     │   │                        machine-readable ``code`` for the error frame
     │   ├── MalformedFrame       undecodable JSON / msgpack (close 1007)
@@ -89,3 +90,7 @@ class ProfileMoved(StoreError):
 class BadRedisUrl(EdgeError, ValueError):
     """``--redis`` / ``EDGE_REDIS_URL`` is not a Redis URL edge can use. The
     message names the problem and the accepted forms, never the password."""
+
+
+class GeoError(EdgeError, ValueError):
+    """The GeoIP database (``geoip_db``) cannot be opened or is not one."""

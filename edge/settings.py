@@ -8,6 +8,7 @@ names (``_s`` seconds, ``_bytes``, ``_per_s``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from edge.tracker.limits import parse_trusted_proxies
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,11 @@ class Settings:
     # CIDR networks; "" trusts none). The only source of truth: edge serve
     # turns uvicorn's own proxy header handling off.
     trusted_proxies: str | None = "127.0.0.1,::1"
+    # Country and region of a visit (edge.tracker.geo; the geo.* attributes):
+    # a MaxMind .mmdb file the operator provides, and/or the country header a
+    # trusted proxy sets (e.g. CF-IPCountry). Neither: geo.country is null.
+    geoip_db: str | None = None
+    country_header: str | None = None
     # Before the handshake (docs/protocol.md, "Limits"; edge.tracker.transport):
     # a request (line, headers and body) must have arrived within
     # request_timeout_s of the connection opening or of the previous response
@@ -146,6 +153,10 @@ class Settings:
         if self.max_tracked_addresses < 1:
             raise ValueError("max_tracked_addresses must be at least 1")
         parse_trusted_proxies(self.trusted_proxies)  # ValueError naming the bad entry
+        if self.geoip_db and not Path(self.geoip_db).is_file():
+            raise ValueError(f"geoip_db: no file at {self.geoip_db!r}")
+        if self.country_header and not _HEADER.match(self.country_header):
+            raise ValueError(f"country_header: {self.country_header!r} is not a header name")
 
     def _check_transport(self) -> None:
         if self.request_timeout_s <= 0:

@@ -92,6 +92,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "campaigns": None,  # campaigns.<id>.impressions / clicks / closes / conversions / step
     "events": None,  # events.<custom event name>: how many times it happened
     "time": frozenset({"hour", "minute", "weekday", "date", "month", "day"}),
+    "geo": frozenset({"country", "region"}),  # edge.tracker.geo; null when unknown
     "rfm": frozenset({"r", "f", "m", "segment"}),
     "score": frozenset({"value", "hot"}),
     "interests": frozenset({"top", "scores"}),  # interests.scores.<category> too
@@ -175,6 +176,7 @@ def build(
         "device": device,
         "time": time_attrs,
         "segments": [],
+        "geo": {"country": ctx.country, "region": ctx.region},
     }
     if profile is None:
         profile = Profile(visitor=ctx.visitor, created_at=now, first_seen=now, last_seen=now)

@@ -14,6 +14,7 @@ from edge.errors import InvalidMessage, MalformedFrame, ProtocolError, StoreErro
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
+from edge.tracker.geo import UNKNOWN
 from edge.tracker.ingest import Holding, Ingest, may_store
 from edge.tracker.limits import FORWARDED, REFUSALS, RETRY_AFTER_S, AddressLimits, refusal_warning
 from edge.tracker.useragent import classify
@@ -98,11 +99,19 @@ async def collect(request: Request) -> Response:
         return _answer(p.error(exc.code, exc.message), 400, origin)
     assert batch.visitor is not None and batch.session is not None
     consent = message.get("consent")
+    peer = request.client.host if request.client else None
+    location = (
+        ingest.geo.locate(peer, request.headers, request.headers.getlist(FORWARDED))
+        if ingest.geo.enabled
+        else UNKNOWN
+    )
     ctx = VisitContext(
         visitor=batch.visitor,
         session=batch.session,
         user_agent=request.headers.get("user-agent", "")[:512],
         consent=consent if isinstance(consent, bool) else None,
+        country=location.country,
+        region=location.region,
     )
     bot = classify(ctx.user_agent).is_bot
     if bot:

@@ -23,3 +23,5 @@ class VisitContext:
     consent: bool | None = None
     url: str | None = None  # the page that said hello
     referrer: str | None = None  # document.referrer of that page
+    country: str | None = None  # edge.tracker.geo: ISO 3166-1 alpha-2, None when unknown
+    region: str | None = None  # its subdivision code (City databases)

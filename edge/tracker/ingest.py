@@ -25,6 +25,7 @@ from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.admission import Admission
 from edge.tracker.context import VisitContext
+from edge.tracker.geo import Geo
 from edge.tracker.useragent import classify
 from edge.updates import check_event, widget_refusal
 from edge.widgets.service import Shown, WidgetService, coupon_of, nothing_to_recommend
@@ -155,6 +156,7 @@ class Ingest:
     counters: Counters = field(default_factory=Counters)
     latency: Callable[[str, float], None] = lambda site, seconds: None
     automate: Callable[[Site, Sequence[Any], float], None] = lambda site, applied, now: None
+    geo: Geo = field(default_factory=Geo)  # country and region of a visit (edge.tracker.geo)
     aliases: Aliases = field(init=False)
     admission: Admission = field(init=False)
 

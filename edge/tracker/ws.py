@@ -58,6 +58,7 @@ from edge.sites import Site
 from edge.stores.base import StoreUnavailable
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
+from edge.tracker.geo import UNKNOWN, Location
 from edge.tracker.ingest import Ingest, may_store, next_page, triggers
 from edge.tracker.limits import (
     FORWARDED,
@@ -221,6 +222,7 @@ class Connection:
         self.bot = classify(self.ws.headers.get("user-agent", "")).is_bot
         if self.bot:
             self.ingest.counters.bots += 1
+        location = self.locate()
         self.ctx = VisitContext(
             visitor=visitor,
             session=hello.session,
@@ -232,6 +234,8 @@ class Connection:
             consent=hello.consent,
             url=hello.url,
             referrer=hello.referrer,
+            country=location.country,
+            region=location.region,
         )
         acked = 0  # also when the store is down: unknown, so the tracker resends all
         deadline = self.loop.time() + self.ingest.settings.answer_deadline_s
@@ -244,6 +248,13 @@ class Connection:
         await self.send(p.welcome(visitor, hello.session, acked, self.site.version, css))
         if hello.events:  # the page view came with the hello: answer it now
             await self.on_events({"type": "events", "events": hello.events})
+
+    def locate(self) -> Location:
+        geo = self.ingest.geo
+        if not geo.enabled:
+            return UNKNOWN
+        headers = self.ws.headers
+        return geo.locate(self.ws.client_host, headers, headers.getlist(FORWARDED))
 
     async def load(self, deadline: float, *, patient: bool = False) -> bool:
         """Make the visitor's profile hot; False while the store is down or
