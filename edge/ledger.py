@@ -59,6 +59,8 @@ from edge.updates import apply
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (site id, visitor id)
+# An event as it was stored: (site, profile before it, after it, event, time).
+Applied = tuple[Site, Profile | None, Profile, Event, float]
 
 
 Change = Callable[[Profile | None], Profile | None]
@@ -76,12 +78,25 @@ class Pending:
     site: Site
     now: float
     change: Change | None = None
+    # The profile before and after this update, in the fold that is (to be)
+    # written: set when it is applied, and again on every rebase.
+    before: Profile | None = None
+    after: Profile | None = None
 
     def redo(self, profile: Profile | None) -> Profile | None:
         if self.change is not None:
-            return self.change(profile)
-        assert self.event is not None and self.ctx is not None
-        return apply(profile, self.event, self.ctx, self.site, self.now)
+            self.before, self.after = profile, self.change(profile)
+        else:
+            assert self.event is not None and self.ctx is not None
+            self.before = profile
+            self.after = apply(profile, self.event, self.ctx, self.site, self.now)
+        return self.after
+
+    def applied(self) -> Applied | None:
+        """This event as stored, when it changed the profile."""
+        if self.event is None or self.after is None or self.after is self.before:
+            return None
+        return (self.site, self.before, self.after, self.event, self.now)
 
 
 @dataclass(eq=False)
@@ -136,6 +151,12 @@ class Ledger:
         # get the fallback, and the ledger is degraded until a write returns.
         # None: only failed writes do that (docs/operations.md, "Store outages").
         self.stall_watch: StallWatch | None = None
+        # Told of the events each write stored, each as it was applied on what
+        # the store held (after any rebase): what follows from an event for
+        # everyone (campaign statistics) is counted here, so an event that a
+        # rebase turns into a no-op (another process stored the same
+        # conversion first) counts nothing, and each stored one counts once.
+        self.on_stored: Callable[[Sequence[Applied]], None] = lambda applied: None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -293,8 +314,8 @@ class Ledger:
             if updated is not hot.current:
                 if applied is not None:
                     applied.append((hot.current, updated, event))
+                hot.pending.append(Pending(event, ctx, site, now, None, hot.current, updated))
                 hot.current = updated
-                hot.pending.append(Pending(event, ctx, site, now))
                 hot.submitted += 1
                 hot.config = site
         return self._wait_stored(hot)
@@ -441,9 +462,9 @@ class Ledger:
     def _stored(self, hot: Hot, profile: Profile, upto: int) -> None:
         hot.version += 1
         hot.base = profile
-        for _ in range(upto - hot.flushed):
-            hot.pending.popleft()
+        stored = [hot.pending.popleft() for _ in range(upto - hot.flushed)]
         hot.flushed = upto
+        self._tell_stored(stored)
         ready = [f for target, f in hot.waiters if target <= upto]
         hot.waiters = [(t, f) for t, f in hot.waiters if t > upto]
         for future in ready:
@@ -456,6 +477,15 @@ class Ledger:
             # dirty; with nothing pending it must leave the dirty set now.
             self._dirty.pop(hot.key, None)
             self._maybe_evict(hot)
+
+    def _tell_stored(self, stored: Sequence[Pending]) -> None:
+        applied = [a for a in (p.applied() for p in stored) if a is not None]
+        if not applied:
+            return
+        try:
+            self.on_stored(applied)
+        except Exception:  # a bug there must not stop the storing; logged
+            log.exception("ledger: on_stored failed for %d events", len(applied))
 
     def _stored_nothing(self, hot: Hot) -> None:
         """Pending changes that fold to no profile at all (a change of a

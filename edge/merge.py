@@ -275,6 +275,7 @@ def _campaign(x: CampaignState, y: CampaignState, recent_bound: int) -> Campaign
         step_visit=stepped.step_visit,
         variant=x.variant or y.variant,  # the customer's arm stays sticky
         closed_at=max(x.closed_at, y.closed_at),
+        converted_step=max(x.converted_step, y.converted_step),
     )
 
 

@@ -158,6 +158,10 @@ class CampaignState(NamedTuple):
     step_visit: int = 0  # visits count when that step was reached
     variant: str = ""  # the experiment arm last shown ("holdout" when held out)
     closed_at: float = 0.0  # last close
+    # The highest step this visitor converted (-1: none). A conversion counts
+    # once per visitor and step: a second tab's (or a second process's) form
+    # for the same step changes nothing, so it is neither counted nor advances.
+    converted_step: int = -1
 
 
 class Offer(NamedTuple):
@@ -370,7 +374,7 @@ def _records(cls: Any, items: Any) -> tuple[Any, ...]:
 
 
 def _campaign(values: Any) -> CampaignState:
-    state = CampaignState._make(values)
+    state = CampaignState(*values)  # records stored before a field was added have fewer
     return state._replace(recent=tuple(state.recent))
 
 

@@ -10,7 +10,14 @@ campaign when the tracker reports what they would have seen, so ``orders /
 visitors`` of an arm against the holdout's is the campaign's uplift.
 
 ``stat_updates`` is pure and, like ``signal_updates``, derives the counts from
-one applied event, so replayed events add nothing.
+one applied event, so replayed events add nothing. It is fed the events as
+they were stored (``Ledger.on_stored``), each against the profile the store
+held before it, not as a process first applied them on its own copy: the
+profile's campaign state is the single source of truth. A ``convert`` counts
+once per visitor, campaign and step (``CampaignState.converted_step``): the
+same visitor converting in a second tab, or through a second server process,
+changes nothing there and counts nothing (issue 16: 7 conversions for 6
+visitors).
 """
 
 from __future__ import annotations

@@ -353,10 +353,11 @@ def _widget(
         state = _advance(
             old._replace(closes=old.closes + 1, closed_at=now), campaign, "close", profile.visits
         )
+    elif event.step <= old.converted_step:
+        return changes  # converted at this step already (another tab): counted once
     else:
-        state = _advance(
-            old._replace(conversions=old.conversions + 1), campaign, "conversion", profile.visits
-        )
+        converted = old._replace(conversions=old.conversions + 1, converted_step=event.step)
+        state = _advance(converted, campaign, "conversion", profile.visits)
     changes["campaigns"] = _front(
         state, profile.campaigns, lambda c: c.id == event.campaign, bounds.campaigns
     )

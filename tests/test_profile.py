@@ -298,3 +298,13 @@ def test_every_profile_field_survives_the_wire() -> None:
     )
     assert set(to_wire(changed)) - {"_v"} == {f.name for f in dataclasses.fields(Profile)}
     assert decode_profile(encode_profile(changed)) == changed
+
+
+def test_a_campaign_state_stored_before_converted_step_loads() -> None:
+    """Profiles stored before ``converted_step`` existed hold shorter records."""
+    from edge.profile import CampaignState, Profile, from_wire, to_wire
+
+    profile = Profile(visitor="ab" * 16, created_at=1.0, campaigns=(CampaignState("c", 3),))
+    data = to_wire(profile)
+    data["campaigns"] = [tuple(state)[:-1] for state in data["campaigns"]]
+    assert from_wire(data).campaigns == (CampaignState("c", 3, converted_step=-1),)

@@ -132,3 +132,33 @@ async def test_stores_add_up(stats: StatsStore) -> None:
     assert table[DAY]["a"]["impressions"] == 2 and table[DAY]["a"]["revenue"] == 12.5
     assert table[DAY]["a"]["orders"] == 0
     assert table[DAY]["holdout"]["visitors"] == 1
+
+
+def test_a_visitor_converting_twice_counts_once_per_step(site: Site) -> None:
+    """Issue 16: one visitor converting in two tabs counted two conversions."""
+    events: list[dict[str, object]] = [
+        widget("impression"),
+        widget("convert"),
+        widget("impression"),
+        widget("convert"),  # the second tab's form: the same step
+    ]
+    updates = run(site, events, offered=("cart-reminder", "a"))
+    assert [u.field for u in updates] == ["impressions", "visitors", "conversions", "impressions"]
+
+
+def test_a_progressive_campaigns_next_step_converts_again(site: Site) -> None:
+    ctx = VisitContext(new_id(), new_id())
+    profile: Profile | None = offers.record(
+        new_profile(ctx.visitor, NOW), [("newsletter", "a", 1)], NOW, 20
+    )
+    fields = []
+    for seq, step in enumerate((0, 0, 1, 1, 0), 1):
+        raw = {"type": "widget", "campaign": "newsletter", "variant": "a", "action": "convert"}
+        event = p.parse_event({"seq": seq, "id": f"ev{seq:08d}", "step": step, **raw})
+        after = apply(profile, event, ctx, site, NOW + seq)
+        fields += [(u.field, step) for u in stat_updates(profile, after, event, TZ, NOW + seq)]
+        profile = after
+    assert fields == [("conversions", 0), ("conversions", 1)]
+    assert profile is not None and profile.campaign("newsletter") is not None
+    state = profile.campaign("newsletter")
+    assert state is not None and (state.conversions, state.converted_step) == (2, 1)

@@ -237,6 +237,7 @@ class Ingest:
                 # Also when the answer is the fallback: what was applied stays
                 # pending and is stored later, and a resend of it is a duplicate
                 # (not applied again), so this is its only chance to count.
+                # (Campaign statistics are counted as stored: Ledger.on_stored.)
                 self.widgets.learn(site, applied, now)
                 self.automate(site, applied, now)  # automation events (edge.automation)
         elif wanted:

@@ -15,6 +15,7 @@ from edge.breaker import by_deadline
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
+from edge.ledger import Applied
 from edge.profile import Profile
 from edge.signals import SignalKind, SignalStore, SignalUpdate, signal_updates
 from edge.sites import Site
@@ -23,7 +24,7 @@ from edge.tracker.context import VisitContext
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
 from edge.widgets.recommend import Scores, history_is_empty, recommend, signal_queries
 from edge.widgets.render import RenderError
-from edge.widgets.text import language
+from edge.widgets.text import page_language
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class WidgetService:
         widget is sent (the slot keeps the shop's own content). A block of the
         shopper's own history that would be empty is not even decided
         (``nothing_to_recommend``): the slot goes to the next campaign."""
-        lang = language(ctx.lang) or language(site.locale)
+        lang = page_language(ctx.lang, site.locale)
         items = []
         for decision in decisions:
             item = decision.to_wire()
@@ -199,24 +200,32 @@ class WidgetService:
     def learn(
         self, site: Site, applied: Sequence[tuple[Profile | None, Profile, Any]], now: float
     ) -> None:
-        """Queue what stored events imply for the shared counts (recommendation
-        signals, campaign statistics); written in batches in the background:
-        nobody waits for them, and the events themselves are already safe."""
+        """Queue what applied events imply for the recommendation signals;
+        written in batches in the background: nobody waits for them, and the
+        events themselves are already safe."""
         signals = [
             u for before, after, event in applied for u in signal_updates(before, after, event)
         ]
         if signals:
             signals = self._known(site, signals)
-        stats = [
-            u
-            for before, after, event in applied
-            for u in stat_updates(before, after, event, site.timezone, now)
-        ]
         if signals:
             self._learned.setdefault(site.id, []).extend(signals)
-        if stats:
-            self._counted.setdefault(site.id, []).extend(stats)
-        if (signals or stats) and (self._recorder is None or self._recorder.done()):
+            self._start_recorder()
+
+    def count(self, stored: Sequence[Applied]) -> None:
+        """Queue the campaign statistics of events as they were stored
+        (``Ledger.on_stored``): each from the profile the store held before
+        it, so a conversion another tab or process stored first, which then
+        changes nothing, is not counted (``stat_updates``)."""
+        for site, before, after, event, now in stored:
+            stats = stat_updates(before, after, event, site.timezone, now)
+            if stats:
+                self._counted.setdefault(site.id, []).extend(stats)
+        if self._counted:
+            self._start_recorder()
+
+    def _start_recorder(self) -> None:
+        if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.get_running_loop().create_task(self._record())
             self.on_task("statistics-recorder", self._recorder)
 
@@ -303,7 +312,7 @@ class WidgetService:
             return None
         code = await self._code(site, campaign, coupon, ctx.visitor)
         self.on_coupon(site, campaign.id, ctx.visitor, code)  # edge.automation: coupon_issued
-        lang = language(ctx.lang) or language(site.locale)
+        lang = page_language(ctx.lang, site.locale)
         try:
             html = site.renderer.render(
                 widget,
