@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from edge.catalog import Catalog
 from edge.sites import Site
+from edge.widgets.text import page_language, preferred
 
 HERE = Path(__file__).parent
 DEMO_SITE = "demo"
@@ -39,16 +40,20 @@ def _site_and_catalog(request: Request) -> tuple[Site, Catalog]:
 
 def _render(request: Request, template: str, **context: Any) -> HTMLResponse:
     site, catalog = _site_and_catalog(request)
-    currency = catalog.currency
+    # The shopper's language as the tracker reports it (the browser's first
+    # choice), and prices through the widgets' own formatter: the shop and
+    # its widgets write a price the same way.
+    lang = page_language(preferred(request.headers.get("accept-language")), site.locale)
 
     def money(value: float) -> str:
-        return f"{value:,.2f} {currency}"
+        return site.renderer.money(value, lang)
 
     html = _env.get_template(template).render(
         site_id=site.id,
         site_name=site.name,
         categories=catalog.categories(),
-        currency=currency,
+        currency=site.currency,
+        lang=lang,
         money=money,
         **context,
     )

@@ -409,6 +409,12 @@ class Renderer:
                 raise RenderError(f"_style.html: {_describe(exc)}") from exc
         return self._stylesheet
 
+    def money(self, amount: Any, lang: str) -> str:
+        """A price as widgets show it: the site's currency, formatted for the
+        page's language (``page_language``). The demo shop's pages use this
+        too, so a product costs the same string on the page and in a widget."""
+        return money(amount, self.currency, lang or self.locale)
+
     def template_name(self, widget: Mapping[str, Any], *, revealed: bool = False) -> str:
         if revealed:
             return COUPON_CODE_TEMPLATE
@@ -435,7 +441,7 @@ class Renderer:
             return text(widget, key, lang, default)
 
         def price(amount: Any) -> str:
-            return money(amount, self.currency, lang or self.locale)
+            return self.money(amount, lang)
 
         try:
             template = self.env.get_template(self.template_name(widget, revealed=revealed))

@@ -31,6 +31,32 @@ def language(lang: str | None) -> str:
     return (lang or "").split("-")[0].split("_")[0].lower()
 
 
+def page_language(lang: str | None, site_locale: str) -> str:
+    """The language a page is shown in: the visitor's (``hello.lang``, or an
+    ``Accept-Language`` header's first choice), else the site's ``locale``."""
+    return language(lang) or language(site_locale)
+
+
+def preferred(accept_language: str | None) -> str | None:
+    """The first choice of an ``Accept-Language`` header (highest ``q``,
+    earliest on ties), ``*`` and malformed entries skipped."""
+    best: tuple[float, str] | None = None
+    for part in (accept_language or "").split(",")[:20]:
+        tag, _, params = part.strip().partition(";")
+        tag = tag.strip()
+        if not tag or tag == "*" or len(tag) > 35:
+            continue
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        if q > 0 and (best is None or q > best[0]):
+            best = (q, tag)
+    return best[1] if best else None
+
+
 def pick(value: Any, lang: str, default: str) -> str:
     """A text given as a string, or per language (``{pl: ..., en: ...}``):
     the page's language, else the site's, else the first one given."""
@@ -121,7 +147,10 @@ def _locale(name: str) -> Locale | None:
 
 
 def money(amount: Any, currency: str, locale: str) -> str:
-    """A price in the site's currency, formatted for the page's locale (Babel)."""
+    """A price in the site's currency, formatted for the page's locale (Babel):
+    the one formatter of prices in widgets and in the demo shop's pages
+    (``Renderer.money``), so both show ``€149.00`` in English and
+    ``149,00 €`` in Polish."""
     if not isinstance(amount, int | float) or isinstance(amount, bool):
         return ""
     return _money(float(amount), currency, locale)

@@ -37,9 +37,10 @@ def embedded() -> Iterator[EdgeServer]:
 
 @pytest.fixture(scope="module")
 def two_processes(redis_url: str) -> Iterator[tuple[EdgeServer, EdgeServer]]:
-    with edge_server(redis_url=redis_url, env=ENV) as a, edge_server(
-        redis_url=redis_url, env=ENV
-    ) as b:
+    with (
+        edge_server(redis_url=redis_url, env=ENV) as a,
+        edge_server(redis_url=redis_url, env=ENV) as b,
+    ):
         yield a, b
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 
-from tests.client import Visitor
+import httpx
+import pytest
+
+from tests.client import BROWSER_HEADERS, Visitor
 from tests.helpers import EdgeServer
 
 SHOP = "http://127.0.0.1/demo"
@@ -137,4 +140,28 @@ async def test_recently_viewed_shows_only_what_the_shopper_saw(server: EdgeServe
     answers = await visitor.track(visitor.event("page_view", url=f"{SHOP}/c/kitchen"))
     html = str(item(answers, "recently-viewed")["html"])
     assert html.count('class="item"') == 1 and "Merino throw" in html  # one, not four
+    await visitor.close()
+
+
+@pytest.mark.parametrize(
+    ("accept", "lang", "price"),
+    [("en-GB,en;q=0.9", "en-GB", "€89.00"), ("pl-PL,pl;q=0.9,en;q=0.8", "pl-PL", "89,00\xa0€")],
+)
+async def test_the_shop_and_its_widgets_write_a_price_the_same_way(
+    server: EdgeServer, accept: str, lang: str, price: str
+) -> None:
+    """Issue 16: the shop showed "149.00 EUR" and the widgets "€149.00"."""
+    async with httpx.AsyncClient(base_url=server.http, headers=BROWSER_HEADERS) as http:
+        page = await http.get("/demo/p/TXT-01", headers={"accept-language": accept})
+    assert f'<span class="price">{price}</span>' in page.text
+    visitor = Visitor(server.ws)
+    await visitor.connect(lang=lang)
+    await visitor.track(
+        visitor.event(
+            "product_view", url=SHOP, sku="TXT-01", name="Merino throw", category="x", price=89.0
+        )
+    )
+    answers = await visitor.track(visitor.event("page_view", url=f"{SHOP}/c/kitchen"))
+    html = str(item(answers, "recently-viewed")["html"])
+    assert f'<span class="price">{price}</span>' in html
     await visitor.close()
