@@ -23,6 +23,14 @@ async def open_socket(url: str, **options: Any) -> ClientConnection:
     return await connect(url, compression=None, user_agent_header=BROWSER_UA, **options)
 
 
+class Busy(Exception):
+    """The server refused the hello by admission control: try again after ``retry_ms``."""
+
+    def __init__(self, retry_ms: int) -> None:
+        super().__init__(f"server busy; retry in {retry_ms} ms")
+        self.retry_ms = retry_ms
+
+
 def new_id() -> str:
     return secrets.token_hex(16)
 
@@ -59,6 +67,8 @@ class Visitor:
             }
         )
         welcome = await self.recv()
+        if welcome["type"] == "error" and welcome.get("code") == "busy":
+            raise Busy(welcome["retry_ms"])
         assert welcome["type"] == "welcome", welcome
         return welcome
 
