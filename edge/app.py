@@ -209,7 +209,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         widgets.on_task = automation.on_task = supervisor.watch
         automation.start(lambda: list(registry.sites.values()))
         app.state.metrics.watch(app.state.ingest)
-        _tune_gc()
+        tune_gc()
         app.state.ingest.latency = app.state.metrics.observe
         ledger.observe_batch = app.state.metrics.store_seconds.observe
         supervisor.start("reloader", lambda: _watch(registry, widgets, settings))
@@ -246,7 +246,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     return EdgeApp(app)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer, cheaper collections: everything built at start-up (modules,
     compiled sites, templates) is moved out of the collector's sight, and the
     youngest generation is collected less often. Each event allocates a few
