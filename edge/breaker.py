@@ -121,7 +121,8 @@ class StallWatch:
     the resends made the overload worse). When the check itself runs late
     (the event loop was saturated, or the process paused), the reply may be
     sitting unread in the socket: the check is put off by another ``after_s``
-    (``postponed``). A store that is really hung is then still caught by its
+    (``postponed``); late means by more than a quarter of ``after_s``. A
+    store that is really hung is then still caught by its
     calls' socket deadlines, which fail them and open the breaker.
 
     Nor a slow one: a large batch of writes can take longer than ``after_s``
@@ -129,7 +130,10 @@ class StallWatch:
     store quiet since the call went out is asked itself: ``probe`` (a PING on
     another pooled connection, which the breaker records as an answer). An
     answer means slow, not hung, and the watch waits on; no answer by the
-    check means hung. (A probe is a call of its own: it needs a breaker to be
+    check, and none after one more quarter of ``after_s`` (``graced``: a
+    reply read in the check's own loop turn wakes its task only after the
+    check), means hung: about 1.25 x ``after_s`` after the call went out.
+    (A probe is a call of its own: it needs a breaker to be
     seen, as the Redis store has.)
     """
 
@@ -145,6 +149,7 @@ class StallWatch:
         self.probes = 0  # PINGs sent to a store quiet for half the deadline
         self.stalls = 0  # how many calls were found stalled (metrics, tests)
         self.postponed = 0  # checks put off because the event loop ran late
+        self.graced = 0  # checks put off once more for a PING still out
 
     def start(self, on_stall: Callable[[], None]) -> Watch:
         return Watch(self, on_stall)
@@ -157,6 +162,7 @@ class Watch:
         self._active = True
         self._loop = asyncio.get_running_loop()
         self._probe: asyncio.Future[object] | None = None
+        self._graced = False  # the grace for the PING now out was given
         self._half: asyncio.TimerHandle | None = None
         self._rearm(self._loop.time(), watch.after_s)
 
@@ -171,7 +177,7 @@ class Watch:
             return
         after_s = self._watch.after_s
         now = self._loop.time()
-        if now - self._due > after_s / 2:  # this process ran late, not (yet) the store
+        if now - self._due > after_s / 4:  # this process ran late, not (yet) the store
             self._watch.postponed += 1
             self._rearm(now, after_s)
             return
@@ -179,6 +185,14 @@ class Watch:
         quiet_s = breaker.quiet_s() if breaker is not None else math.inf
         if quiet_s < after_s:  # other calls (or the probe) are answered: busy, not hung
             self._rearm(now, after_s - quiet_s)
+            return
+        if self._probe is not None and not self._graced:
+            # The probe's reply may be read in this very loop turn, after this
+            # check (reader callbacks queue behind it, and the reply wakes its
+            # task one turn later still): a short grace, once per PING, before "hung".
+            self._graced = True
+            self._watch.graced += 1
+            self._rearm(now, after_s / 4)
             return
         self._active = False
         self._watch.stalls += 1
@@ -196,6 +210,7 @@ class Watch:
         if breaker is not None and breaker.quiet_s() < self._watch.after_s / 2:
             return
         self._watch.probes += 1
+        self._graced = False  # each PING may be waited for once past a check
         self._probe = asyncio.ensure_future(probe())
         self._probe.add_done_callback(self._asked)
 

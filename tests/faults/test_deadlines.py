@@ -288,3 +288,23 @@ async def test_a_slow_store_that_answers_a_ping_is_not_taken_for_a_hung_one() ->
     assert time.perf_counter() - started < 0.1  # no later than without the probe
     assert watch.stalls == 1 and watch.probes == 1
     running.cancel()
+
+
+async def test_a_ping_answered_just_after_the_check_is_not_taken_for_a_hang() -> None:
+    """Issue 13: at 1,000 events/s a PING's reply read in the check's own loop
+    turn woke its task only after the check, and a healthy Redis was taken
+    for a hung one (86 fallback answers in 60 s)."""
+    breaker = CircuitBreaker()
+
+    async def late_answer() -> None:
+        await asyncio.sleep(0.03)  # sent at 25 ms, answered at 55 ms: after the 50 ms check
+        breaker.success()
+
+    await asyncio.sleep(0.06)  # the store has been quiet a while
+    watch = StallWatch(0.05, breaker, late_answer)
+    stalled = asyncio.Event()
+    running = watch.start(stalled.set)
+    await asyncio.sleep(0.2)
+    assert watch.probes >= 2 and watch.graced >= 2  # each PING answered after its check
+    assert not stalled.is_set()
+    running.cancel()
