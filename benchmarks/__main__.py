@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("conditions", help="compiled conditions vs GrowthBook's SDK")
     c.add_argument("--calls", type=int, default=50_000)
     c.add_argument("--repeat", type=int, default=3)
+    n = commands.add_parser("network", help="a real browser: time to the first decision per RTT")
+    n.add_argument("--rtt-ms", default="40,80,120,200")
+    n.add_argument("--loads", type=int, default=10)
     from benchmarks import scenarios  # imports the bench extra (hdrhistogram) only here
 
     scenarios.add_parser(commands)
@@ -35,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         decisions.run_decide(campaigns_count=args.campaigns, calls=args.calls, repeat=args.repeat)
     elif args.command == "conditions":
         decisions.run_conditions(calls=args.calls, repeat=args.repeat)
+    elif args.command == "network":
+        from benchmarks import network  # playwright, and the tests' proxy and server fixtures
+
+        network.run([int(v) for v in args.rtt_ms.split(",")], args.loads)
     return 0
 
 
