@@ -410,3 +410,35 @@ async def test_closing_the_popup_twice_pauses_it(
     )
     later = frequency_cap(campaign, state, profile, state.closed_at + 7.1 * day)
     assert not (later or "").startswith("closed")
+
+
+# --- the shopper's language and prices (issue 16, item 4) ------------------------
+
+
+async def test_a_polish_shopper_gets_every_coupon_text_and_the_prices_in_polish(
+    shop: EdgeServer, browser: Browser
+) -> None:
+    ctx = await browser.new_context(user_agent=DESKTOP_CHROME, viewport=VIEWPORT, locale="pl-PL")
+    ctx.set_default_timeout(TIMEOUT_MS)
+    await ctx.add_init_script(RECORD_DECISIONS)
+    page = await ctx.new_page()
+    try:
+        for url in ("/demo", "/demo/c/lighting"):
+            await visit(page, shop.http + url)
+        assert "welcome-coupon" in await visit(page, f"{shop.http}/demo/p/LMP-01")
+        shop_price = (await page.locator(".price").first.text_content() or "").strip()
+        assert "," in shop_price and "€" in shop_price  # Polish: "89,00 €", not "€89.00"
+        await exit_intent(page)
+        popup = page.locator(host("welcome-coupon"))
+        await popup.locator("form").wait_for()
+        text = await shadow_text(page, host("welcome-coupon"))
+        assert "10% rabatu na pierwsze zamówienie" in text and "Pokaż kod" in text
+        await popup.locator("input[type=email]").fill("ola@example.com")
+        await popup.locator("input[name=consent]").check()
+        await popup.locator("button[type=submit]").click()
+        await popup.locator("[data-edge-code]").wait_for()
+        revealed = await shadow_text(page, host("welcome-coupon"))
+        assert "Oto Twój kod" in revealed  # the built-in text, in the shopper's language
+        assert "Here is your code" not in revealed and "Close" not in revealed
+    finally:
+        await ctx.close()
