@@ -166,8 +166,10 @@ def derive(
     old_level = before.level if before is not None else "anonymous"
     if _RANK[after.level] > _RANK[old_level]:
         emit("identified", level=after.level, **lead(after))
-    elif _consent_changed(before, after) and (kept_email(after) or customer_of(after)):
-        emit("marketing_consent", email=kept_email(after), consent=consent_record(after))
+    elif _consent_changed(before, after):
+        email = kept_email(after)
+        if email is not None or customer_of(after) is not None:
+            emit("marketing_consent", email=email, consent=consent_record(after))
     if isinstance(event, p.Purchase) and after.orders > (before.orders if before else 0):
         items = [{"sku": i.sku, "qty": i.qty, "price": i.price} for i in event.items]
         emit(

@@ -11,7 +11,7 @@ The models describe the wire form only; edge builds events with
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -193,19 +193,10 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 BODY: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
-EVENT_TYPES: tuple[str, ...] = (
-    "identified",
-    "marketing_consent",
-    "cart_abandoned",
-    "browse_abandoned",
-    "customer_away",
-    "churn_risk",
-    "purchase",
-    "watched_page_visited",
-    "score_threshold",
-    "winback_returned",
-    "coupon_issued",
-    "widget_converted",
+# The event types the models describe, in the union's order (a test holds
+# them equal to edge.decisioning.config's list of automation events).
+EVENT_TYPES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["type"].annotation)[0] for model in get_args(get_args(AnyEvent)[0])
 )
 
 

@@ -184,22 +184,7 @@ class WebhookConfig(_Strict):
     """A signed POST of each listed event (every event when ``events`` is empty)."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s/]+\S*$", max_length=500)]
-    events: list[
-        Literal[
-            "identified",
-            "marketing_consent",
-            "cart_abandoned",
-            "browse_abandoned",
-            "customer_away",
-            "churn_risk",
-            "purchase",
-            "watched_page_visited",
-            "score_threshold",
-            "winback_returned",
-            "coupon_issued",
-            "widget_converted",
-        ]
-    ] = []
+    events: list[AutomationEvent] = []
     # the name of the environment variable holding the signing secret, never the secret
     secret_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 

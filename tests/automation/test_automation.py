@@ -29,25 +29,12 @@ from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.updates import apply, new_profile
 from tests.client import new_id
-from tests.helpers import PROFILES, RedisServer
+from tests.helpers import PROFILES
 
 NOW = 1_790_000_000.0
 DAY = 86400.0
 SECRET = "whsec-test-0123456789"
 Applied = list[tuple[Profile | None, Profile, p.Event]]
-
-
-@pytest.fixture(scope="module")
-def site() -> Site:
-    return load_site(PROFILES / "demo")
-
-
-@pytest.fixture
-async def client(redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis.url.replace("/0", "/12"))
-    await c.flushdb()
-    yield c
-    await c.aclose()
 
 
 @dataclass
@@ -261,11 +248,10 @@ async def test_a_later_cart_change_moves_the_deadline(site: Site) -> None:
 
 
 async def test_abandoned_carts_are_emitted_exactly_once_by_competing_claimers(
-    site: Site, redis: RedisServer, client: aioredis.Redis
+    site: Site, automation_url: str, client: aioredis.Redis
 ) -> None:
-    url = redis.url.replace("/0", "/12")
-    a = RedisAutomation(aioredis.Redis.from_url(url), owns_client=True)
-    b = RedisAutomation(aioredis.Redis.from_url(url), owns_client=True)
+    a = RedisAutomation(aioredis.Redis.from_url(automation_url), owns_client=True)
+    b = RedisAutomation(aioredis.Redis.from_url(automation_url), owns_client=True)
     visitors = [new_id() for _ in range(300)]
     await a.schedule(
         site.id,
@@ -288,7 +274,7 @@ async def test_abandoned_carts_are_emitted_exactly_once_by_competing_claimers(
 
 
 async def test_stream_is_bounded_and_tail_prints_it(
-    site: Site, redis: RedisServer, client: aioredis.Redis
+    site: Site, automation_url: str, client: aioredis.Redis
 ) -> None:
     store = RedisAutomation(client, maxlen=100)
     events = [AutomationEvent("purchase", site.id, f"v{i}", NOW + i) for i in range(1000)]
@@ -296,8 +282,8 @@ async def test_stream_is_bounded_and_tail_prints_it(
         await store.publish(site.id, events[i : i + 50])
     assert await client.xlen(f"edge:au:{{au:{site.id}}}:events") < 300  # MAXLEN ~ 100
     lines: list[str] = []
-    url = redis.url.replace("/0", "/12")
-    assert await tail(url, site.id, 3, follow=False, out=lines.append) == 3
+
+    assert await tail(automation_url, site.id, 3, follow=False, out=lines.append) == 3
     assert [json.loads(line)["visitor"] for line in lines] == ["v997", "v998", "v999"]
 
     async def later() -> None:
@@ -306,7 +292,7 @@ async def test_stream_is_bounded_and_tail_prints_it(
 
     followed: list[str] = []
     task = asyncio.create_task(later())
-    await tail(url, site.id, 0, follow=True, out=followed.append, block_ms=2000, polls=1)
+    await tail(automation_url, site.id, 0, follow=True, out=followed.append, block_ms=2000, polls=1)
     await task
     assert [json.loads(line)["visitor"] for line in followed] == ["new"]
 

@@ -17,12 +17,11 @@ from edge.automation.config import automation_of
 from edge.automation.events import AutomationEvent, cart_payload, derive, timed
 from edge.decisioning.config import AUTOMATION_EVENTS
 from edge.profile import Profile
-from edge.sites import Site, load_site
+from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.updates import apply, new_profile
 from tests.client import new_id
-from tests.helpers import PROFILES
 
 NOW = 1_790_000_000.0
 DAY = 86400.0
@@ -30,13 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo() -> Site:
-    return load_site(PROFILES / "demo")
-
-
-@pytest.fixture(scope="module")
-def keeping(demo: Site) -> Site:
-    return dataclasses.replace(demo, keep_email=True)
+def keeping(site: Site) -> Site:
+    return dataclasses.replace(site, keep_email=True)
 
 
 class Visitor:
@@ -94,9 +88,9 @@ def test_identified_carries_email_name_and_consent_when_kept_and_consented(
     ],
 )
 def test_no_email_leaves_without_a_kept_email_and_a_consent(
-    demo: Site, keep: bool, form: dict[str, Any]
+    site: Site, keep: bool, form: dict[str, Any]
 ) -> None:
-    v = Visitor(dataclasses.replace(demo, keep_email=keep))
+    v = Visitor(dataclasses.replace(site, keep_email=keep))
     out = v.send(identify("ann@example.com", **form), NOW)
     assert [e.payload for e in out] == [{"level": "claimed"}]
     assert "ann@example.com" not in json.dumps([e.to_json() for e in out])
@@ -120,9 +114,9 @@ def test_a_later_consent_and_its_withdrawal_are_handed_on(keeping: Site) -> None
 
 
 def test_consent_of_a_visitor_without_a_kept_email_or_customer_id_is_not_sent(
-    demo: Site,
+    site: Site,
 ) -> None:
-    v = Visitor(demo)
+    v = Visitor(site)
     v.send(identify("ann@example.com"), NOW)
     assert v.send(identify("ann@example.com", marketing_consent=True), NOW + 1) == []
 

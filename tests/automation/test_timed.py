@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,29 +18,15 @@ from edge.automation.store import MemoryAutomation, RedisAutomation, member
 from edge.decisioning.config import AutomationConfig
 from edge.intelligence import churn_risk
 from edge.profile import Profile
-from edge.sites import Site, load_site
+from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.updates import apply
 from tests.client import new_id
-from tests.helpers import PROFILES, RedisServer
 
 NOW = 1_790_000_000.0
 DAY = 86400.0
 HOUR = 3600.0
-
-
-@pytest.fixture(scope="module")
-def site() -> Site:
-    return load_site(PROFILES / "demo")
-
-
-@pytest.fixture
-async def client(redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis.url.replace("/0", "/13"))
-    await c.flushdb()
-    yield c
-    await c.aclose()
 
 
 class Shopper:
@@ -197,11 +182,10 @@ async def test_each_kind_can_be_switched_off(site: Site) -> None:
 
 
 async def test_timed_deadlines_are_claimed_exactly_once_by_competing_claimers_on_redis(
-    site: Site, redis: RedisServer, client: aioredis.Redis
+    site: Site, automation_url: str, client: aioredis.Redis
 ) -> None:
-    url = redis.url.replace("/0", "/13")
-    a = RedisAutomation(aioredis.Redis.from_url(url), owns_client=True)
-    b = RedisAutomation(aioredis.Redis.from_url(url), owns_client=True)
+    a = RedisAutomation(aioredis.Redis.from_url(automation_url), owns_client=True)
+    b = RedisAutomation(aioredis.Redis.from_url(automation_url), owns_client=True)
     visitors = [new_id() for _ in range(100)]
     kinds_ = ("cart_abandoned", "browse_abandoned", "customer_away", "churn_risk")
     changes = [
