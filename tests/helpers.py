@@ -19,6 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "profiles"
 
 
+def demo_without_campaigns(folder: Path, campaigns: str | None = None) -> Path:
+    """A profiles folder holding the demo shop without its campaigns and
+    segments (widget reports would add events of their own), or with
+    ``campaigns`` as its campaigns.yaml; returns ``folder``."""
+    shutil.copytree(
+        PROFILES / "demo",
+        folder / "demo",
+        ignore=shutil.ignore_patterns("campaigns.yaml", "segments.yaml"),
+    )
+    if campaigns is not None:
+        (folder / "demo" / "campaigns.yaml").write_text(campaigns)
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,7 @@ import pytest
 from edge.profile import Profile
 from edge.stores.redis import RedisStore
 from tests.client import Visitor
-from tests.helpers import PROFILES as DEMO_PROFILES
-from tests.helpers import EdgeServer, RedisServer, edge_server, wait_until
+from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -46,14 +44,7 @@ campaigns:
 
 @pytest.fixture(scope="module")
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("profiles")
-    shutil.copytree(
-        DEMO_PROFILES / "demo",
-        folder / "demo",
-        ignore=shutil.ignore_patterns("campaigns.yaml", "segments.yaml"),
-    )
-    (folder / "demo" / "campaigns.yaml").write_text(CAMPAIGNS)
-    return folder
+    return demo_without_campaigns(tmp_path_factory.mktemp("profiles"), CAMPAIGNS)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,8 +39,7 @@ from edge.profile import Profile
 from edge.stores.redis import RedisStore
 from tests.browser import poll, tracker_state, wait_acked
 from tests.faults.proxy import delay_proxy
-from tests.helpers import PROFILES as DEMO_PROFILES
-from tests.helpers import RedisServer, edge_server, redis_server
+from tests.helpers import RedisServer, demo_without_campaigns, edge_server, redis_server
 
 pytest_plugins = ["tests.browser"]  # browser, context, page, page_errors
 pytestmark = [
@@ -97,13 +95,7 @@ BURST_JS = """n => {
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo shop without campaigns: widget reports would add events of
     their own, and this test counts the page's."""
-    folder = tmp_path_factory.mktemp("profiles")
-    shutil.copytree(
-        DEMO_PROFILES / "demo",
-        folder / "demo",
-        ignore=shutil.ignore_patterns("campaigns.yaml", "segments.yaml"),
-    )
-    return folder
+    return demo_without_campaigns(tmp_path_factory.mktemp("profiles"))
 
 
 @pytest.fixture

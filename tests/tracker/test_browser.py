@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from edge import keys
 from edge.profile import Profile, decode_profile
 from tests.browser import DESKTOP_CHROME, new_page, poll, storage, tracker_state, wait_acked
-from tests.helpers import PROFILES as DEMO_PROFILES
-from tests.helpers import EdgeServer, RedisServer, edge_server, free_port
+from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server, free_port
 
 pytest_plugins = ["tests.browser"]  # browser, context, page, page_errors
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
@@ -45,13 +43,7 @@ def redis_url(redis: RedisServer) -> str:
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo shop without its campaigns: these tests watch the tracker's
     own events, and widgets would add impressions of their own."""
-    folder = tmp_path_factory.mktemp("profiles")
-    shutil.copytree(
-        DEMO_PROFILES / "demo",
-        folder / "demo",
-        ignore=shutil.ignore_patterns("campaigns.yaml", "segments.yaml"),
-    )
-    return folder
+    return demo_without_campaigns(tmp_path_factory.mktemp("profiles"))
 
 
 @pytest.fixture(scope="module")

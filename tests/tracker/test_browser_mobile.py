@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -33,8 +32,7 @@ from edge import keys
 from edge.profile import CampaignState, decode_profile
 from edge.sites import load_site
 from tests.browser import TIMEOUT_MS, poll, tracker_state, wait_acked
-from tests.helpers import PROFILES as DEMO_PROFILES
-from tests.helpers import EdgeServer, RedisServer, edge_server
+from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
 
 pytest_plugins = ["tests.browser"]  # browser, page, page_errors
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
@@ -113,14 +111,7 @@ def redis_url(redis: RedisServer) -> str:
 
 @pytest.fixture(scope="module")
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("profiles")
-    shutil.copytree(
-        DEMO_PROFILES / "demo",
-        folder / "demo",
-        ignore=shutil.ignore_patterns("campaigns.yaml", "segments.yaml"),
-    )
-    (folder / "demo" / "campaigns.yaml").write_text(CAMPAIGNS)
-    return folder
+    return demo_without_campaigns(tmp_path_factory.mktemp("profiles"), CAMPAIGNS)
 
 
 @pytest.fixture(scope="module")

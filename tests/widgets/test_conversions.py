@@ -85,6 +85,18 @@ async def shown_in_two_tabs(first: Visitor, second: Visitor) -> None:
     assert [a for a in answers if a["type"] == "error"] == []
 
 
+async def converted_in_two_tabs(a: EdgeServer, b: EdgeServer) -> dict[str, int]:
+    """One visitor shown the coupon in a tab on ``a`` and one on ``b``, and
+    converting in both: what the arm's figures gained (read from ``a``)."""
+    before = arm(a)
+    first = Visitor(a.ws)
+    second = Visitor(b.ws, visitor=first.visitor)
+    await shown_in_two_tabs(first, second)
+    await convert_in_both(first, second)
+    after = await settled(a, before.get("clicks", 0) + 2)
+    return {k: after[k] - before.get(k, 0) for k in ("visitors", "impressions", "conversions")}
+
+
 async def convert_in_both(first: Visitor, second: Visitor) -> None:
     for tab in (first, second):
         answers = await tab.track(
@@ -103,13 +115,7 @@ async def test_two_tabs_of_one_visitor_convert_once(
     store: str, embedded: EdgeServer, two_processes: tuple[EdgeServer, EdgeServer]
 ) -> None:
     server = embedded if store == "embedded" else two_processes[0]
-    before = arm(server)
-    first = Visitor(server.ws)
-    second = Visitor(server.ws, visitor=first.visitor)
-    await shown_in_two_tabs(first, second)
-    await convert_in_both(first, second)
-    after = await settled(server, before.get("clicks", 0) + 2)
-    gained = {k: after[k] - before.get(k, 0) for k in ("visitors", "impressions", "conversions")}
+    gained = await converted_in_two_tabs(server, server)
     assert gained == {"visitors": 1, "impressions": 2, "conversions": 1}
 
 
@@ -119,12 +125,5 @@ async def test_two_tabs_on_two_processes_convert_once(
     """The second tab's process applies the conversion to its older copy of
     the profile, loses the compare-and-set, and re-applies it on what the
     first stored, where it changes nothing: counted by neither twice."""
-    a, b = two_processes
-    before = arm(a)
-    first = Visitor(a.ws)
-    second = Visitor(b.ws, visitor=first.visitor)
-    await shown_in_two_tabs(first, second)
-    await convert_in_both(first, second)
-    after = await settled(a, before.get("clicks", 0) + 2)
-    gained = {k: after[k] - before.get(k, 0) for k in ("visitors", "impressions", "conversions")}
+    gained = await converted_in_two_tabs(*two_processes)
     assert gained == {"visitors": 1, "impressions": 2, "conversions": 1}
