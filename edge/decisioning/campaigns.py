@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from edge.decisioning.attributes import condition_paths, unknown_attribute
 from edge.decisioning.conditions import ConditionError, compile_condition
 from edge.decisioning.config import (
+    DEFAULT_ATTRIBUTION_DAYS,
     WEEKDAYS,
     CampaignConfig,
     CapsConfig,
@@ -152,6 +153,7 @@ class Campaign:
     # No schedule, not a pop-up, shown on page view: for a visitor who never
     # saw it, only the audience decides (the engine's fast path).
     plain: bool = False
+    attribution_days: float = DEFAULT_ATTRIBUTION_DAYS  # outcomes count this long after exposure
 
     def widget_for(self, variant: str, step: int) -> dict[str, Any]:
         """The widget a visitor in ``variant`` sees at ``step``."""
@@ -172,6 +174,17 @@ class Campaign:
         if shown == "holdout" and self.holdout:
             return None
         return next((v for v in self.variants if v.id == shown), None) or self.arm(visitor)
+
+    def shares(self) -> dict[str, float]:
+        """Each arm's configured share of the visitors who meet the campaign,
+        variants in configuration order, then ``holdout`` when there is one."""
+        shares, below = {}, 0.0
+        for v in self.variants:
+            shares[v.id] = (v.upto - below) * (1 - self.holdout)
+            below = v.upto
+        if self.holdout:
+            shares["holdout"] = self.holdout
+        return shares
 
     def arm(self, visitor: str) -> Variant | None:
         """The experiment arm: None for the holdout group."""
@@ -341,9 +354,9 @@ def _campaign(
         steps = (Step(_widget(c.widget)),)
     experiment = c.experiment
     variants: tuple[Variant, ...] = (Variant("a", 1.0, None),)
-    holdout = 0.0
+    holdout, attribution_days = 0.0, DEFAULT_ATTRIBUTION_DAYS
     if experiment is not None:
-        holdout = experiment.holdout
+        holdout, attribution_days = experiment.holdout, experiment.attribution_days
         if experiment.variants:
             total = sum(v.weight for v in experiment.variants)
             running, built = 0.0, []
@@ -370,6 +383,7 @@ def _campaign(
         is_popup=c.placement == "popup",
         event=trigger.event,
         plain=c.schedule is None and c.placement != "popup" and trigger.event is None,
+        attribution_days=attribution_days,
     )
 
 

@@ -112,9 +112,15 @@ class VariantConfig(_Strict):
     widget: WidgetConfig | None = None  # None: the campaign's widget
 
 
+DEFAULT_ATTRIBUTION_DAYS = 7.0
+
+
 class ExperimentConfig(_Strict):
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0
     variants: list[VariantConfig] = []
+    # Clicks, conversions and purchases count for the campaign's statistics
+    # only within this many days of a visitor's first exposure (edge.stats).
+    attribution_days: Annotated[float, Field(gt=0, le=90)] = DEFAULT_ATTRIBUTION_DAYS
 
     @model_validator(mode="after")
     def _unique(self) -> ExperimentConfig:

@@ -59,6 +59,9 @@ def test_a_valid_file_loads(tmp_path: Path) -> None:
     )
     site: Site = load_site(folder)
     assert [c.id for c in site.decisioning.campaigns] == ["ok"]
+    [ok] = site.decisioning.campaigns
+    assert ok.attribution_days == 7  # the default window
+    assert ok.shares() == pytest.approx({"x": 0.3, "y": 0.6, "holdout": 0.1})
 
 
 # --- condition problems (found when compiling) ------------------------------------
@@ -339,6 +342,23 @@ def test_holdout_share_out_of_range(tmp_path: Path) -> None:
     """
     assert only_problem(tmp_path, text) == (
         "6: campaigns[0].experiment.holdout: Input should be less than 1"
+    )
+
+
+def test_attribution_window(tmp_path: Path) -> None:
+    text = """\
+    campaigns:
+      - id: c
+        placement: bar
+        widget: {kind: bar}
+        experiment: {attribution_days: 0.5}
+    """
+    [c] = load_site(write_site(tmp_path, campaigns=text)).decisioning.campaigns
+    assert c.attribution_days == 0.5 and c.shares() == {"a": 1.0}
+    (tmp_path / "too-long").mkdir()
+    too_long = text.replace("0.5", "91")
+    assert only_problem(tmp_path / "too-long", too_long) == (
+        "5: campaigns[0].experiment.attribution_days: Input should be less than or equal to 90"
     )
 
 
