@@ -276,6 +276,7 @@ def _campaign(x: CampaignState, y: CampaignState, recent_bound: int) -> Campaign
         variant=x.variant or y.variant,  # the customer's arm stays sticky
         closed_at=max(x.closed_at, y.closed_at),
         converted_step=max(x.converted_step, y.converted_step),
+        first_at=min((t for t in (x.first_at, y.first_at) if t), default=0.0),
     )
 
 

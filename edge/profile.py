@@ -162,6 +162,10 @@ class CampaignState(NamedTuple):
     # once per visitor and step: a second tab's (or a second process's) form
     # for the same step changes nothing, so it is neither counted nor advances.
     converted_step: int = -1
+    # The first impression (first exposure; 0: none recorded, as in states
+    # stored before this field): the campaign's statistics count a visitor's
+    # outcomes only within its attribution window from here (edge.stats).
+    first_at: float = 0.0
 
 
 class Offer(NamedTuple):

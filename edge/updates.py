@@ -380,6 +380,7 @@ def _impression(
         step, step_visit = event.step, visits
     return old._replace(
         impressions=old.impressions + 1,
+        first_at=now if old.impressions == 0 else old.first_at,
         last_at=now,
         session_at=session_at,
         session_impressions=(old.session_impressions if old.session_at == session_at else 0) + 1,

@@ -119,17 +119,19 @@ def test_frequency_caps_count_both_devices() -> None:
     phone, laptop = new_id(), new_id()
     campaign = next(c.id for c in SITE.decisioning.campaigns)
 
-    def shown(visitor: str) -> Profile:
+    def shown(visitor: str, at: float) -> Profile:
         tab = new_id()
         ctx = VisitContext(visitor=visitor, session=tab, url=f"{SHOP}/demo")
         ev = event(1, tab, "widget", campaign=campaign, action="impression", variant="a")
         offered = offers.record(new_profile(visitor, T0), [(campaign, "a", 0)], T0, 20)
-        return apply(offered, ev, ctx, SITE, T0)
+        return apply(offered, ev, ctx, SITE, at)
 
-    customer = merge(None, seal(shown(phone), phone, CUSTOMER, T0), CUSTOMER, SITE, T0)
-    both = merge(customer, seal(shown(laptop), laptop, CUSTOMER, T0), CUSTOMER, SITE, T0)
+    later, earlier = shown(phone, T0 + 50), shown(laptop, T0 + 10)
+    customer = merge(None, seal(later, phone, CUSTOMER, T0), CUSTOMER, SITE, T0)
+    both = merge(customer, seal(earlier, laptop, CUSTOMER, T0), CUSTOMER, SITE, T0)
     state = both.campaign(campaign)
     assert state is not None and state.impressions == 2 and len(state.recent) == 2
+    assert state.first_at == T0 + 10  # the customer's exposure began on the laptop
     # a widget offered on either device can still be reported after sign-in
     assert [o.campaign for o in both.offers] == [campaign]
 
