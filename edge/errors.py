@@ -12,7 +12,8 @@
     │   ├── BadVisitorId         missing, placeholder or malformed visitor id
     │   ├── UnknownSite          ``site`` is not configured here
     │   ├── OriginRefused        Origin header not allowed for the site
-    │   └── IdentityRejected     forged, expired or foreign identity token
+    │   ├── IdentityRejected     forged, expired or foreign identity token
+    │   └── PreviewRefused       forged, expired or foreign preview token (edge.preview)
     └── StoreError               the profile store failed or timed out
         └── ProfileMoved         the profile was merged into another one while
                                  events were waiting to be stored (resend them)
@@ -74,6 +75,10 @@ class OriginRefused(ProtocolError):
 
 class IdentityRejected(ProtocolError):
     code = "identity_rejected"
+
+
+class PreviewRefused(ProtocolError):
+    code = "preview_refused"
 
 
 class StoreError(EdgeError):

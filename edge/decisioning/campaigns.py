@@ -153,6 +153,7 @@ class Campaign:
     # No schedule, not a pop-up, shown on page view: for a visitor who never
     # saw it, only the audience decides (the engine's fast path).
     plain: bool = False
+    preview_page: str | None = None  # where a preview link opens (edge.preview)
     attribution_days: float = DEFAULT_ATTRIBUTION_DAYS  # outcomes count this long after exposure
 
     def widget_for(self, variant: str, step: int) -> dict[str, Any]:
@@ -383,6 +384,7 @@ def _campaign(
         is_popup=c.placement == "popup",
         event=trigger.event,
         plain=c.schedule is None and c.placement != "popup" and trigger.event is None,
+        preview_page=c.preview_page,
         attribution_days=attribution_days,
     )
 
