@@ -140,7 +140,11 @@ def coupon_given(site: str, campaign: str) -> str:
 #                                                   TTL 400 days
 #
 # One tag per campaign: a campaign's days sit together (a 30-day read is one
-# slot), different campaigns spread over the cluster.
+# slot), different campaigns spread over the cluster. Activity fields
+# (impressions, clicks, closes, conversions) go to the day they happened; a
+# visitor's exposure (visitors) and its outcomes within the attribution window
+# (clicked, converted, purchased, orders, revenue) to the day of the exposure,
+# whose hash an outcome may increment days later (its TTL then starts again).
 
 
 def campaign_stats(site: str, campaign: str, day: str) -> str:

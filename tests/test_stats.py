@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge import offers
-from edge.profile import Profile
+from edge.profile import CampaignState, Profile, evolve
 from edge.sites import Site, load_site
 from edge.stats import MemoryStats, RedisStats, StatsStore, StatUpdate, stat_updates
 from edge.stores.redis import RedisStore
@@ -29,10 +29,14 @@ def site() -> Site:
 
 
 def run(
-    site: Site, events: list[dict[str, object]], offered: tuple[str, str] | None = None
+    site: Site,
+    events: list[dict[str, object]],
+    offered: tuple[str, str] | None = None,
+    at: list[float] | None = None,
 ) -> list[StatUpdate]:
     """The statistics of ``events``; ``offered``: the (campaign, arm) the
-    server showed this visitor first (widget events count only for that)."""
+    server showed this visitor first (widget events count only for that);
+    ``at``: each event's time after NOW (default: a second apart)."""
     ctx = VisitContext(new_id(), new_id())
     profile: Profile | None = None
     if offered is not None:
@@ -40,14 +44,15 @@ def run(
     out = []
     for seq, raw in enumerate(events, 1):
         event = p.parse_event({"seq": seq, "id": f"ev{seq:08d}", **raw})
-        after = apply(profile, event, ctx, site, NOW + seq)
-        out += stat_updates(profile, after, event, TZ, NOW + seq)
+        now = NOW + (at[seq - 1] if at is not None else seq)
+        after = apply(profile, event, ctx, site, now)
+        out += stat_updates(profile, after, event, TZ, now, site.decisioning.by_id)
         profile = after
     return out
 
 
-def widget(action: str, variant: str = "a") -> dict[str, object]:
-    return {"type": "widget", "campaign": "cart-reminder", "variant": variant, "action": action}
+def widget(action: str, variant: str = "a", campaign: str = "cart-reminder") -> dict[str, object]:
+    return {"type": "widget", "campaign": campaign, "variant": variant, "action": action}
 
 
 def purchase(order: str, value: float) -> dict[str, object]:
@@ -61,8 +66,10 @@ def test_first_impression_counts_a_visitor_and_purchases_go_to_the_arm(site: Sit
             widget("impression"),
             widget("impression"),
             widget("click"),
+            widget("click"),
             purchase("A1", 80.0),
-            purchase("A1", 80.0),
+            purchase("A1", 80.0),  # the same order again: nothing
+            purchase("A2", 20.0),  # a second order: an order, not a second buyer
         ],
         offered=("cart-reminder", "a"),
     )
@@ -72,10 +79,90 @@ def test_first_impression_counts_a_visitor_and_purchases_go_to_the_arm(site: Sit
         ("a", "visitors", 1.0),
         ("a", "impressions", 1.0),
         ("a", "clicks", 1.0),
+        ("a", "clicked", 1.0),
+        ("a", "clicks", 1.0),
         ("a", "orders", 1.0),
         ("a", "revenue", 80.0),
+        ("a", "purchased", 1.0),
+        ("a", "orders", 1.0),
+        ("a", "revenue", 20.0),
     ]
     assert {u.day for u in updates} == {DAY}
+
+
+HOUR = 3600.0
+
+
+def test_outcomes_count_within_the_window_on_the_day_of_exposure(site: Site) -> None:
+    """Issue 14, item 2: every later order went to every campaign ever seen.
+    The demo's cart reminder has a 3-day window (campaigns.yaml)."""
+    assert site.decisioning.by_id["cart-reminder"].attribution_days == 3
+    updates = run(
+        site,
+        [widget("impression"), widget("click"), purchase("W1", 50.0), widget("convert")],
+        offered=("cart-reminder", "a"),
+        at=[0, 30 * HOUR, 71 * HOUR, 73 * HOUR],  # the convert is past 72 hours
+    )
+    got = [(u.field, u.day) for u in updates]
+    assert got == [
+        ("impressions", DAY),
+        ("visitors", DAY),
+        ("clicks", "2026-09-22"),  # activity: its own day
+        ("clicked", DAY),  # the outcome: the day of exposure
+        ("orders", DAY),
+        ("revenue", DAY),
+        ("purchased", DAY),
+        ("conversions", "2026-09-24"),  # done, but after the window: no "converted"
+    ]
+
+
+def test_late_outcomes_and_the_default_window(site: Site) -> None:
+    newsletter = ("newsletter", "a")  # no experiment: the 7-day default
+    assert site.decisioning.by_id["newsletter"].attribution_days == 7
+    seen = widget("impression", campaign="newsletter")
+    late = run(site, [seen, purchase("L1", 9.0)], offered=newsletter, at=[0, 7 * 24 * HOUR + 1])
+    assert [u.field for u in late] == ["impressions", "visitors"]
+    in_time = run(site, [seen, purchase("L2", 9.0)], offered=newsletter, at=[0, 7 * 24 * HOUR])
+    counted = ["impressions", "visitors", "orders", "revenue", "purchased"]
+    assert [u.field for u in in_time] == counted
+
+
+def test_a_buyer_before_exposure_still_counts_as_a_buyer_after_it(site: Site) -> None:
+    updates = run(
+        site,
+        [purchase("B0", 5.0), widget("impression"), purchase("B1", 7.0)],
+        offered=("cart-reminder", "a"),
+    )
+    assert [(u.field, u.amount) for u in updates] == [
+        ("impressions", 1.0),
+        ("visitors", 1.0),
+        ("orders", 1.0),
+        ("revenue", 7.0),
+        ("purchased", 1.0),
+    ]
+
+
+def test_a_state_from_before_first_at_adds_no_outcomes(site: Site) -> None:
+    """A visitor counted before ``first_at`` existed has no known exposure:
+    counting their outcomes now would add buyers to no visitor."""
+    ctx = VisitContext(new_id(), new_id())
+    profile = offers.record(new_profile(ctx.visitor, NOW), [("cart-reminder", "a", 0)], NOW, 20)
+    old = CampaignState("cart-reminder", impressions=3, variant="a", last_at=NOW)
+    profile = evolve(profile, {"campaigns": (old,)})
+    seq = iter(range(1, 10))
+    for raw, fields in [
+        (widget("impression"), ["impressions"]),  # not a new visitor either
+        (widget("click"), ["clicks"]),
+        (purchase("O1", 3.0), []),
+    ]:
+        n = next(seq)
+        event = p.parse_event({"seq": n, "id": f"ev{n:08d}", **raw})
+        after = apply(profile, event, ctx, site, NOW + n)
+        got = stat_updates(profile, after, event, TZ, NOW + n, site.decisioning.by_id)
+        assert [u.field for u in got] == fields
+        profile = after
+    state = profile.campaign("cart-reminder")
+    assert state is not None and state.first_at == 0.0
 
 
 def test_holdout_visitors_are_counted_separately(site: Site) -> None:
@@ -89,6 +176,7 @@ def test_holdout_visitors_are_counted_separately(site: Site) -> None:
         ("holdout", "visitors"),
         ("holdout", "orders"),
         ("holdout", "revenue"),
+        ("holdout", "purchased"),
     }
 
 
@@ -125,13 +213,18 @@ async def test_stores_add_up(stats: StatsStore) -> None:
     )
     await stats.record(
         "demo",
-        [StatUpdate("c", "a", "impressions", DAY), StatUpdate("c", "a", "revenue", DAY, 12.5)],
+        [
+            StatUpdate("c", "a", "impressions", DAY),
+            StatUpdate("c", "a", "revenue", DAY, 12.5),
+            StatUpdate("c", "a", "purchased", DAY),
+        ],
     )
     table = await stats.read("demo", "c", [DAY, "2026-09-20"])
     assert table["2026-09-20"] == {}
     assert table[DAY]["a"]["impressions"] == 2 and table[DAY]["a"]["revenue"] == 12.5
     assert table[DAY]["a"]["orders"] == 0
     assert table[DAY]["holdout"]["visitors"] == 1
+    assert table[DAY]["a"]["purchased"] == 1 and table[DAY]["holdout"]["purchased"] == 0
 
 
 def test_a_visitor_converting_twice_counts_once_per_step(site: Site) -> None:
@@ -143,7 +236,8 @@ def test_a_visitor_converting_twice_counts_once_per_step(site: Site) -> None:
         widget("convert"),  # the second tab's form: the same step
     ]
     updates = run(site, events, offered=("cart-reminder", "a"))
-    assert [u.field for u in updates] == ["impressions", "visitors", "conversions", "impressions"]
+    fields = [u.field for u in updates]
+    assert fields == ["impressions", "visitors", "conversions", "converted", "impressions"]
 
 
 def test_a_progressive_campaigns_next_step_converts_again(site: Site) -> None:

@@ -218,7 +218,7 @@ class WidgetService:
         it, so a conversion another tab or process stored first, which then
         changes nothing, is not counted (``stat_updates``)."""
         for site, before, after, event, now in stored:
-            stats = stat_updates(before, after, event, site.timezone, now)
+            stats = stat_updates(before, after, event, site.timezone, now, site.decisioning.by_id)
             if stats:
                 self._counted.setdefault(site.id, []).extend(stats)
         if self._counted:
