@@ -140,11 +140,12 @@ def _days(request: Request) -> int:
 
 async def campaign_report(ingest: Ingest, site: Site, days: int) -> dict[str, Any]:
     """Statistics of every configured campaign over the last ``days`` days."""
-    names = last_days(ingest.clock(), site.timezone, days)
+    now = ingest.clock()
+    names = last_days(now, site.timezone, days)
     campaigns = []
     for campaign in site.decisioning.by_id.values():
         table = await ingest.widgets.stats.read(site.id, campaign.id, names)
-        campaigns.append(summarize(campaign.id, campaign.name, table, names))
+        campaigns.append(summarize(campaign, table, names, now, site.timezone))
     return {
         "site": site.id,
         "config": site.version,

@@ -29,15 +29,17 @@ TEMPLATE = """<!doctype html>
  th, td { padding: .2rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }
  th:first-child, td:first-child { text-align: left; }
  .muted { color: #777; } .pos { color: #176f2c; } .neg { color: #a31b1b; }
+ .warn { background: #fdecea; border-left: 4px solid #a31b1b; padding: .4rem .6rem; }
  .legend span { display: inline-block; width: .8em; height: .8em; margin: 0 .3em 0 1em; }
  svg { display: block; margin: .3rem 0 1rem; }
 </style>
 </head>
 <body>
 <h1>edge: campaign results</h1>
-<p class="muted">Read-only. Generated {{ generated }}. Last {{ days }} days per site time zone;
-uplift is the difference in purchase rate (orders / visitors) against the holdout, with a 95%
-confidence interval (normal approximation for the difference of two proportions).</p>
+<p class="muted">Read-only. Generated {{ generated }}. Last {{ days }} days per site time zone.
+The A/B test counts each visitor once, in the arm of their first exposure, and their first
+click, conversion and purchase within the campaign's attribution window after it; rates carry
+95% Wilson intervals, differences Newcombe's (docs/statistics.md).</p>
 {% for report in reports %}
 <h2>Site {{ report.site }} <small class="muted">configuration {{ report.config }},
  {{ report.from }} to {{ report.to }} ({{ report.timezone }})</small></h2>
@@ -48,19 +50,45 @@ confidence interval (normal approximation for the difference of two proportions)
 {% if c.arms %}
 <table>
 <tr><th>Arm</th><th>Impressions</th><th>Visitors</th><th>Clicks</th><th>Closes</th>
-<th>Conversions</th><th>Conv. rate</th><th>Orders</th><th>Purchase rate</th>
-<th>Uplift vs holdout (95% CI)</th></tr>
+<th>Conversions</th><th>Orders</th><th>Revenue</th></tr>
 {% for arm, s in c.arms.items() %}
 <tr><td>{{ arm }}</td><td>{{ s.impressions }}</td><td>{{ s.visitors }}</td><td>{{ s.clicks }}</td>
-<td>{{ s.closes }}</td><td>{{ s.conversions }}</td><td>{{ pct(s.conversion_rate) }}</td>
-<td>{{ s.orders }}</td><td>{{ pct(s.purchase_rate) }}</td>
-<td>{% set u = c.uplift[arm] if c.uplift and arm in c.uplift else none %}
-{%- if u %}<span class="{{ 'pos' if u.ci95[0] > 0 else ('neg' if u.ci95[1] < 0 else '') }}">
-{{ pts(u.difference) }} ({{ pts(u.ci95[0]) }} to {{ pts(u.ci95[1]) }})</span>
-{%- elif arm == 'holdout' %}<span class="muted">baseline</span>
-{%- else %}<span class="muted">no holdout data</span>{% endif %}</td></tr>
+<td>{{ s.closes }}</td><td>{{ s.conversions }}</td><td>{{ s.orders }}</td>
+<td>{{ "%.2f"|format(s.revenue) }}</td></tr>
 {% endfor %}
 </table>
+{% set e = c.experiment %}
+<h4>A/B test <small class="muted">control {{ e.control }}; outcomes within
+ {{ days_text(e.attribution_days) }} of a visitor's first exposure; visitors since
+ {{ e.maturing_from }} may still add some</small></h4>
+{% if e.srm and e.srm.mismatch %}
+<p class="warn" role="alert"><strong>Sample ratio mismatch</strong>: visitors per arm
+{% for arm, n in e.srm.observed.items() %}{{ arm }} {{ n }}
+ (expected {{ "%.0f"|format(e.srm.expected[arm]) }}){{ ", " if not loop.last }}{% endfor %};
+chi-square {{ "%.1f"|format(e.srm.chi2) }}, {{ pval(e.srm.p_value) }}. Assignment or tracking is
+skewed: do not trust these results until the cause is found.</p>
+{% elif e.srm %}
+<p class="muted">Visitor split as configured (sample-ratio check {{ pval(e.srm.p_value) }}).</p>
+{% endif %}
+<table>
+<tr><th>Arm</th><th>Visitors</th><th>Configured share</th><th>Click-through (95% CI)</th>
+<th>Conversion (95% CI)</th><th>Purchase (95% CI)</th></tr>
+{% for arm, a in e.arms.items() %}
+<tr><td>{{ arm }}</td><td>{{ a.visitors }}</td><td>{{ pct(a.expected_share) }}</td>
+{% for m in ("click", "conversion", "purchase") %}<td>{{ ci(a[m]) }}</td>{% endfor %}</tr>
+{% endfor %}
+</table>
+{% if e.comparisons %}
+<table>
+<tr><th>Arm</th><th>Against</th><th>Metric</th><th>Difference (95% CI)</th><th>Relative</th></tr>
+{% for d in e.comparisons %}
+<tr><td>{{ d.arm }}</td><td>{{ d.against }}</td><td>{{ d.metric }}</td>
+<td><span class="{{ 'pos' if d.ci95[0] > 0 else ('neg' if d.ci95[1] < 0 else '') }}">
+{{ pts(d.difference) }} ({{ pts(d.ci95[0]) }} to {{ pts(d.ci95[1]) }})</span></td>
+<td>{{ rel(d.relative) }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
 {% else %}<p class="muted">No data in this period.</p>{% endif %}
 {% set ch = c.chart %}
 <div class="legend muted"><span style="background:#9ab8e6"></span>impressions
@@ -98,6 +126,26 @@ def pct(rate: float | None) -> str:
 def pts(difference: float) -> str:
     """A difference of rates in percentage points."""
     return f"{difference * 100:+.2f} pp"
+
+
+def ci(rate: dict[str, Any] | None) -> str:
+    """A rate and its interval: ``12.50% (10.31% to 15.07%)``."""
+    if rate is None:
+        return "-"
+    low, high = rate["ci95"]
+    return f"{pct(rate['rate'])} ({pct(low)} to {pct(high)})"
+
+
+def rel(relative: float | None) -> str:
+    return "-" if relative is None else f"{relative * 100:+.1f}%"
+
+
+def pval(p: float) -> str:
+    return "p < 0.0001" if p < 0.0001 else f"p = {p:.4f}"
+
+
+def days_text(days: float) -> str:
+    return f"{days:g} day" if days == 1 else f"{days:g} days"
 
 
 def chart(daily: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -142,4 +190,14 @@ def render(reports: Sequence[dict[str, Any]], *, generated: str) -> str:
         {**report, "campaigns": [{**c, "chart": chart(c["daily"])} for c in report["campaigns"]]}
         for report in reports
     ]
-    return _template.render(reports=shown, generated=generated, days=CHART_DAYS, pct=pct, pts=pts)
+    return _template.render(
+        reports=shown,
+        generated=generated,
+        days=CHART_DAYS,
+        pct=pct,
+        pts=pts,
+        ci=ci,
+        rel=rel,
+        pval=pval,
+        days_text=days_text,
+    )

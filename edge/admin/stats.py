@@ -1,19 +1,19 @@
 """Campaign results for the admin API and page: totals per arm over the last
-days, and each variant's uplift against the holdout. Pure functions over the
-``StatsStore`` table (day -> arm -> field -> value)."""
+days and the A/B test's answer (``edge.experiment``: rates with confidence
+intervals, each variant against the control and the holdout, the
+sample-ratio check). Pure functions over the ``StatsStore`` table
+(day -> arm -> field -> value)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.stats import FIELDS, Table
-
-HOLDOUT = "holdout"
-Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+from edge.decisioning.campaigns import Campaign
+from edge.experiment import HOLDOUT, experiment
+from edge.stats import FIELDS, Table, day_of
 
 
 def last_days(now: float, tz: ZoneInfo, count: int) -> list[str]:
@@ -32,47 +32,11 @@ def arm_totals(table: Table) -> dict[str, dict[str, float]]:
     return totals
 
 
-def _rate(part: float, whole: float) -> float | None:
-    return part / whole if whole > 0 else None
-
-
-def with_rates(total: dict[str, float]) -> dict[str, Any]:
-    """Counts plus ``conversion_rate`` (the widget's goal per visitor who saw
-    it) and ``purchase_rate`` (orders per visitor who saw it)."""
-    out: dict[str, Any] = {name: total.get(name, 0.0) for name in FIELDS}
-    for name in ("impressions", "visitors", "clicks", "closes", "conversions", "orders"):
-        out[name] = int(out[name])
-    out["conversion_rate"] = _rate(total.get("conversions", 0.0), total.get("visitors", 0.0))
-    out["purchase_rate"] = _rate(total.get("orders", 0.0), total.get("visitors", 0.0))
+def counts(total: dict[str, float]) -> dict[str, Any]:
+    """Every statistics field of an arm: counts as whole numbers, revenue as is."""
+    out: dict[str, Any] = {name: round(total.get(name, 0.0)) for name in FIELDS}
+    out["revenue"] = round(total.get("revenue", 0.0), 2)
     return out
-
-
-def uplift(arm: dict[str, float], holdout: dict[str, float]) -> dict[str, Any] | None:
-    """Difference in purchase rate (orders / visitors) of an arm against the
-    holdout, with a 95% confidence interval by the normal approximation for
-    the difference of two independent proportions (Wald):
-    ``d ± 1.96 * sqrt(p1(1-p1)/n1 + p0(1-p0)/n0)``. A visitor with several
-    orders makes the rate exceed a proportion; the variance term then uses
-    the rate capped at 1. None without visitors on either side."""
-    n1, n0 = arm.get("visitors", 0.0), holdout.get("visitors", 0.0)
-    if n1 <= 0 or n0 <= 0:
-        return None
-    p1, p0 = arm.get("orders", 0.0) / n1, holdout.get("orders", 0.0) / n0
-    q1, q0 = min(p1, 1.0), min(p0, 1.0)
-    se = math.sqrt(q1 * (1 - q1) / n1 + q0 * (1 - q0) / n0)
-    difference = p1 - p0
-    low, high = difference - Z95 * se, difference + Z95 * se
-    return {
-        "metric": "purchase_rate",
-        "variant_rate": p1,
-        "holdout_rate": p0,
-        "difference": difference,
-        "ci95": [low, high],
-        "standard_error": se,
-        "relative": difference / p0 if p0 > 0 else None,
-        "significant": low > 0 or high < 0,
-        "method": "normal approximation, difference of two proportions",
-    }
 
 
 def daily(table: Table, days: Sequence[str]) -> list[dict[str, Any]]:
@@ -92,18 +56,20 @@ def daily(table: Table, days: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarize(campaign: str, name: str, table: Table, days: Sequence[str]) -> dict[str, Any]:
+def summarize(
+    campaign: Campaign, table: Table, days: Sequence[str], now: float, tz: ZoneInfo
+) -> dict[str, Any]:
+    """One campaign's report: counts per arm, the A/B test's answer
+    (``edge.experiment``) and the daily activity. ``maturing_from``: the
+    first day whose visitors may still click, convert or buy within their
+    window (their outcomes are still coming in)."""
     totals = arm_totals(table)
-    holdout = totals.get(HOLDOUT)
-    has_holdout = holdout is not None and holdout.get("visitors", 0.0) > 0
+    answer = experiment(totals, campaign.shares(), campaign.attribution_days)
+    answer["maturing_from"] = day_of(now - campaign.attribution_days * 86400, tz)
     return {
-        "id": campaign,
-        "name": name,
-        "arms": {arm: with_rates(total) for arm, total in sorted(totals.items())},
-        "uplift": (
-            {arm: uplift(total, holdout) for arm, total in sorted(totals.items()) if arm != HOLDOUT}
-            if has_holdout and holdout is not None
-            else None
-        ),
+        "id": campaign.id,
+        "name": campaign.name,
+        "arms": {arm: counts(total) for arm, total in sorted(totals.items())},
+        "experiment": answer,
         "daily": daily(table, days),
     }

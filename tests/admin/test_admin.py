@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import redis as redis_sync
 import yaml
 
+from edge.experiment import newcombe
 from edge.sites import load_site
 from edge.stats import RedisStats, StatUpdate, day_of
 from tests.client import Visitor, new_id
@@ -133,7 +133,7 @@ def test_a_wrong_or_missing_token_is_refused(embedded: EdgeServer) -> None:
 # --- statistics ----------------------------------------------------------------
 
 
-async def test_campaign_statistics_and_uplift(on_redis: EdgeServer, redis_url: str) -> None:
+async def test_campaign_statistics_and_the_ab_test(on_redis: EdgeServer, redis_url: str) -> None:
     site = load_site(PROFILES / "demo")
     stats = RedisStats(redis_sync.asyncio.Redis.from_url(redis_url))
     today = day_of(time.time(), site.timezone)
@@ -141,8 +141,11 @@ async def test_campaign_statistics_and_uplift(on_redis: EdgeServer, redis_url: s
     long_ago = day_of(time.time() - 60 * 86400, site.timezone)
     fed = {  # arm -> field -> (today, yesterday)
         "a": {"impressions": (900, 700), "visitors": (600, 400), "clicks": (50, 30),
-              "closes": (80, 70), "conversions": (30, 20), "orders": (40, 20)},
-        "holdout": {"impressions": (200, 100), "visitors": (150, 100), "orders": (6, 4)},
+              "closes": (80, 70), "conversions": (30, 20), "clicked": (45, 35),
+              "converted": (30, 20), "purchased": (35, 25), "orders": (40, 25),
+              "revenue": (800.5, 500)},
+        "holdout": {"impressions": (200, 100), "visitors": (100, 80), "purchased": (3, 2),
+                    "orders": (3, 2)},
     }  # fmt: skip
     updates = [
         StatUpdate("cart-reminder", arm, name, day, amount)
@@ -161,27 +164,43 @@ async def test_campaign_statistics_and_uplift(on_redis: EdgeServer, redis_url: s
     [cart] = [c for c in report["campaigns"] if c["id"] == "cart-reminder"]
     a, holdout = cart["arms"]["a"], cart["arms"]["holdout"]
     assert (a["impressions"], a["visitors"], a["clicks"], a["closes"]) == (1600, 1000, 80, 150)
-    assert (a["conversions"], a["orders"]) == (50, 60)
-    assert a["conversion_rate"] == pytest.approx(0.05)
-    assert holdout["visitors"] == 250 and holdout["orders"] == 10
-    # By hand: p1 = 60/1000, p0 = 10/250, d = 0.02,
-    # se = sqrt(.06 * .94 / 1000 + .04 * .96 / 250) = sqrt(0.00021).
-    uplift = cart["uplift"]["a"]
-    se = math.sqrt(0.06 * 0.94 / 1000 + 0.04 * 0.96 / 250)
-    assert uplift["difference"] == pytest.approx(0.02)
-    assert uplift["ci95"] == pytest.approx([0.02 - 1.96 * se, 0.02 + 1.96 * se], abs=1e-4)
-    assert uplift["ci95"][0] == pytest.approx(-0.00840, abs=1e-4)
-    assert uplift["relative"] == pytest.approx(0.5)
-    assert uplift["significant"] is False
+    assert (a["conversions"], a["purchased"], a["orders"], a["revenue"]) == (50, 60, 65, 1300.5)
+    assert holdout["visitors"] == 180 and holdout["orders"] == 5
+    test = cart["experiment"]
+    assert (test["control"], test["attribution_days"]) == ("a", 3)  # profiles/demo
+    assert test["maturing_from"] == day_of(time.time() - 3 * 86400, site.timezone)
+    click = test["arms"]["a"]["click"]
+    assert (click["count"], click["rate"]) == (80, 0.08)
+    assert click["ci95"] == pytest.approx([0.06475, 0.09847], abs=1e-5)  # Wilson, 80 of 1000
+    assert test["arms"]["holdout"]["click"] is None  # the holdout is shown nothing
+    # The reminder against the holdout, on purchases: 6% of 1,000 against 5 of 180.
+    [uplift] = test["comparisons"]
+    assert (uplift["arm"], uplift["against"], uplift["metric"]) == ("a", "holdout", "purchase")
+    assert uplift["difference"] == pytest.approx(0.06 - 5 / 180)
+    assert uplift["ci95"] == pytest.approx(list(newcombe(60, 1000, 5, 180)))
+    assert uplift["ci95"][0] < 0 < uplift["ci95"][1] and uplift["significant"] is False
+    # 1,000 and 180 visitors where 80/20 expects 944 and 236: a sample ratio mismatch.
+    srm = test["srm"]
+    assert srm["observed"] == {"a": 1000, "holdout": 180}
+    assert srm["expected"] == pytest.approx({"a": 944, "holdout": 236})
+    assert srm["chi2"] == pytest.approx(56**2 / 944 + 56**2 / 236)
+    assert srm["p_value"] < 0.001 and srm["mismatch"] is True
     days = {d["day"]: d for d in cart["daily"]}
     assert days[today] == {"day": today, "impressions": 900, "conversions": 30}
-    # Campaigns without holdout data have no uplift.
-    others = [c for c in report["campaigns"] if c["id"] != "cart-reminder"]
-    assert all(c["uplift"] is None for c in others)
+    # Campaigns without data have an empty answer.
+    others = [c["experiment"] for c in report["campaigns"] if c["id"] != "cart-reminder"]
+    assert all(e["comparisons"] == [] and e["srm"] is None for e in others)
+    assert all(e["arms"]["a"]["visitors"] == 0 for e in others)
     # A shorter window leaves yesterday out.
     one_day = api(on_redis, "GET", "/admin/sites/demo/campaigns", params={"days": 1}).json()
     [cart] = [c for c in one_day["campaigns"] if c["id"] == "cart-reminder"]
     assert cart["arms"]["a"]["visitors"] == 600
+    assert cart["experiment"]["arms"]["a"]["purchase"]["count"] == 35
+    # The page says the same, and warns.
+    html = api(on_redis, "GET", "/admin/").text
+    assert "Sample ratio mismatch" in html and "a 1000" in html and "(expected 944)" in html
+    assert "8.00% (6.47% to 9.85%)" in html  # the click-through rate with its interval
+    assert "+3.22 pp (" in html  # the difference against the holdout
 
 
 def test_the_page_shows_each_campaign_with_a_chart(on_redis: EdgeServer) -> None:
