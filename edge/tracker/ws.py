@@ -56,6 +56,7 @@ from edge.ids import new_id
 from edge.ledger import Hot
 from edge.sites import Site
 from edge.stores.base import StoreUnavailable
+from edge.tracker import preview
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
 from edge.tracker.geo import UNKNOWN, Location
@@ -121,6 +122,9 @@ class Connection:
         self.timed_out = 0  # the close code sent when the deadline passed
         # edge serve's protocol of this socket, which counts its frames.
         self.arrivals = _arrivals(ws)
+        # A preview link's tab (edge.tracker.preview): set by its hello, for
+        # the connection's life; its messages go there and nothing is stored.
+        self.preview: preview.PreviewSession | None = None
 
     # Hello and idle timeouts: one timer per connection, moved forward by each
     # message, instead of wrapping every receive in wait_for (a task per
@@ -237,6 +241,9 @@ class Connection:
             country=location.country,
             region=location.region,
         )
+        if hello.preview is not None:
+            await preview.start(self, hello)  # sets self.preview
+            return
         acked = 0  # also when the store is down: unknown, so the tracker resends all
         deadline = self.loop.time() + self.ingest.settings.answer_deadline_s
         if self.may_store() and await self.load(deadline):
@@ -290,6 +297,9 @@ class Connection:
 
     async def on_events(self, message: dict[str, Any]) -> None:
         assert self.ctx is not None
+        if self.preview is not None:
+            await preview.answer(self, self.preview, message)
+            return
         started = time.perf_counter()
         deadline = self.loop.time() + self.ingest.settings.answer_deadline_s
         batch = p.parse_events(message)
