@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # A link to static/js/edge.js in a checkout, the file itself in a built wheel.
 TRACKER_JS = Path(__file__).resolve().parent / "static" / "edge.js"
+# The preview overlay, which edge.js loads only in a preview tab (edge.preview).
+PREVIEW_JS = TRACKER_JS.with_name("edge-preview.js")
 
 
 async def tracker_js(request: Request) -> Response:
@@ -56,6 +58,11 @@ async def tracker_js(request: Request) -> Response:
             request.app.state.tracker_js_gz, media_type="text/javascript", headers=headers
         )
     return Response(source, media_type="text/javascript", headers=headers)
+
+
+async def preview_js(request: Request) -> Response:
+    headers = {"Cache-Control": "public, max-age=300"}
+    return Response(request.app.state.preview_js, media_type="text/javascript", headers=headers)
 
 
 def pools_for(store: ProfileStore) -> CouponPools:
@@ -161,6 +168,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     routes: list[BaseRoute] = [
         Route("/collect", collect, methods=["POST"]),
         Route("/edge.js", tracker_js),
+        Route("/edge-preview.js", preview_js),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
@@ -229,6 +237,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     source = TRACKER_JS.read_bytes()
     app.state.tracker_js = source
     app.state.tracker_js_gz = gzip.compress(source, compresslevel=9, mtime=0)
+    app.state.preview_js = PREVIEW_JS.read_bytes()
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.supervisor = Supervisor()

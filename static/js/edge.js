@@ -28,7 +28,7 @@ const save = () => put(S, 'edge_outbox', JSON.stringify(outbox));
 
 // consent: true, null (buffer), false
 let consent, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
-let ws, ready, tries = 0, timer, flushT, dead, viewed, hold = 0, hsent = 0;
+let ws, ready, tries = 0, timer, flushT, dead, viewed, hold = 0, hsent = 0, pv;
 
 const emit = (name, ...a) => (subs[name] || []).forEach(f => safe(f)(...a));
 
@@ -49,11 +49,14 @@ const start = () => {
   }
   put(S, 'edge_live', 1);
   pending.splice(0).forEach(enqueue);
-  connect();
+  // preview link
+  (pv = new URLSearchParams(location.search).get('edge_preview') || get(S, 'edge_preview'))
+    ? d.head.append(Object.assign(d.createElement('script'), { src: http + '/edge-preview.js', onload: connect, onerror: connect }))
+    : connect();
 };
 
 const stop = () => {
-  put(L, 'edge_vid'); ['sid', 'seq', 'outbox', 'live'].forEach(k => put(S, 'edge_' + k));
+  put(L, 'edge_vid'); ['sid', 'seq', 'outbox', 'live', 'preview'].forEach(k => put(S, 'edge_' + k));
   vid = sid = null; seq = 0; outbox = []; pending = []; viewed = 0;
   clearTimeout(timer);
   ws && ws.close(); ws = ready = 0;
@@ -96,7 +99,7 @@ const flush = () => {
 const send = m => { try { ws.send(JSON.stringify(m)) } catch (e) {} };
 
 // leaving: beacon the outbox, keep it
-const beacon = () => batches(outbox.filter(e => e.seq > beaconed), b => {
+const beacon = () => pv || batches(outbox.filter(e => e.seq > beaconed), b => {
   if (nav.sendBeacon(http + '/collect' + q, JSON.stringify({ type: 'events', visitor: vid, session: sid, consent: true, events: b }))) beaconed = last(b);
 });
 
@@ -108,7 +111,7 @@ const connect = () => {
   s.onopen = safe(() => { let first = []; hsent = 0; batches(outbox, b => first.length || (first = b));
     first.length && Date.now() >= hold && (hsent = last(first));
     send(Object.assign({ type: 'hello', v: 1, visitor: vid, session: sid, url: url() }, page(),
-      { screen: [screen.width, screen.height], lang: nav.language, consent: true }, hsent ? { events: first } : {})) });
+      { screen: [screen.width, screen.height], lang: nav.language, consent: true, preview: pv }, hsent ? { events: first } : {})) });
   s.onmessage = safe(e => recv(JSON.parse(e.data)));
   s.onclose = safe(e => {
     if (ws != s) return;
