@@ -6,6 +6,7 @@ edge explain   what a visitor would see on a page, and why
 edge privacy   erase or export one visitor's data (docs/operations.md)
 edge events    print a site's automation event stream (edge events tail)
 edge rfm       propose RFM cut-offs from the stored profiles (edge rfm propose)
+edge preview   print a preview link of a campaign (a draft too), for one's own browser
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "privacy": privacy,
         "events": events,
         "rfm": rfm,
+        "preview": preview,
     }[args.command]
     return handler(args)
 
@@ -138,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--follow", action="store_true", help="then wait for new events")
 
     _rfm_parser(commands)
+    _preview_parser(commands)
 
     sch = commands.add_parser("schema", help="write the JSON Schema of site files")
     sch.add_argument("--output", type=Path, help="file to write (default: standard output)")
@@ -495,6 +498,94 @@ async def _rfm_proposal(url: str, site: str, now: float) -> tuple[Proposal | Non
     finally:
         await store.close()
     return propose(customers, scanned), scanned
+
+
+def _preview_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = commands.add_parser(
+        "preview",
+        help="print a preview link of a campaign (docs/configuration.md, Previews)",
+        description="Print a link that shows one campaign (a draft or paused one too) in the "
+        "browser tab that opens it, whatever its audience, trigger, schedule and caps, with an "
+        "overlay saying what was decided and why; nothing that tab does is stored or counted. "
+        "Signed with EDGE_ADMIN_TOKEN: the servers that will check it must have the same one.",
+    )
+    cmd.add_argument("--site", required=True)
+    cmd.add_argument("--campaign", required=True, metavar="ID")
+    cmd.add_argument("--variant", metavar="ID", help="the arm to show (default: the first)")
+    cmd.add_argument(
+        "--step", type=int, metavar="N", help="the step to show, from 1 (default: the first)"
+    )
+    cmd.add_argument(
+        "--ttl-min",
+        type=float,
+        default=30.0,  # edge.preview.DEFAULT_TTL_MIN
+        help="minutes the link works (default 30, at most 240)",
+    )
+    cmd.add_argument(
+        "--page",
+        metavar="URL",
+        help="the page to open: a URL, or a path on the site's first allowed origin "
+        "(default: the campaign's preview_page, else /)",
+    )
+    cmd.add_argument("--profiles", type=Path, default=Path("profiles"))
+    cmd.add_argument("--json", action="store_true", help="the link, token and grant as JSON")
+
+
+def preview(args: argparse.Namespace) -> int:
+    """``edge preview``: the link on standard output, what it grants on standard error."""
+    import time
+    from datetime import datetime
+
+    from edge import preview as previews
+    from edge.sites import load_site
+
+    try:
+        secret = Settings.from_env().admin_token
+    except ValueError as exc:
+        print(f"edge preview: {exc}", file=sys.stderr)
+        return 2
+    if not secret:
+        print(
+            "edge preview: EDGE_ADMIN_TOKEN is not set: links are signed with the admin token "
+            "of the servers that will check them",
+            file=sys.stderr,
+        )
+        return 2
+    if args.step is not None and args.step < 1:
+        print("edge preview: --step counts from 1 (the first step)", file=sys.stderr)
+        return 2
+    folder = args.profiles / args.site
+    try:
+        if not folder.is_dir():
+            raise ConfigError([f"{folder}: no such site folder"])
+        site = load_site(folder)
+        grant, token = previews.mint(
+            secret.encode(),
+            site,
+            args.campaign,
+            now=time.time(),
+            variant=args.variant,
+            step=None if args.step is None else args.step - 1,
+            ttl_min=args.ttl_min,
+        )
+        page = previews.page_for(site.decisioning.by_id[grant.campaign], site, args.page)
+    except (ConfigError, ValueError) as exc:
+        print(f"edge preview: {exc}", file=sys.stderr)
+        return 1
+    url = previews.link(page, token)
+    if args.json:
+        print(json.dumps({"url": url, "token": token, **grant.to_wire()}))
+        return 0
+    print(url)
+    campaign = site.decisioning.by_id[grant.campaign]
+    until = datetime.fromtimestamp(grant.expires).astimezone().isoformat(timespec="minutes")
+    print(
+        f"edge preview: campaign {campaign.id} ({campaign.status}), variant "
+        f"{grant.variant or campaign.variants[0].id}, step {(grant.step or 0) + 1} of "
+        f"{len(campaign.steps)}, in the tab that opens the link, until {until}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def schema(args: argparse.Namespace) -> int:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from edge import preview
+from edge.cli import main
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import PreviewRefused
 from edge.preview import Grant
 from edge.sites import Site, load_site
 from edge.tracker.context import VisitContext
+from tests.helpers import PROFILES
 
 SECRET = b"an-admin-token-of-32-characters!"
 NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -242,3 +246,74 @@ def test_deciding_a_preview_changes_nothing_it_is_given(site: Site) -> None:
     assert site.decisioning is before
     assert [c.id for c in site.decisioning.campaigns] == ["live-popup", "live-bar"]
     assert site.decisioning.by_id["summer"].status == "draft"
+
+
+# --- edge preview (the command) ------------------------------------------------------
+
+ADMIN = {"EDGE_ADMIN_TOKEN": SECRET.decode()}
+
+
+def run_preview(
+    monkeypatch: pytest.MonkeyPatch, *args: str, env: dict[str, str] | None = None
+) -> int:
+    monkeypatch.delenv("EDGE_ADMIN_TOKEN", raising=False)
+    for key, value in (ADMIN if env is None else env).items():
+        monkeypatch.setenv(key, value)
+    return main(["preview", "--profiles", str(PROFILES), *args])
+
+
+def test_edge_preview_prints_a_link_to_the_demos_draft(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = load_site(PROFILES / "demo")
+    assert demo.decisioning.by_id["spring-sale"].status == "draft"
+    assert "spring-sale" not in [c.id for c in demo.decisioning.campaigns]
+    started = time.time()
+    assert (
+        run_preview(monkeypatch, "--site", "demo", "--campaign", "spring-sale", "--variant", "b")
+        == 0
+    )
+    out, err = capsys.readouterr()
+    url = out.strip()
+    assert url.startswith(
+        "http://127.0.0.1:8000/demo/c/textiles?edge_preview=demo.spring-sale.b.-."
+    )
+    grant = preview.verify(url.split("edge_preview=")[1], SECRET, "demo", time.time())
+    assert grant.variant == "b" and grant.step is None
+    assert started + 30 * 60 - 1 <= grant.expires <= time.time() + 30 * 60
+    assert "campaign spring-sale (draft), variant b, step 1 of 1" in err
+
+
+def test_edge_preview_counts_steps_from_one_and_prints_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--site", "demo", "--campaign", "newsletter", "--step", "2", "--ttl-min", "5"]
+    assert run_preview(monkeypatch, *args, "--page", "/demo/c/lighting", "--json") == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["campaign"] == "newsletter" and answer["step"] == 1  # the second step
+    assert answer["url"] == f"http://127.0.0.1:8000/demo/c/lighting?edge_preview={answer['token']}"
+    assert answer["expires"] <= time.time() + 5 * 60
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "status", "message"),
+    [
+        (["--campaign", "spring-sale"], {}, 2, "EDGE_ADMIN_TOKEN is not set"),
+        (["--campaign", "spring-sale", "--step", "0"], None, 2, "--step counts from 1"),
+        (["--campaign", "spring"], None, 1, "campaign 'spring' is not in site demo"),
+        (["--campaign", "spring-sale", "--variant", "c"], None, 1, "has no variant 'c'"),
+        (["--campaign", "spring-sale", "--ttl-min", "600"], None, 1, "at most 240 minutes"),
+        (["--campaign", "spring-sale", "--page", "c/x"], None, 1, "neither a URL nor a path"),
+    ],
+)
+def test_edge_preview_refuses_what_it_cannot_sign(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    env: dict[str, str] | None,
+    status: int,
+    message: str,
+) -> None:
+    assert run_preview(monkeypatch, "--site", "demo", *args, env=env) == status
+    out, err = capsys.readouterr()
+    assert out == "" and message in err

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from edge import preview
 from edge.admin import page, privacy
 from edge.admin.stats import last_days, summarize
 from edge.decisioning.attributes import Page
@@ -244,6 +245,56 @@ async def explain(request: Request) -> Response:
     )
 
 
+async def preview_link(request: Request) -> Response:
+    """A preview link (edge.preview): ``{"campaign", "variant", "step" (from
+    1), "ttl_min", "page"}``, all but ``campaign`` optional; signed with
+    this server's admin token, so that this server and its peers accept it."""
+    ingest, site = _ingest(request), _site(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Problem(400, "the body is JSON: {campaign, variant, step, ttl_min, page}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("campaign"), str):
+        raise Problem(400, "campaign (the id of the campaign to preview) is required")
+    settings: Settings = request.app.state.settings
+    assert settings.admin_token is not None  # _guard: no token, no admin API
+    try:
+        grant, token = preview.mint(
+            settings.admin_token.encode(),
+            site,
+            body["campaign"],
+            now=ingest.clock(),
+            variant=_optional(body, "variant", str),
+            step=_step(body.get("step")),
+            ttl_min=_optional(body, "ttl_min", float) or preview.DEFAULT_TTL_MIN,
+        )
+        campaign = site.decisioning.by_id[grant.campaign]
+        page = preview.page_for(campaign, site, _optional(body, "page", str))
+    except ValueError as exc:
+        raise Problem(400, str(exc)) from None
+    return _json({"url": preview.link(page, token), "token": token, **grant.to_wire()})
+
+
+def _optional(body: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind):
+        raise Problem(400, f"{key} must be a {'number' if kind is float else 'string'}")
+    return value
+
+
+def _step(value: Any) -> int | None:
+    """A step as people count them (the first is 1) to the decisions' (from 0)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise Problem(400, "step counts from 1 (the first step)")
+    return value - 1
+
+
 async def reload(request: Request) -> Response:
     ingest = _ingest(request)
     registry = ingest.registry
@@ -294,5 +345,6 @@ routes: list[BaseRoute] = [
     Route("/sites/{site}/customers/{customer}", _guard(export), methods=["GET"]),
     Route("/sites/{site}/customers/{customer}", _guard(erase), methods=["DELETE"]),
     Route("/sites/{site}/explain", _guard(explain), methods=["GET"]),
+    Route("/sites/{site}/preview", _guard(preview_link), methods=["POST"]),
     Route("/reload", _guard(reload), methods=["POST"]),
 ]

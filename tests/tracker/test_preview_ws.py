@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis as redis_py
 from websockets.asyncio.client import connect
@@ -96,6 +97,11 @@ def snapshot(url: str) -> dict[bytes, bytes | None]:
     """Every key of the store with its value (a dump, whatever its type)."""
     client = redis_py.Redis.from_url(url)
     return {key: client.dump(key) for key in client.scan_iter(count=1000)}
+
+
+def forged(token: str) -> str:
+    """``token`` with the last digit of its signature changed."""
+    return token[:-1] + ("1" if token.endswith("0") else "0")
 
 
 async def preview_hello(visitor: Visitor, token: str, **hello: Any) -> list[dict[str, Any]]:
@@ -209,7 +215,7 @@ async def test_the_visitors_own_profile_is_read_and_never_written(
 @pytest.mark.parametrize(
     ("token", "why"),
     [
-        (lambda p: token_for(p, "spring")[:-1] + "0", "preview token signature does not match"),
+        (lambda p: forged(token_for(p, "spring")), "preview token signature does not match"),
         (lambda p: "not-a-token", "malformed preview token"),
         (
             lambda p: preview.sign(
@@ -292,3 +298,38 @@ async def test_robots_get_no_preview(shop: EdgeServer, profiles: Path) -> None:
         assert refused["code"] == "preview_refused"
         assert refused["message"] == "robots get no preview"
         assert json.loads(await ws.recv())["type"] == "welcome"
+
+
+async def test_the_admin_api_signs_links_this_server_accepts(shop: EdgeServer) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    path = "/admin/sites/demo/preview"
+    async with httpx.AsyncClient(base_url=shop.http) as client:
+        wanted = {"campaign": "spring", "variant": "b", "step": 1, "ttl_min": 10}
+        assert (await client.post(path, json=wanted)).status_code == 401
+        answer = await client.post(path, json=wanted, headers=auth)
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+        link = answer.json()
+        assert link["url"] == f"http://127.0.0.1:8000/demo?edge_preview={link['token']}"
+        assert (link["campaign"], link["variant"], link["step"]) == ("spring", "b", 0)
+        assert time.time() < link["expires"] <= time.time() + 600
+        refusals = [
+            ({"campaign": "spring", "step": 2}, "campaign spring has 1 step"),
+            ({"campaign": "spring", "step": 0}, "step counts from 1 (the first step)"),
+            ({"campaign": "spring", "ttl_min": "long"}, "ttl_min must be a number"),
+            (
+                {"campaign": "spring", "ttl_min": 300},
+                "a preview lasts more than 0 and at most 240 minutes",
+            ),
+            ({"variant": "b"}, "campaign (the id of the campaign to preview) is required"),
+        ]
+        for body, why in refusals:
+            refused = await client.post(path, json=body, headers=auth)
+            assert (refused.status_code, refused.json()) == (400, {"error": why})
+        garbage = await client.post(path, content=b"{", headers=auth)
+        assert garbage.status_code == 400
+        unknown = await client.post("/admin/sites/nope/preview", json=wanted, headers=auth)
+        assert unknown.status_code == 404
+    tab = Visitor(shop.ws)
+    [welcome] = await preview_hello(tab, link["token"])
+    assert welcome["preview"]["variant"] == "b"
+    await tab.close()
