@@ -156,6 +156,11 @@ def recommend(
     return picked
 
 
+def is_history_block(widget: Mapping[str, object]) -> bool:
+    """Whether ``widget`` is a recommendation block of the shopper's own history."""
+    return widget.get("kind") == "recommendations" and widget.get("strategy") in HISTORY
+
+
 def history_is_empty(
     widget: Mapping[str, object],
     profile: Profile | None,
@@ -166,9 +171,9 @@ def history_is_empty(
     with nothing to show them: such a campaign is passed over, and the slot
     goes to the next one (bestsellers), not to an empty block. Needs no
     shared signal, so it is known before deciding."""
-    strategy = widget.get("strategy")
-    if widget.get("kind") != "recommendations" or strategy not in HISTORY:
+    if not is_history_block(widget):
         return False
+    strategy = widget.get("strategy")
     if catalog is None:
         return True
     bought = [(b.sku, b.at) for b in profile.purchased] if profile is not None else []

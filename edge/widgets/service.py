@@ -22,7 +22,13 @@ from edge.sites import Site
 from edge.stats import StatsStore, StatUpdate, stat_updates
 from edge.tracker.context import VisitContext
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
-from edge.widgets.recommend import Scores, history_is_empty, recommend, signal_queries
+from edge.widgets.recommend import (
+    Scores,
+    history_is_empty,
+    is_history_block,
+    recommend,
+    signal_queries,
+)
 from edge.widgets.render import RenderError
 from edge.widgets.text import page_language
 
@@ -379,14 +385,47 @@ def nothing_to_recommend(
     """The site's recommendation campaigns of the shopper's own history
     (recently viewed ...) that have nothing to show this shopper on this page,
     in every arm and step: the engine passes them over (pure)."""
+    history = _history_campaigns(site.decisioning.campaigns)
+    if not history:
+        return frozenset()
+    empty: dict[str, bool] = {}  # strategy -> nothing to show; one look per strategy
+
+    def is_empty(widget: Mapping[str, Any]) -> bool:
+        strategy = str(widget.get("strategy"))
+        if strategy not in empty:
+            empty[strategy] = history_is_empty(widget, profile, site.catalog, current_sku)
+        return empty[strategy]
+
     return frozenset(
-        campaign.id
-        for campaign in site.decisioning.campaigns
-        if all(
-            history_is_empty(widget, profile, site.catalog, current_sku)
-            for widget in _widgets(campaign)
-        )
+        campaign_id for campaign_id, widgets in history if all(is_empty(w) for w in widgets)
     )
+
+
+# campaigns tuple id -> (the tuple, its history campaigns); the tuple is kept so
+# that its id is not reused while the entry lives. A site's campaigns change
+# only on a reload, so this holds a handful of entries.
+_HISTORY_OF: dict[int, tuple[tuple[Campaign, ...], tuple[tuple[str, list[Mapping[str, Any]]], ...]]]
+_HISTORY_OF = {}
+
+
+def _history_campaigns(
+    campaigns: tuple[Campaign, ...],
+) -> tuple[tuple[str, list[Mapping[str, Any]]], ...]:
+    """The campaigns every widget of which is a block of the shopper's own
+    history, with those widgets: the only ones ``nothing_to_recommend`` can
+    pass over (worked out once per compiled configuration, not per event)."""
+    cached = _HISTORY_OF.get(id(campaigns))
+    if cached is not None and cached[0] is campaigns:
+        return cached[1]
+    found = []
+    for campaign in campaigns:
+        widgets = _widgets(campaign)
+        if all(is_history_block(w) for w in widgets):  # none at all: passed over too
+            found.append((campaign.id, widgets))
+    if len(_HISTORY_OF) >= 64:
+        _HISTORY_OF.clear()
+    _HISTORY_OF[id(campaigns)] = (campaigns, tuple(found))
+    return tuple(found)
 
 
 def _widgets(campaign: Campaign) -> list[Mapping[str, Any]]:
