@@ -258,6 +258,7 @@ async def preview_link(request: Request) -> Response:
         raise Problem(400, "campaign (the id of the campaign to preview) is required")
     settings: Settings = request.app.state.settings
     assert settings.admin_token is not None  # _guard: no token, no admin API
+    ttl_min = _optional(body, "ttl_min", float)
     try:
         grant, token = preview.mint(
             settings.admin_token.encode(),
@@ -266,7 +267,7 @@ async def preview_link(request: Request) -> Response:
             now=ingest.clock(),
             variant=_optional(body, "variant", str),
             step=_step(body.get("step")),
-            ttl_min=_optional(body, "ttl_min", float) or preview.DEFAULT_TTL_MIN,
+            ttl_min=preview.DEFAULT_TTL_MIN if ttl_min is None else ttl_min,
         )
         campaign = site.decisioning.by_id[grant.campaign]
         page = preview.page_for(campaign, site, _optional(body, "page", str))
