@@ -1,7 +1,8 @@
 """Traffic source of a visit: source / medium / campaign / search phrase.
 
 Pure functions over the landing URL and the referrer. Tagged links win (UTM
-parameters, then ad click ids), then the referrer is classified by host:
+parameters, then ad click ids; Facebook's ``fbclid`` marks a social visit,
+not a paid one), then the referrer is classified by host:
 
 1. **Webmail and social networks**, from the short lists below (a host or any
    of its subdomains: ``l.facebook.com`` is facebook).
@@ -119,9 +120,13 @@ CLICK_IDS = {
     "gbraid": "google",
     "wbraid": "google",
     "msclkid": "bing",
-    "fbclid": "facebook",
     "ttclid": "tiktok",
 }
+# Click ids a network adds to every outbound link, organic posts included:
+# Facebook (and Instagram, Messenger) append ``fbclid`` to shared links too,
+# so it says where the visitor came from, not that the click was paid. A paid
+# Facebook ad says so with its UTM tags (``utm_medium=paid_social``).
+SOCIAL_CLICK_IDS = {"fbclid": "facebook"}
 # Second-level labels before a country code that Matomo's ``{}`` also covers
 # (``google.{}`` matches google.co.uk, google.com.br ...).
 COMBINED_TLDS = frozenset({"com", "org", "net", "co", "it", "edu"})
@@ -159,12 +164,27 @@ def classify(url: str | None, referrer: str | None, site_hosts: Collection[str])
         return None
     if "utm_source" in params or "utm_medium" in params:
         return _from_utm(params, ref_host)
-    for key, source in CLICK_IDS.items():
-        if key in params:
-            return Source(source, "paid", _first(params, "utm_campaign"), None, ref_host)
+    tagged = _from_click_id(params, ref_host)
+    if tagged is not None:
+        return tagged
     if not ref_host:
         return DIRECT
     return _from_referrer(ref_host, referrer or "")
+
+
+def _from_click_id(params: dict[str, list[str]], ref_host: str | None) -> Source | None:
+    campaign = _first(params, "utm_campaign")
+    for key, source in CLICK_IDS.items():
+        if key in params:
+            return Source(source, "paid", campaign, None, ref_host)
+    for key, source in SOCIAL_CLICK_IDS.items():
+        if key in params:
+            # the referrer's own network when it is one (an Instagram link)
+            network = _network(ref_host) if ref_host else None
+            if network is not None and network[1] == "social":
+                source = network[0]
+            return Source(source, "social", campaign, None, ref_host)
+    return None
 
 
 def _from_utm(params: dict[str, list[str]], ref_host: str | None) -> Source:

@@ -112,9 +112,36 @@ def test_gclid_is_paid_google() -> None:
     assert source == Source("google", "paid", None, None, "google.com")
 
 
-def test_fbclid_is_paid_facebook() -> None:
+def test_fbclid_alone_is_a_social_visit_not_a_paid_one() -> None:
+    # Facebook adds fbclid to organic links too (issue 14, item 7)
     source = classify(f"{LANDING}?fbclid=IwAR0abc", "https://l.facebook.com/", HOSTS)
-    assert source == Source("facebook", "paid", None, None, "l.facebook.com")
+    assert source == Source("facebook", "social", None, None, "l.facebook.com")
+    assert classify(f"{LANDING}?fbclid=IwAR0abc", None, HOSTS) == Source(
+        "facebook", "social", None, None, None
+    )
+
+
+def test_fbclid_from_instagram_is_instagram_and_an_unknown_referrer_is_facebook() -> None:
+    url = f"{LANDING}?fbclid=IwAR0abc&utm_campaign=spring"
+    assert classify(url, "https://l.instagram.com/", HOSTS) == Source(
+        "instagram", "social", "spring", None, "l.instagram.com"
+    )
+    assert classify(url, "https://blog.example.org/", HOSTS) == Source(
+        "facebook", "social", "spring", None, "blog.example.org"
+    )
+
+
+def test_fbclid_with_a_paid_utm_medium_is_paid() -> None:
+    url = f"{LANDING}?fbclid=IwAR0abc&utm_source=facebook&utm_medium=paid_social"
+    assert classify(url, "https://l.facebook.com/", HOSTS) == Source(
+        "facebook", "paid", None, None, "l.facebook.com"
+    )
+
+
+def test_other_click_ids_stay_paid() -> None:
+    for key, source in (("gbraid", "google"), ("msclkid", "bing"), ("ttclid", "tiktok")):
+        assert classify(f"{LANDING}?{key}=x", None, HOSTS) == Source(source, "paid")
+    assert classify(f"{LANDING}?gclid=x&fbclid=y", None, HOSTS) == Source("google", "paid")
 
 
 @pytest.mark.parametrize(
