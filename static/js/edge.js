@@ -63,7 +63,7 @@ const stop = () => {
 };
 
 const track = (type, props) => {
-  const ev = Object.assign({ type, url: url(), at: Date.now() }, props, { type });
+  const ev = { type, url: url(), at: Date.now(), ...props, type };
   if (typeof type != 'string' || JSON.stringify(ev).length > 2e4) return warn('bad event', type);
   if (type == 'page_view' && consent !== false) viewed = 1;
   enqueue(ev);
@@ -107,11 +107,11 @@ const connect = () => {
   if (ws || dead || consent !== true) return;
   clearTimeout(timer);
   const s = ws = new WebSocket(http.replace(/^http/, 'ws') + '/ws' + q);
-  // the first batch (the page view) rides with the hello: decisions one round trip after open
+  // the first batch rides with the hello: decisions one round trip after open
   s.onopen = safe(() => { let first = []; hsent = 0; batches(outbox, b => first.length || (first = b));
     first.length && Date.now() >= hold && (hsent = last(first));
-    send(Object.assign({ type: 'hello', v: 1, visitor: vid, session: sid, url: url() }, page(),
-      { screen: [screen.width, screen.height], lang: nav.language, consent: true, preview: pv }, hsent ? { events: first } : {})) });
+    send({ type: 'hello', v: 1, visitor: vid, session: sid, url: url(), ...page(),
+      screen: [screen.width, screen.height], lang: nav.language, consent: true, preview: pv, events: hsent ? first : undefined }) });
   s.onmessage = safe(e => recv(JSON.parse(e.data)));
   s.onclose = safe(e => {
     if (ws != s) return;
@@ -124,8 +124,8 @@ const connect = () => {
 };
 
 const recv = m => {
-  const t = m.type;
-  if (typeof m.ack == 'number') { outbox = outbox.filter(e => e.seq > m.ack); save() }
+  const t = m.type, full = outbox.some(e => e.seq <= m.ack && !/^(custom|widget)$/.test(e.type));
+  if (m.ack >= 0) { outbox = outbox.filter(e => e.seq > m.ack); save() }
   if (t == 'welcome') {
     css = m.css || css;
     okId(m.visitor) && m.visitor != vid && put(L, 'edge_vid', vid = m.visitor);
@@ -136,39 +136,38 @@ const recv = m => {
   if (t == 'error') {
     warn(m.code, m.message);
     if (m.code == 'store_unavailable' || m.code == 'busy') {
-      sent = 0; hold = Date.now() + (m.retry_ms || 5e3); flushT || (flushT = setTimeout(safe(flush)));
+      sent = 0; hold = Date.now() + (m.retry_ms || 5e3); flushT = flushT || setTimeout(safe(flush));
     }
   }
-  // an item without html: this page was sent that widget already (docs/protocol.md)
-  if (t == 'decisions' && !decided) decided = Date.now() - t0; // time to the first decision
-  if (t == 'decisions') show((m.items || []).map(it => (it.holdout || (it.html ? htmls[it.campaign] = it.html : it.html = htmls[it.campaign]), it)));
   if (t == 'coupon' && shown[m.campaign]) shown[m.campaign].innerHTML = css + m.html;
-  t == 'decisions' ? emit(t, m.items || [], m) : emit(t, m);
+  // an item without html: sent on this page already (docs/protocol.md)
+  t == 'decisions' ? (decided = decided || Date.now() - t0,
+    (m.items = m.items || []).forEach(it => it.html = htmls[it.campaign] = it.html || htmls[it.campaign]), show(m.items, full), emit(t, m.items, m)) : emit(t, m);
 };
 
 // --- widgets: the server decides whether, the tracker when -------------------
-let css = '', armed = [], popup, shown = {}, htmls = {}, decided = 0, away = 0, gone = 0;
+let css = '', armed = {}, popup, shown = {}, htmls = {}, decided = 0, away = 0, gone = 0;
 const t0 = Date.now(), slotWait = +attr('slot-timeout') || 1000;
 // a slot out of sight can be filled late: nobody sees its content change
 const unseen = el => { const r = el.getBoundingClientRect(); return r.bottom < 0 || r.top > innerHeight };
-const report = (it, action) => track('widget', { campaign: it.campaign, variant: it.variant, action, step: it.step });
+const report = ({ campaign, variant, step }, action) => track('widget', { campaign, variant, action, step });
 const host = (it, el) => {
   const h = d.createElement('div');
-  h.setAttribute('data-edge-campaign', it.campaign); h.setAttribute('data-edge-variant', it.variant); h.setAttribute('data-edge-placement', it.placement);
+  ['campaign', 'variant', 'placement'].forEach(k => h.setAttribute('data-edge-' + k, it[k]));
   const r = h.attachShadow({ mode: 'open' });
   r.innerHTML = css + it.html;
   on(r, 'click', e => {
     const c = e.target.closest('[data-edge-close],[data-edge-click]');
     if (!c) return;
     if (c.hasAttribute('data-edge-close')) { report(it, 'close'); h.remove(); popup = popup == h ? 0 : popup }
-    else report(it, 'click');
+    else report(it, 'click'), c.dataset.edgeClick && report(it, 'convert');
   });
   on(r, 'submit', e => {
     e.preventDefault();
     const f = e.target, x = f.elements, email = x.email && x.email.value.trim(), nm = x.namedItem('name'), ok = x.consent;
     if (!f.reportValidity()) return; // a required consent box not ticked, ...
     if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email || '')) return x.email && x.email.focus();
-    track('identify', { email, name: nm && nm.value.trim() || undefined, marketing_consent: ok ? ok.checked : undefined });
+    track('identify', { email, name: nm && nm.value.trim() || undefined, marketing_consent: ok && ok.checked });
     report(it, 'convert');
   });
   shown[it.campaign] = r;
@@ -182,8 +181,7 @@ const seen = (el, f) => {
   o.observe(el);
 };
 const fire = it => {
-  const imp = () => report(it, 'impression');
-  let h;
+  let h, imp = () => report(it, 'impression');
   if (/^(popup|bar|bar-top|bar-bottom)$/.test(it.placement)) {
     if (it.holdout) return imp();
     if (it.placement != 'popup') h = host(it);
@@ -200,16 +198,16 @@ const fire = it => {
   }
   h && seen(h.shadowRoot.querySelector(':not(style)') || h, imp);
 };
-const show = items => {
-  armed.forEach(a => a.abort()); armed = [];
+// full: answers a page event; it disarms what it leaves out, keeps the rest armed
+const show = (items, full) => {
+  for (const c in armed) full && !items.some(it => it.campaign == c) && (armed[c].abort(), delete armed[c]);
   items.forEach(it => {
-    if (shown[it.campaign]) return;
+    if (shown[it.campaign] || armed[it.campaign]) return;
     const g = it.trigger || {}, v = +g.value, a = new AbortController(), o = { signal: a.signal, passive: true };
-    const go = () => { if (!a.signal.aborted) { a.abort(); fire(it) } };
-    const add = (t, n, f) => t.addEventListener(n, safe(f), o);
-    let i;
-    a.signal.onabort = () => clearTimeout(i);
-    if (g.type == 'delay_s') i = setTimeout(go, v * 1e3);
+    const go = () => a.signal.aborted || (a.abort(), fire(it));
+    const add = (t, n, f) => on(t, n, f, o);
+    let i, k = () => { clearTimeout(i); i = setTimeout(go, v * 1e3) };
+    if (g.type == 'delay_s') k();
     else if (g.type == 'scroll_pct') add(w, 'scroll', () => (scrollY + innerHeight) * 100 >= v * d.documentElement.scrollHeight && go());
     else if (g.type == 'exit_intent') {
       // desktop: the pointer leaves through the top; touch: static/js/README.md
@@ -217,16 +215,14 @@ const show = items => {
       if (matchMedia('(pointer:coarse)').matches) {
         let y = scrollY, at = Date.now(), f = 0;
         add(w, 'touchmove', () => f = Date.now());
-        // >= 200 px up in 300 ms, < 1 s after a touch; back after a tab switch
         add(w, 'scroll', () => { const n = Date.now(), s = scrollY;
           s >= y || n - at > 300 ? (y = s, at = n) : y - s >= 200 && n - f < 1e3 && go() });
         add(d, 'visibilitychange', () => !d.hidden && away && go());
       }
     } else if (g.type == 'inactivity_s') {
-      const k = () => { clearTimeout(i); i = setTimeout(go, v * 1e3) };
       k(); ['mousemove', 'keydown', 'scroll', 'touchstart'].forEach(n => add(w, n, k));
     } else return fire(it);
-    armed.push(a);
+    armed[it.campaign] = a;
   });
 };
 
@@ -244,7 +240,7 @@ api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, con
 
 // GPC: refused until consent
 consent = nav.globalPrivacyControl === true ? false : attr('consent') == 'required' ? null : true;
-const on = (t, n, f) => t.addEventListener(n, safe(f));
+const on = (t, n, f, o) => t.addEventListener(n, safe(f), o);
 on(w, 'pagehide', () => { beacon(); gone = 1; away = 0; sid && put(S, 'edge_live') });
 // back/forward cache: the page lives on; re-read the counter, re-mark the tab
 on(w, 'pageshow', e => { gone = 0; e.persisted && sid && (seq = Math.max(seq, +get(S, 'edge_seq') || 0), put(S, 'edge_live', 1)) });
