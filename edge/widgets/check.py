@@ -10,6 +10,7 @@ that loops for long is a problem, not a frozen reload."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
 # A real widget renders in about a millisecond.
 CHECK_RENDER_BUDGET_S = 0.5  # each check rendering
 CHECK_BUDGET_S = 2.0  # all of one site's
+CONVERTING_FORM = "data-edge-form"  # what the tracker reports a conversion for
 
 
 def widgets_of(campaign: CampaignConfig) -> Iterator[tuple[Where, dict[str, Any]]]:
@@ -62,6 +64,7 @@ def check_widgets(
                 _check_one(campaign, widget, renderer, folder, where, problems, _deadline(end))
             except Exception as exc:  # a check that broke on odd input is still a problem
                 problems.add(where, f"{type(exc).__name__}: {exc}")
+        _check_conversions(campaign, index, renderer, problems, _deadline(end))
 
 
 def _deadline(end: float) -> float:
@@ -101,6 +104,36 @@ def _check_one(
             within_budget(lambda: _render_checks(campaign, widget, renderer), deadline)
         except Exception as exc:  # a RenderError, or anything else: a problem either way
             problems.add(where, f"template: {exc}")
+
+
+def _check_conversions(
+    campaign: CampaignConfig, index: int, renderer: Renderer, problems: Problems, deadline: float
+) -> None:
+    """A step ``until: conversion`` ends only when its widget reports ``convert``,
+    and the tracker reports it only for a ``<form data-edge-form>`` in the
+    widget: a step whose widget has none could never end (issue 14, item 7)."""
+    for i, step in enumerate(campaign.progressive or ()):
+        if step.until != "conversion":
+            continue
+        render = functools.partial(
+            renderer.render,
+            step.widget.model_dump(mode="json"),
+            lang="",
+            campaign=campaign.id,
+            variant="a",
+            placement=campaign.placement,
+        )
+        try:
+            html = within_budget(render, deadline)
+        except Exception:  # a broken template is reported by _check_one
+            continue
+        if CONVERTING_FORM not in html:
+            problems.add(
+                ("campaigns", index, "progressive", i, "until"),
+                "until: conversion never ends here: a step converts only through a "
+                "<form data-edge-form> with an email input in its widget (a coupon, or "
+                "an html template with one)",
+            )
 
 
 def _render_checks(campaign: CampaignConfig, widget: Mapping[str, Any], renderer: Renderer) -> None:

@@ -21,6 +21,7 @@ import pytest
 from edge import offers
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import Decision, Decisions, decide
+from edge.errors import ConfigError
 from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.tracker.context import VisitContext
@@ -358,6 +359,23 @@ def test_per_days_window(tmp_path: Path) -> None:
     assert browser.shown() == ["c"]
 
 
+def test_per_days_counts_the_last_20_impressions(tmp_path: Path) -> None:
+    """docs/configuration.md, Frequency: the profile keeps the last 20
+    impression times (issue 14, item 7: the docs said 10), and a larger
+    ``per_days.max`` is refused at load."""
+    body = "frequency: {per_days: {max: 20, days: 7}}"
+    browser = Browser(make_site(tmp_path, campaigns(one("c", body))))
+    for n in range(20):
+        browser.view(f"/p{n}", after=MINUTE)
+        assert browser.shown() == ["c"]
+        browser.widget("c", "impression")
+    browser.view("/p20", after=MINUTE)
+    assert browser.why_not("c") == "frequency: shown 20 times in 7 days"
+    too_many = campaigns(one("c", "frequency: {per_days: {max: 21, days: 7}}"))
+    with pytest.raises(ConfigError, match=r"per_days\.max"):
+        make_site(tmp_path, too_many, name="more")
+
+
 def test_min_interval(tmp_path: Path) -> None:
     browser = Browser(make_site(tmp_path, campaigns(one("c", "frequency: {min_interval_s: 600}"))))
     browser.view("/")
@@ -535,8 +553,8 @@ campaigns:
     progressive:
       - until: close
         widget: {kind: bar, headline: {en: invite}}
-      - until: conversion
-        widget: {kind: bar, headline: {en: incentive}}
+      - until: conversion  # a widget with a form: a bar could never convert
+        widget: {kind: coupon, headline: {en: incentive}, coupon: {source: generated, prefix: NEWS}}
 """
 
 
@@ -562,7 +580,11 @@ def test_progressive_until_close_then_until_conversion(tmp_path: Path) -> None:
     assert second is not None
     assert (second.step, second.widget, second.why) == (
         1,
-        {"kind": "bar", "headline": {"en": "incentive"}},
+        {
+            "kind": "coupon",
+            "headline": {"en": "incentive"},
+            "coupon": {"source": "generated", "prefix": "NEWS"},
+        },
         "audience matched; step 2 of 2",
     )
     browser.show(second)
@@ -574,6 +596,18 @@ def test_progressive_until_close_then_until_conversion(tmp_path: Path) -> None:
     browser.view("/5", after=DAY)
     assert browser.shown() == []
     assert browser.why_not("steps") == "finished: every step is done"
+
+
+def test_until_conversion_on_a_widget_without_a_form_is_refused_at_load(tmp_path: Path) -> None:
+    """Only a widget's own ``<form data-edge-form>`` converts it, so a bar
+    ``until: conversion`` could never end (issue 14, item 7: the demo's
+    newsletter linked to an anchor instead)."""
+    never = PROGRESSIVE.replace(
+        "{kind: coupon, headline: {en: incentive}, coupon: {source: generated, prefix: NEWS}}",
+        "{kind: bar, headline: {en: incentive}, cta: {en: go}, url: /#newsletter}",
+    )
+    with pytest.raises(ConfigError, match=r"progressive\[1\]\.until: until: conversion never"):
+        make_site(tmp_path, never)
 
 
 UNTIL_VISITS = """\

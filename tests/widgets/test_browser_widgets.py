@@ -442,3 +442,57 @@ async def test_a_polish_shopper_gets_every_coupon_text_and_the_prices_in_polish(
         assert "Here is your code" not in revealed and "Close" not in revealed
     finally:
         await ctx.close()
+
+
+# --- the newsletter bar converts (issue 14, item 7) ----------------------------------
+
+
+async def newsletter_bar(page: Page, shop: EdgeServer, source: str) -> str:
+    """A new visit (from ``source``) scrolled down: the newsletter bar's text."""
+    await visit(page, f"{shop.http}/demo?utm_source={source}")
+    await page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    await page.mouse.wheel(0, 400)  # a scroll event: scroll_pct 50
+    bar = page.locator(host("newsletter"))
+    await bar.locator("form[data-edge-form] input[type=email]").wait_for()
+    return await shadow_text(page, host("newsletter"))
+
+
+async def test_the_newsletter_bar_subscribes_in_the_bar_and_its_last_step_ends(
+    shop: EdgeServer, page: Page, redis_url: str
+) -> None:
+    """The demo's newsletter: the invitation, closed, then the incentive,
+    whose ``until: conversion`` ends when its own form is sent (it used to
+    link to an anchor the page does not have, so it could never end)."""
+    await visit(page, f"{shop.http}/demo")  # the first visit: not returning yet
+    assert await page.locator(host("newsletter")).count() == 0
+    text = await newsletter_bar(page, shop, "blog")
+    assert "Stories from our workshops" in text
+    bar = page.locator(host("newsletter"))
+    await bar.locator("button.close").click()
+    await bar.wait_for(state="detached")
+    await wait_acked(page)
+
+    text = await newsletter_bar(page, shop, "partner")
+    assert "5% off" in text
+    await bar.locator("input[type=email]").fill("grace@example.com")
+    await bar.locator("button[type=submit]").click()
+    visitor = str((await tracker_state(page))["visitor"])
+
+    def converted() -> Profile | None:
+        client = redis_py.Redis.from_url(redis_url)
+        try:
+            data = client.hget(keys.profile("demo", visitor), "p")
+        finally:
+            client.close()
+        profile = decode_profile(data) if isinstance(data, bytes) else None
+        state = profile.campaign("newsletter") if profile is not None else None
+        return profile if state is not None and state.conversions == 1 else None
+
+    profile = await poll(converted, what="the newsletter's conversion stored")
+    state = profile.campaign("newsletter")
+    assert state is not None and state.converted_step == 1 and state.step == 2  # past the last
+    assert profile.level == "claimed"
+    await visit(page, f"{shop.http}/demo?utm_source=later")
+    await page.mouse.wheel(0, 2000)
+    await wait_acked(page)
+    assert await page.locator(host("newsletter")).count() == 0
