@@ -168,6 +168,14 @@ class CampaignState(NamedTuple):
     first_at: float = 0.0
 
 
+class Membership(NamedTuple):
+    """The visitor is in segment ``id`` (one with ``membership: true``) since
+    ``since``: recomputed whenever an event is applied (``edge.segments``)."""
+
+    id: str
+    since: float = 0.0
+
+
 class Offer(NamedTuple):
     """A widget the server decided to show this visitor: the only campaigns,
     arms and steps whose widget events (impressions, clicks, conversions,
@@ -265,6 +273,8 @@ class Profile:
     merged_from: tuple[str, ...] = ()  # device visitor ids merged in, most recent first
     # widgets decided for this visitor (edge.offers)
     offers: tuple[Offer, ...] = ()
+    # segments kept on the profile (edge.segments), in configuration order
+    segments: tuple[Membership, ...] = ()
 
     @property
     def identified(self) -> bool:
@@ -362,6 +372,7 @@ _PLAIN = (
     "claimed_name",
     "marketing_consent",
     "marketing_consent_at",
+    "segments",
 )
 
 
@@ -431,6 +442,7 @@ def from_wire(data: dict[str, Any]) -> Profile:
         claimed_name=data.get("claimed_name"),
         marketing_consent=data.get("marketing_consent"),
         marketing_consent_at=data.get("marketing_consent_at"),
+        segments=_records(Membership, data.get("segments")),
     )
 
 

@@ -12,7 +12,9 @@ the ingest shell calls it once, before an event is queued, so a refused event
 is reported to the client and never reaches ``apply``.
 
 Each event builds exactly one new ``Profile`` (handlers return their changes
-and ``apply`` merges them with the bookkeeping): this runs for every event.
+and ``apply`` merges them with the bookkeeping), two when it moves the visitor
+into or out of a segment kept on the profile (``edge.segments``): this runs
+for every event.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from edge import offers
+from edge import offers, segments
 from edge.decisioning.campaigns import Campaign
 from edge.identity import verify_token
 from edge.intelligence import on_event
@@ -99,7 +101,8 @@ def apply(
             site.bounds.interests,
         )
     )
-    return evolve(profile, changes)
+    # segments kept on the profile (membership: true), as of this event
+    return segments.refreshed(evolve(profile, changes), site, now)
 
 
 def _bookkeeping(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from edge.decisioning.config import AutomationConfig
 from edge.decisioning.config import AutomationEvent as EventKind
 from edge.intelligence import DAY_S, Intelligence, expected_interval_days, winback
-from edge.profile import Cart, Profile
+from edge.profile import Cart, Membership, Profile
 from edge.tracker import protocol as p
 
 EventType = EventKind  # one list of event types, in the configuration module
@@ -153,9 +153,13 @@ def derive(
     cfg: Automation,
     intelligence: Intelligence,
     now: float,
+    kept: Collection[str] | None = None,
 ) -> list[AutomationEvent]:
     """The automation events of one applied event (``cart_abandoned`` and
-    ``coupon_issued`` come from elsewhere: the deadline claimer, the reveal)."""
+    ``coupon_issued`` come from elsewhere: the deadline claimer, the reveal).
+    ``kept``: the ids of the segments kept on the profile now; a membership
+    dropped because its segment no longer is (removed, or ``membership``
+    turned off) is no ``segment_left``. None: every change counts."""
     if after is before:  # a replayed event
         return []
     out: list[AutomationEvent] = []
@@ -191,7 +195,37 @@ def derive(
         emit("winback_returned", days_away=round(away, 1))
     if isinstance(event, p.Widget) and event.action == "convert" and _counted(before, after, event):
         emit("widget_converted", campaign=event.campaign, variant=event.variant, step=event.step)
+    out += _segment_events(site, before, after, now, kept)
     return out
+
+
+def _segment_events(
+    site: str, before: Profile | None, after: Profile, now: float, kept: Collection[str] | None
+) -> list[AutomationEvent]:
+    old = before.segments if before is not None else ()
+    if after.segments is old:  # edge.segments keeps the tuple when nothing changed
+        return []
+    entered, left = segment_changes(old, after.segments)
+    customer = customer_of(after)
+    out = [
+        AutomationEvent("segment_entered", site, after.visitor, now, customer, {"segment": m.id})
+        for m in entered
+    ]
+    for m in left:
+        if kept is None or m.id in kept:
+            payload = {"segment": m.id, "entered_at": m.since}
+            out.append(AutomationEvent("segment_left", site, after.visitor, now, customer, payload))
+    return out
+
+
+def segment_changes(
+    before: tuple[Membership, ...], after: tuple[Membership, ...]
+) -> tuple[list[Membership], list[Membership]]:
+    """(entered, left): memberships in ``after`` only, and in ``before`` only
+    (segments kept on the profile, edge.segments)."""
+    old = {m.id for m in before}
+    new = {m.id for m in after}
+    return [m for m in after if m.id not in old], [m for m in before if m.id not in new]
 
 
 def kept_email(profile: Profile) -> str | None:

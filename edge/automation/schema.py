@@ -110,6 +110,15 @@ class WidgetConvertedPayload(_Strict):
     step: int | None
 
 
+class SegmentEnteredPayload(_Strict):
+    segment: str = Field(description="the id of a segment with membership: true")
+
+
+class SegmentLeftPayload(_Strict):
+    segment: str
+    entered_at: float = Field(description="when the visitor entered it (unix s)")
+
+
 class _Envelope(_Strict):
     site: str
     visitor: str
@@ -177,6 +186,16 @@ class WidgetConvertedEvent(_Envelope):
     payload: WidgetConvertedPayload
 
 
+class SegmentEnteredEvent(_Envelope):
+    type: Literal["segment_entered"]
+    payload: SegmentEnteredPayload
+
+
+class SegmentLeftEvent(_Envelope):
+    type: Literal["segment_left"]
+    payload: SegmentLeftPayload
+
+
 AnyEvent = Annotated[
     IdentifiedEvent
     | MarketingConsentEvent
@@ -189,7 +208,9 @@ AnyEvent = Annotated[
     | ScoreThresholdEvent
     | WinbackReturnedEvent
     | CouponIssuedEvent
-    | WidgetConvertedEvent,
+    | WidgetConvertedEvent
+    | SegmentEnteredEvent
+    | SegmentLeftEvent,
     Field(discriminator="type"),
 ]
 BODY: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

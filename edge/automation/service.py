@@ -78,10 +78,11 @@ class AutomationService:
         if not applied:
             return
         cfg = automation_of(site)
+        kept = {s.id for s in site.decisioning.kept}
         events: list[AutomationEvent] = []
         deadlines: list[Deadline] = []
         for before, after, event in applied:
-            events += derive(site.id, before, after, event, cfg, site.intelligence, now)
+            events += derive(site.id, before, after, event, cfg, site.intelligence, now, kept)
             change = deadline(before, after, event, cfg)
             if change is not None:
                 due = change[1]

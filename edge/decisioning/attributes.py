@@ -10,7 +10,7 @@ shows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,10 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "interests": frozenset({"top", "scores"}),  # interests.scores.<category> too
     "lifecycle": frozenset({"stage", "churn_risk", "winback"}),
 }
+# What one page view brings rather than the profile: a segment kept on the
+# profile (``membership: true``, edge.segments) may not name these.
+PER_PAGE = frozenset({"page", "device", "time", "geo"})
+_INTELLIGENCE = frozenset({"rfm", "score", "interests", "lifecycle"})
 CAMPAIGN_FIELDS = frozenset({"impressions", "clicks", "closes", "conversions", "step"})
 
 
@@ -191,6 +195,28 @@ def build(
     return attrs
 
 
+def of_profile(profile: Profile, site: Site, now: float, roots: frozenset[str]) -> dict[str, Any]:
+    """The attributes of the profile alone (no page, device, time or geo), as
+    ``build`` makes them, for segments kept on the profile (edge.segments).
+    Only the namespaces in ``roots`` are sure to be there: this runs on every
+    applied event, so the others are not built."""
+    attrs = {name: make(profile, now) for name, make in _BUILDERS.items() if name in roots}
+    if attrs:
+        if "visitor" in roots:
+            visitor = attrs["visitor"]
+            visitor["first_name"] = profile.first_name
+            visitor["tier"] = profile.tier
+            today = datetime.fromtimestamp(now, site.timezone).date()
+            visitor["days_to_birthday"] = days_to_birthday(profile.birthday, today)
+        if "cart" in roots:
+            attrs["cart"]["abandoned"] = abandoned(profile, automation_of(site), now)
+        if "orders" in roots:
+            attrs["orders"].update(_bought(profile, site.catalog, now))
+    if roots & _INTELLIGENCE:
+        attrs.update(intelligence_attributes(profile, site.intelligence, now))
+    return attrs
+
+
 def _bought(profile: Profile, catalog: Catalog | None, now: float) -> dict[str, Any]:
     """Purchase history (``profile.purchased``, newest first): ``skus``,
     ``categories`` (from the catalog, as it is now) and ``items``, one record
@@ -231,69 +257,109 @@ def _days(since: float | None, now: float) -> float | None:
     return None if since is None else round((now - since) / DAY_S, 3)
 
 
-def _profile_attrs(profile: Profile, now: float) -> dict[str, Any]:
+def _visitor(profile: Profile, now: float) -> dict[str, Any]:
+    return {
+        "identified": profile.level != "anonymous",
+        "level": profile.level,
+        "returning": profile.visits > 1,
+        "visits": profile.visits,
+        "pageviews": profile.pageviews,
+        "consent": profile.consent,
+        "marketing_consent": profile.marketing_consent,
+        "customer_id": profile.customer_id,
+        "days_since_first_visit": _days(profile.first_seen, now),
+        "days_since_last_visit": _days(profile.previous_visit_at, now),
+    }
+
+
+def _session(profile: Profile, now: float) -> dict[str, Any]:
     session = profile.session
+    return {
+        "pageviews": session.pageviews if session else 0,
+        "duration_s": round(now - session.started_at, 1) if session else 0.0,
+        "source": session.source if session else "direct",
+        "medium": session.medium if session else "none",
+        "campaign": session.campaign if session else None,
+        "referrer_domain": session.referrer_domain if session else None,
+        "search_phrase": session.term if session else None,
+        "landing_page": _path(session.landing) if session else None,
+        "landing_url": session.landing if session else None,
+        "referrer": session.referrer if session else None,
+        "pages": list(session.pages) if session else [],
+    }
+
+
+def _cart(profile: Profile, now: float) -> dict[str, Any]:
     cart = profile.cart
     return {
-        "visitor": {
-            "identified": profile.level != "anonymous",
-            "level": profile.level,
-            "returning": profile.visits > 1,
-            "visits": profile.visits,
-            "pageviews": profile.pageviews,
-            "consent": profile.consent,
-            "marketing_consent": profile.marketing_consent,
-            "customer_id": profile.customer_id,
-            "days_since_first_visit": _days(profile.first_seen, now),
-            "days_since_last_visit": _days(profile.previous_visit_at, now),
-        },
-        "session": {
-            "pageviews": session.pageviews if session else 0,
-            "duration_s": round(now - session.started_at, 1) if session else 0.0,
-            "source": session.source if session else "direct",
-            "medium": session.medium if session else "none",
-            "campaign": session.campaign if session else None,
-            "referrer_domain": session.referrer_domain if session else None,
-            "search_phrase": session.term if session else None,
-            "landing_page": _path(session.landing) if session else None,
-            "landing_url": session.landing if session else None,
-            "referrer": session.referrer if session else None,
-            "pages": list(session.pages) if session else [],
-        },
-        "first_touch": _touch(profile.first_touch, now),
-        "last_touch": _touch(profile.last_touch, now),
-        "cart": {
-            "items": sum(line.qty for line in cart.lines),
-            "lines": len(cart.lines),
-            "value": cart.value,
-            "currency": cart.currency,
-            "skus": [line.sku for line in cart.lines],
-            "categories": sorted({line.category for line in cart.lines if line.category}),
-            "minutes_since_change": round((now - cart.updated_at) / 60, 1) if cart.lines else None,
-        },
-        "orders": {
-            "count": profile.orders,
-            "revenue": profile.revenue,
-            "average_value": round(profile.revenue / profile.orders, 2) if profile.orders else 0.0,
-            "days_since_last": _days(profile.last_order_at, now),
-        },
-        "viewed": {
-            "skus": [v.sku for v in profile.products],
-            "categories": [c.name for c in profile.categories],
-            "products": len(profile.products),
-        },
-        "campaigns": {
-            c.id: {
-                "impressions": c.impressions,
-                "clicks": c.clicks,
-                "closes": c.closes,
-                "conversions": c.conversions,
-                "step": c.step,
-            }
-            for c in profile.campaigns
-        },
-        "events": {c.name: c.total for c in profile.custom},
+        "items": sum(line.qty for line in cart.lines),
+        "lines": len(cart.lines),
+        "value": cart.value,
+        "currency": cart.currency,
+        "skus": [line.sku for line in cart.lines],
+        "categories": sorted({line.category for line in cart.lines if line.category}),
+        "minutes_since_change": round((now - cart.updated_at) / 60, 1) if cart.lines else None,
     }
+
+
+def _orders(profile: Profile, now: float) -> dict[str, Any]:
+    return {
+        "count": profile.orders,
+        "revenue": profile.revenue,
+        "average_value": round(profile.revenue / profile.orders, 2) if profile.orders else 0.0,
+        "days_since_last": _days(profile.last_order_at, now),
+    }
+
+
+def _viewed(profile: Profile, now: float) -> dict[str, Any]:
+    return {
+        "skus": [v.sku for v in profile.products],
+        "categories": [c.name for c in profile.categories],
+        "products": len(profile.products),
+    }
+
+
+def _campaigns(profile: Profile, now: float) -> dict[str, Any]:
+    return {
+        c.id: {
+            "impressions": c.impressions,
+            "clicks": c.clicks,
+            "closes": c.closes,
+            "conversions": c.conversions,
+            "step": c.step,
+        }
+        for c in profile.campaigns
+    }
+
+
+def _events(profile: Profile, now: float) -> dict[str, Any]:
+    return {c.name: c.total for c in profile.custom}
+
+
+def _first_touch(profile: Profile, now: float) -> dict[str, Any]:
+    return _touch(profile.first_touch, now)
+
+
+def _last_touch(profile: Profile, now: float) -> dict[str, Any]:
+    return _touch(profile.last_touch, now)
+
+
+# The namespaces read from the profile alone, and how each is built.
+_BUILDERS: dict[str, Callable[[Profile, float], dict[str, Any]]] = {
+    "visitor": _visitor,
+    "session": _session,
+    "first_touch": _first_touch,
+    "last_touch": _last_touch,
+    "cart": _cart,
+    "orders": _orders,
+    "viewed": _viewed,
+    "campaigns": _campaigns,
+    "events": _events,
+}
+
+
+def _profile_attrs(profile: Profile, now: float) -> dict[str, Any]:
+    return {name: make(profile, now) for name, make in _BUILDERS.items()}
 
 
 def _touch(touch: Touch | None, now: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.decisioning.attributes import condition_paths, unknown_attribute
+from edge.decisioning.attributes import PER_PAGE, condition_paths, unknown_attribute
 from edge.decisioning.conditions import ConditionError, compile_condition
 from edge.decisioning.config import (
     DEFAULT_ATTRIBUTION_DAYS,
@@ -197,6 +197,15 @@ class Campaign:
         return next((v for v in self.variants if point < v.upto), self.variants[-1])
 
 
+@dataclass(frozen=True, slots=True)
+class KeptSegment:
+    """A segment with ``membership: true``: kept on the profile (edge.segments)."""
+
+    id: str
+    name: str
+    test: Predicate
+
+
 DEFAULT_CAPS = CapsConfig()
 
 
@@ -207,6 +216,8 @@ class Decisioning:
     segments: tuple[tuple[str, Predicate], ...] = ()
     caps: CapsConfig = DEFAULT_CAPS
     clause_tests: tuple[Predicate, ...] = ()  # every distinct audience entry, by slot
+    kept: tuple[KeptSegment, ...] = ()  # membership: true, in configuration order
+    kept_roots: frozenset[str] = frozenset()  # the namespaces their conditions name
 
 
 NO_CAMPAIGNS = Decisioning()
@@ -232,7 +243,7 @@ def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Probl
     )
     _duplicates(problems, "segments", [s.id for s in config.segments])
     _duplicates(problems, "campaigns", [c.id for c in config.campaigns])
-    segments = []
+    segments, kept, roots = [], [], set()
     for index, segment in enumerate(config.segments):
         where: Where = ("segments", index, "condition")
         for sub, path in condition_paths(segment.condition):
@@ -240,6 +251,9 @@ def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Probl
                 problems.add((*where, *sub), "a segment cannot depend on segments")
         test = _compile(segment.condition, groups, where, problems, known)
         segments.append((segment.id, test))
+        if segment.membership:
+            roots |= _profile_roots(segment.condition, where, problems)
+            kept.append(KeptSegment(segment.id, segment.name or segment.id, test))
     table = ClauseTable()
     campaigns = [
         _campaign(c, groups, tz, ("campaigns", i), problems, known, table)
@@ -252,7 +266,25 @@ def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Probl
         tuple(segments),
         config.caps,
         tuple(table.tests),
+        tuple(kept),
+        frozenset(roots) if kept else frozenset(),
     )
+
+
+def _profile_roots(condition: Mapping[str, Any], where: Where, problems: Problems) -> set[str]:
+    """The namespaces a kept segment's condition names; page, device, time and
+    geo are refused: a membership kept on the profile is the profile's."""
+    roots = set()
+    for sub, path in condition_paths(condition):
+        root = path.split(".")[0]
+        if root in PER_PAGE:
+            problems.add(
+                (*where, *sub),
+                f"a segment kept on the profile (membership: true) cannot depend on "
+                f"{root}.*: page, device, time and geo belong to one page view",
+            )
+        roots.add(root)
+    return roots
 
 
 def _duplicates(problems: Problems, section: str, ids: list[str]) -> None:

@@ -29,6 +29,9 @@ class SegmentConfig(_Strict):
     id: Annotated[str, Field(pattern=CAMPAIGN_ID)]
     name: str | None = None
     condition: Condition
+    # kept on the profile (edge.segments): segment_entered / segment_left
+    # automation events, and the admin API counts and exports its members
+    membership: bool = False
 
 
 class WidgetConfig(BaseModel):
@@ -187,6 +190,8 @@ AutomationEvent = Literal[
     "winback_returned",
     "coupon_issued",
     "widget_converted",
+    "segment_entered",
+    "segment_left",
 ]
 AUTOMATION_EVENTS: tuple[str, ...] = get_args(AutomationEvent)
 

@@ -121,9 +121,11 @@ def test_each_event_type_is_derived_once(site: Site) -> None:
             "purchase",
             "widget_converted",
             "winback_returned",
+            "segment_entered",  # lapsed-customers (membership: true), on the visit back
         ]
     )
     by = {e.type: e for e in out}
+    assert by["segment_entered"].payload == {"segment": "lapsed-customers"}
     assert by["watched_page_visited"].payload == {"path": "/demo/c/lighting"}
     assert by["purchase"].payload["order_id"] == "A1"
     assert by["purchase"].payload["value"] == 80.0

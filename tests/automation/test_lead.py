@@ -168,7 +168,10 @@ def _every_kind(site: Site) -> list[AutomationEvent]:
     )
     coupon = {"campaign": "welcome-coupon", "code": "WELCOME-ABC"}
     out.append(AutomationEvent("coupon_issued", site.id, v.ctx.visitor, NOW + 41, None, coupon))
+    # back after 100 days: lapsed-customers (membership: true) entered ...
     out += v.send({"type": "page_view", "url": "http://127.0.0.1:8000/demo"}, NOW + 100 * DAY)
+    # ... and left at the next visit (not a winback any more)
+    out += v.send({"type": "page_view", "url": "http://127.0.0.1:8000/demo"}, NOW + 101 * DAY)
     out += [e for kind, e in v.due.items() if e is not None and kind != "browse_abandoned"]
     return out
 
