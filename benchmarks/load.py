@@ -21,7 +21,7 @@ import random
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,32 @@ def percentiles(h: HdrHistogram, *, mean: bool = False) -> dict[str, float]:
     if mean:
         out["mean"] = h.get_mean_value() / 1000
     return out
+
+
+def failures_so_far(phase: Phase) -> int:
+    """Error frames, close codes and lost events counted so far in a phase."""
+    return (
+        sum(n for k, n in phase.errors.items() if not k.startswith("_"))
+        + sum(phase.close_codes.values())
+        + phase.lost
+    )
+
+
+def progress_line(
+    label: str, rate: float, elapsed: float, point: dict[str, Any], p99_ms: float, errors: int
+) -> None:
+    """One line a second on stderr: where the phase stands."""
+    print(
+        f"[{label}] {elapsed:6.1f}s "
+        f"{'measure' if point['measuring'] else 'warm-up'} "
+        f"target {rate:7.0f}/s achieved {point['achieved_rate']:7.0f}/s "
+        f"p99 {p99_ms:8.2f} ms  errors {errors}  "
+        f"conns {point['open_connections']}  backlog {point['backlog']}  "
+        f"server cpu {point.get('server_cpu_pct', 0):5.0f}%  "
+        f"loadgen cpu {point['loadgen_cpu_pct']:4.0f}%",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def check_loopback(url: str) -> None:
@@ -369,6 +395,7 @@ class Busy(Refused):
         super().__init__("busy")
         self.retry_s = retry_ms / 1000
 
+
 class WsTransport:
     """One visitor's WebSocket (``benchmarks.wire``, a lean client: the
     generator must not be what the benchmark measures), speaking the edge
@@ -532,6 +559,34 @@ class CpuMeter:
         return used / CLK_TCK / dt * 100, rss / 1024, len(ticks)
 
 
+class MachineMeter:
+    """The whole machine's CPU between samples, from ``/proc/stat``: busy %
+    (100 = one core, all processes: the server's, the generator's and any
+    other's) and steal % (time the hypervisor gave this VM's CPUs to others)."""
+
+    def __init__(self) -> None:
+        self.last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        steal = values[7] if len(values) > 7 else 0
+        total = sum(values[:8])
+        return total, idle, steal
+
+    def sample(self) -> tuple[float, float]:
+        """(busy %, steal %) since the previous sample; 100 = one core."""
+        total, idle, steal = self._read()
+        t0, i0, s0 = self.last
+        self.last = (total, idle, steal)
+        spent = max(total - t0, 1)
+        cores = os.cpu_count() or 1
+        busy = (spent - (idle - i0) - (steal - s0)) / spent * 100 * cores
+        return busy, (steal - s0) / spent * 100 * cores
+
+
 class RedisMeter:
     """Redis ops/s, used memory and CPU from ``INFO``."""
 
@@ -577,6 +632,9 @@ class Config:
     redis_url: str | None = None
     progress: bool = True
     label: str = ""
+    # Generator processes the visitors and the rate are split across
+    # (benchmarks.multi); 1 is this process alone.
+    generators: int = 1
 
 
 @dataclass
@@ -613,6 +671,14 @@ class Visitor:
         self.visit: Visit | None = None
         self.seq = 0
         self.waiter: asyncio.Future[float | None] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """A connection is held and the server has not closed it."""
+        t = self.transport
+        if isinstance(t, WsTransport):
+            return t.ws is not None and t.ws.close_code is None
+        return t is not None
 
     async def start_session(self) -> bool:
         gen = self.gen
@@ -732,6 +798,7 @@ class LoadGenerator:
         self.http_client: Any = None
         self.server_cpu = CpuMeter(self._server_pids) if cfg.server_pid else None
         self.own_cpu = CpuMeter(lambda: [os.getpid()])
+        self.machine = MachineMeter()
         self.redis = RedisMeter(cfg.redis_url) if cfg.redis_url else None
 
     def _server_pids(self) -> list[int]:
@@ -758,7 +825,7 @@ class LoadGenerator:
 
     @property
     def open_connections(self) -> int:
-        return sum(1 for v in self.visitors if v.transport is not None)
+        return sum(1 for v in self.visitors if v.is_open)
 
     async def start(self) -> None:
         """Connect every visitor (its first session's hello), a bounded number at a time."""
@@ -782,11 +849,36 @@ class LoadGenerator:
         t0 = time.perf_counter()
         self.visitors = list(await asyncio.gather(*(one() for _ in range(self.cfg.visitors))))
         self.connect_s = time.perf_counter() - t0
-        self.startup_errors = dict(self.phase.errors) | {
-            f"close_{k}": n for k, n in self.phase.close_codes.items()
-        }
+        self.startup_errors = self._startup_errors()
         self.tasks = [asyncio.create_task(v.run()) for v in self.visitors]
         await asyncio.sleep(0)
+
+    def _startup_errors(self) -> dict[str, int]:
+        return dict(self.phase.errors) | {
+            f"close_{k}": n for k, n in self.phase.close_codes.items()
+        }
+
+    async def connect_missing(self, timeout_s: float) -> None:
+        """Before any phase: open again, round after round, the connection of
+        every visitor whose first one failed, until all are open or
+        ``timeout_s`` has passed; the failures stay counted by kind in
+        ``startup_errors``."""
+        gate = asyncio.Semaphore(self.cfg.connect_concurrency)
+        deadline = time.perf_counter() + timeout_s
+
+        async def one(v: Visitor) -> None:
+            async with gate:
+                if time.perf_counter() < deadline and v.transport is None:
+                    await v.start_session()
+
+        while time.perf_counter() < deadline:
+            missing = [v for v in self.visitors if v.transport is None]
+            if not missing:
+                break
+            await asyncio.gather(*(one(v) for v in missing))
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.perf_counter())))
+        self.connect_s += timeout_s - max(0.0, deadline - time.perf_counter())
+        self.startup_errors = self._startup_errors()
 
     async def stop(self) -> None:
         while self.idle:
@@ -816,8 +908,8 @@ class LoadGenerator:
                 return
         self.backlog.append(scheduled)
 
-    async def _schedule(self, rate: float, phase: Phase) -> None:
-        t = phase.start
+    async def _schedule(self, rate: float, phase: Phase, offset_s: float = 0.0) -> None:
+        t = phase.start + offset_s
         exp = self.rng.expovariate
         poisson = self.cfg.arrivals == "poisson"
         while True:
@@ -851,6 +943,7 @@ class LoadGenerator:
         phase.acked_interval = 0
         phase.refused_mark = phase.refused
         point["loadgen_cpu_pct"] = self.own_cpu.sample()[0]
+        point["machine_cpu_pct"], point["machine_steal_pct"] = self.machine.sample()
         if self.server_cpu is not None:
             cpu, rss, nproc = self.server_cpu.sample()
             point.update(server_cpu_pct=cpu, server_rss_mb=rss, server_processes=nproc)
@@ -863,15 +956,44 @@ class LoadGenerator:
     async def phase_run(self, rate: float, duration_s: float, warmup_s: float) -> dict[str, Any]:
         """Offer ``rate`` events/s for warm-up + duration; measure the last ``duration_s``."""
         start = time.perf_counter() + 0.05
-        phase = Phase(start, start + warmup_s, start + warmup_s + duration_s)
-        self.phase = phase
         self.own_cpu.sample()
+        self.machine.sample()
         if self.server_cpu is not None:
             self.server_cpu.sample()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.sample()
-        scheduler = asyncio.create_task(self._schedule(rate, phase))
+
+        async def second(phase: Phase, now: float, dt: float, lag_s: float) -> None:
+            point = await self._sample(phase, rate, now - phase.start, dt)
+            point["loadgen_loop_lag_ms"] = lag_s * 1000
+            phase.timeline.append(point)
+            if self.cfg.progress:
+                so_far = phase.hist.get_value_at_percentile(99) / 1000
+                progress_line(
+                    self.cfg.label, rate, now - phase.start, point, so_far, failures_so_far(phase)
+                )
+
+        phase, undelivered = await self.drive(rate, duration_s, warmup_s, start, 0.0, second)
+        return self._summary(phase, rate, duration_s, warmup_s, undelivered)
+
+    async def drive(
+        self,
+        rate: float,
+        duration_s: float,
+        warmup_s: float,
+        start: float,
+        offset_s: float,
+        second: Callable[[Phase, float, float, float], Awaitable[None]],
+    ) -> tuple[Phase, int]:
+        """Offer ``rate`` from ``start`` (a ``perf_counter`` time: the same
+        clock in every process) for warm-up + duration, calling ``second``
+        about once a second with (phase, now, seconds since the last call, the
+        loop's worst lateness since then); wait for the answers (at most
+        ``drain_s`` past the end). Return the phase and the events never sent."""
+        phase = Phase(start, start + warmup_s, start + warmup_s + duration_s)
+        self.phase = phase
+        scheduler = asyncio.create_task(self._schedule(rate, phase, offset_s))
         lag = [0.0]
 
         async def lag_probe() -> None:  # how late the generator's own event loop runs
@@ -885,28 +1007,9 @@ class LoadGenerator:
         while True:
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - last)))
             now = time.perf_counter()
-            point = await self._sample(phase, rate, now - phase.start, now - last)
-            point["loadgen_loop_lag_ms"], lag[0] = lag[0] * 1000, 0.0
+            worst, lag[0] = lag[0], 0.0
+            await second(phase, now, now - last, worst)
             last = now
-            phase.timeline.append(point)
-            if self.cfg.progress:
-                so_far = {"p99": phase.hist.get_value_at_percentile(99) / 1000}
-                errors = (
-                    sum(n for k, n in phase.errors.items() if not k.startswith("_"))
-                    + sum(phase.close_codes.values())
-                    + phase.lost
-                )
-                print(
-                    f"[{self.cfg.label}] {now - phase.start:6.1f}s "
-                    f"{'measure' if point['measuring'] else 'warm-up'} "
-                    f"target {rate:7.0f}/s achieved {point['achieved_rate']:7.0f}/s "
-                    f"p99 {so_far['p99']:8.2f} ms  errors {errors}  "
-                    f"conns {point['open_connections']}  backlog {point['backlog']}  "
-                    f"server cpu {point.get('server_cpu_pct', 0):5.0f}%  "
-                    f"loadgen cpu {point['loadgen_cpu_pct']:4.0f}%",
-                    file=sys.stderr,
-                    flush=True,
-                )
             if scheduler.done() and (
                 (self.busy == 0 and not self.backlog) or now > phase.end + self.drain_s
             ):
@@ -914,67 +1017,96 @@ class LoadGenerator:
         prober.cancel()
         undelivered = len(self.backlog)
         self.backlog.clear()
-        return self._summary(phase, rate, duration_s, warmup_s, undelivered)
+        return phase, undelivered
 
     def _summary(
         self, phase: Phase, rate: float, duration_s: float, warmup_s: float, undelivered: int
     ) -> dict[str, Any]:
-        measured = [
-            p for p in phase.timeline if p["measuring"] and p["t"] <= warmup_s + duration_s + 0.5
-        ]
-
-        def mean(key: str) -> float | None:
-            values = [p[key] for p in measured if key in p]
-            return sum(values) / len(values) if values else None
-
-        def peak(key: str) -> float | None:
-            values = [p[key] for p in measured if key in p]
-            return max(values) if values else None
-
-        decisions = phase.errors.pop("_decisions", 0)
-        errors = dict(phase.errors)
-        result: dict[str, Any] = {
-            "target_rate": rate,
-            "duration_s": duration_s,
-            "warmup_s": warmup_s,
-            "visitors": self.cfg.visitors,
-            "transport": self.cfg.transport,
-            "encoding": "msgpack" if self.cfg.binary else "json",
-            "arrivals": self.cfg.arrivals,
-            "events_scheduled": phase.scheduled,
-            "events_sent": phase.sent,
-            "events_acked_measured": phase.acked,
-            "events_scheduled_measured": phase.scheduled_measured,
-            "acked_share": phase.acked / phase.scheduled_measured
-            if phase.scheduled_measured
-            else 0.0,
-            "achieved_rate": phase.acked / duration_s,
-            "latency_ms": percentiles(phase.hist, mean=True),
-            "retried_latency_ms": percentiles(phase.retried_hist),
-            "session_opening_latency_ms": percentiles(phase.opening_hist),
-            "decisions_replies": decisions,
-            "errors": errors,
-            "close_codes": dict(phase.close_codes),
-            "lost_events": phase.lost,
-            "refused_busy": phase.refused,
-            "undelivered_at_end": undelivered,
-            "open_connections": self.open_connections,
-            "sessions_opened": self.sessions_opened,
-            "hello_latency_ms": percentiles(self.hello_hist),
-            "server_cpu_pct": mean("server_cpu_pct"),
-            "server_cpu_pct_peak": peak("server_cpu_pct"),
-            "server_rss_mb": peak("server_rss_mb"),
-            "server_processes": peak("server_processes"),
-            "loadgen_cpu_pct": mean("loadgen_cpu_pct"),
-            "loadgen_cpu_pct_peak": peak("loadgen_cpu_pct"),
-            "loadgen_loop_lag_ms_max": peak("loadgen_loop_lag_ms"),
-            "redis_ops_per_s": mean("redis_ops_per_s"),
-            "redis_used_memory_mb": peak("redis_used_memory_mb"),
-            "redis_cpu_pct": mean("redis_cpu_pct"),
-            "timeline": phase.timeline,
-        }
-        result["failures"] = (
-            sum(errors.values()) + sum(phase.close_codes.values()) + phase.lost + undelivered
+        result = summarize(
+            phase,
+            self.cfg,
+            rate=rate,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            undelivered=undelivered,
+            open_connections=self.open_connections,
+            sessions_opened=self.sessions_opened,
+            hello_hist=self.hello_hist,
         )
         self.hello_hist = new_histogram()
         return result
+
+
+def summarize(
+    phase: Phase,
+    cfg: Config,
+    *,
+    rate: float,
+    duration_s: float,
+    warmup_s: float,
+    undelivered: int,
+    open_connections: int,
+    sessions_opened: int,
+    hello_hist: HdrHistogram,
+) -> dict[str, Any]:
+    """The figures of one phase (a run or a ladder step) from its counts and timeline."""
+    measured = [
+        p for p in phase.timeline if p["measuring"] and p["t"] <= warmup_s + duration_s + 0.5
+    ]
+
+    def mean(key: str) -> float | None:
+        values = [p[key] for p in measured if key in p]
+        return sum(values) / len(values) if values else None
+
+    def peak(key: str) -> float | None:
+        values = [p[key] for p in measured if key in p]
+        return max(values) if values else None
+
+    decisions = phase.errors.pop("_decisions", 0)
+    errors = dict(phase.errors)
+    result: dict[str, Any] = {
+        "target_rate": rate,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "visitors": cfg.visitors,
+        "generators": cfg.generators,
+        "transport": cfg.transport,
+        "encoding": "msgpack" if cfg.binary else "json",
+        "arrivals": cfg.arrivals,
+        "events_scheduled": phase.scheduled,
+        "events_sent": phase.sent,
+        "events_acked_measured": phase.acked,
+        "events_scheduled_measured": phase.scheduled_measured,
+        "acked_share": phase.acked / phase.scheduled_measured if phase.scheduled_measured else 0.0,
+        "achieved_rate": phase.acked / duration_s,
+        "latency_ms": percentiles(phase.hist, mean=True),
+        "retried_latency_ms": percentiles(phase.retried_hist),
+        "session_opening_latency_ms": percentiles(phase.opening_hist),
+        "decisions_replies": decisions,
+        "errors": errors,
+        "close_codes": dict(phase.close_codes),
+        "lost_events": phase.lost,
+        "refused_busy": phase.refused,
+        "undelivered_at_end": undelivered,
+        "open_connections": open_connections,
+        "sessions_opened": sessions_opened,
+        "hello_latency_ms": percentiles(hello_hist),
+        "server_cpu_pct": mean("server_cpu_pct"),
+        "server_cpu_pct_peak": peak("server_cpu_pct"),
+        "server_rss_mb": peak("server_rss_mb"),
+        "server_processes": peak("server_processes"),
+        "loadgen_cpu_pct": mean("loadgen_cpu_pct"),
+        "loadgen_cpu_pct_peak": peak("loadgen_cpu_pct"),
+        "loadgen_loop_lag_ms_max": peak("loadgen_loop_lag_ms"),
+        "machine_cpu_pct": mean("machine_cpu_pct"),
+        "machine_cpu_pct_peak": peak("machine_cpu_pct"),
+        "machine_steal_pct": mean("machine_steal_pct"),
+        "redis_ops_per_s": mean("redis_ops_per_s"),
+        "redis_used_memory_mb": peak("redis_used_memory_mb"),
+        "redis_cpu_pct": mean("redis_cpu_pct"),
+        "timeline": phase.timeline,
+    }
+    result["failures"] = (
+        sum(errors.values()) + sum(phase.close_codes.values()) + phase.lost + undelivered
+    )
+    return result

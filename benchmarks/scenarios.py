@@ -24,7 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import ROOT, Config, LoadGenerator, check_loopback, raise_nofile_limit
+from benchmarks.load import ROOT, Config, check_loopback, raise_nofile_limit
+from benchmarks.multi import make_generator
 
 SCENARIOS = [
     "steady",
@@ -257,6 +258,7 @@ def config(args: argparse.Namespace, server: Server, label: str, **over: Any) ->
         "redis_url": server.redis_url,
         "progress": not args.quiet,
         "label": label,
+        "generators": args.generators,
     }
     values.update(over)
     return Config(**values)
@@ -264,7 +266,7 @@ def config(args: argparse.Namespace, server: Server, label: str, **over: Any) ->
 
 async def steady_runs(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
     """``repeat`` runs at one rate on one set of connected visitors, each after a warm-up."""
-    gen = LoadGenerator(cfg)
+    gen = make_generator(cfg)
     base = cfg.label
     await gen.start()
     try:
@@ -290,7 +292,7 @@ async def capacity_ladder(args: argparse.Namespace, cfg: Config) -> list[dict[st
     ladders = []
     base = cfg.label
     for i in range(args.repeat):
-        gen = LoadGenerator(cfg)
+        gen = make_generator(cfg)
         await gen.start()
         steps: list[dict[str, Any]] = []
         try:
@@ -323,7 +325,7 @@ async def overload_phases(args: argparse.Namespace, cfg: Config) -> dict[str, An
     its latency, what is not is refused explicitly (``busy``) and resent by
     the visitors after ``retry_ms``, as the tracker does."""
     capacity = args.capacity
-    gen = LoadGenerator(cfg)
+    gen = make_generator(cfg)
     await gen.start()
     base = cfg.label
     try:
@@ -378,20 +380,30 @@ async def connections_runs(args: argparse.Namespace, server: Server) -> list[dic
         meter = CpuMeter(lambda: process_tree(server.pid)) if server.pid else None
         base_rss = meter.sample()[1] if meter else None
         cfg = config(args, server, f"connections {count}", visitors=count, connect_concurrency=200)
-        gen = LoadGenerator(cfg)
+        gen = make_generator(cfg)
         t0 = time.perf_counter()
-        await gen.start()
-        connect_s = time.perf_counter() - t0
-        await asyncio.sleep(2)
-        rss = meter.sample()[1] if meter else None
         try:
+            await gen.start()
+            # every visitor connected before measuring: the failed ones again,
+            # round after round, for up to --connect-timeout-s
+            await gen.connect_missing(args.connect_timeout_s)
+            connect_s = time.perf_counter() - t0
+            open_after_connect = gen.open_connections
+            if open_after_connect < count:
+                print(
+                    f"connections {count}: only {open_after_connect} open after "
+                    f"{connect_s:.1f} s; failures: {gen.startup_errors or 'none counted'}",
+                    file=sys.stderr,
+                )
+            await asyncio.sleep(2)
+            rss = meter.sample()[1] if meter else None
             run = await gen.phase_run(args.rate, args.duration_s, args.warmup_s)
         finally:
             await gen.stop()
         run.update(
             connections=count,
             connect_s=connect_s,
-            open_after_connect=sum(1 for v in gen.visitors if v.transport is not None),
+            open_after_connect=open_after_connect,
             startup_errors=gen.startup_errors,
             server_rss_before_mb=base_rss,
             server_rss_connected_mb=rss,
@@ -561,7 +573,9 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {r['connections']} connections: server KiB per connection | "
                     f"{kib:.1f} (RSS {r['server_rss_before_mb']:.0f} → "
                     f"{r['server_rss_connected_mb']:.0f} MiB; connected in "
-                    f"{r['connect_s']:.1f} s, {r['open_after_connect']} open) |"
+                    f"{r['connect_s']:.1f} s, {r['open_after_connect']} of "
+                    f"{r['connections']} open; failed attempts: "
+                    f"{_counts(r['startup_errors'])}) |"
                     if kib is not None
                     else "| per connection | - |"
                 )
@@ -823,6 +837,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "nofile": nofile,
             "arrivals": args.arrivals,
             "encoding": "msgpack" if args.msgpack else "json",
+            "generators": args.generators,
         },
         "flags": {k: v for k, v in vars(args).items() if k not in ("func",)},
     }
@@ -865,6 +880,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return report
 
 
+def _generators(value: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("--generators must be at least 1 (or auto)")
+    return n
+
+
 def add_parser(commands: Any) -> None:
     r = commands.add_parser("run", help="load scenarios over real WebSockets (see README.md)")
     r.add_argument("scenario", choices=SCENARIOS)
@@ -880,6 +904,13 @@ def add_parser(commands: Any) -> None:
     )
     r.add_argument("--workers", type=int, default=1)
     r.add_argument("--visitors", type=int, default=1000)
+    r.add_argument(
+        "--generators",
+        type=_generators,
+        default=1,
+        help="load generator processes the visitors and the rate are split across "
+        "(default 1: this process; 'auto': one per core)",
+    )
     r.add_argument(
         "--rate", type=float, help="events/s across all visitors (default 1000; connections: 100)"
     )
@@ -911,6 +942,12 @@ def add_parser(commands: Any) -> None:
         type=lambda s: [int(x) for x in s.split(",")],
         default=[1000, 5000, 10000],
         help="connections scenario: visitor counts",
+    )
+    r.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=60.0,
+        help="connections scenario: how long to retry failed connections before measuring",
     )
     r.add_argument(
         "--max-messages-per-s",
