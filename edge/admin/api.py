@@ -5,19 +5,28 @@ one, the token compared in constant time."""
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import BaseRoute, Route
 
 from edge import preview
 from edge.admin import page, privacy
+from edge.admin import segments as members_
 from edge.admin.stats import last_days, summarize
 from edge.decisioning.attributes import Page
+from edge.decisioning.campaigns import KeptSegment
 from edge.decisioning.engine import decide
 from edge.errors import BadVisitorId, ConfigError, StoreError
 from edge.explain import CLIENT_TRIGGERS
@@ -296,6 +305,83 @@ def _step(value: Any) -> int | None:
     return value - 1
 
 
+def _segment(request: Request, site: Site) -> KeptSegment:
+    """The segment the path names: kept on the profile, or a 404 / 409."""
+    wanted = request.path_params["segment"]
+    kept = next((s for s in site.decisioning.kept if s.id == wanted), None)
+    if kept is not None:
+        return kept
+    if any(sid == wanted for sid, _ in site.decisioning.segments):
+        raise Problem(409, f"segment {wanted!r} is not kept on the profile (membership: true)")
+    raise Problem(404, "no such segment")
+
+
+async def segment_count(request: Request) -> Response:
+    """How many profiles are in a kept segment: reads every profile of the site."""
+    ingest, site = _ingest(request), _site(request)
+    segment = _segment(request, site)
+    found, read = await members_.count(ingest.ledger.store, site.id, segment.id)
+    return _json(
+        {
+            "site": site.id,
+            "segment": segment.id,
+            "name": segment.name,
+            "members": found,
+            "profiles_read": read,
+            "at": ingest.clock(),
+        }
+    )
+
+
+async def segment_members(request: Request) -> Response:
+    """A page of members (JSON, ``cursor`` and ``limit``), or every member
+    as NDJSON (``format=ndjson``), streamed as the profiles are read."""
+    ingest, site = _ingest(request), _site(request)
+    segment = _segment(request, site)
+    store = ingest.ledger.store
+    if request.query_params.get("format") == "ndjson":
+        return StreamingResponse(
+            _ndjson(members_.members(store, site.id, segment.id)),
+            media_type="application/x-ndjson",
+            headers=NO_STORE,
+        )
+    limit = _limit(request.query_params.get("limit", "100"))
+    try:
+        found = await members_.page(
+            store, site.id, segment.id, request.query_params.get("cursor") or None, limit
+        )
+    except members_.BadCursor as exc:
+        raise Problem(400, str(exc)) from None
+    return _json(
+        {"site": site.id, "segment": segment.id, "members": found.members, "cursor": found.cursor}
+    )
+
+
+def _limit(raw: str) -> int:
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise Problem(400, "limit must be a whole number") from None
+    if not 1 <= limit <= members_.MAX_LIMIT:
+        raise Problem(400, f"limit must be between 1 and {members_.MAX_LIMIT}")
+    return limit
+
+
+async def _ndjson(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """One JSON object a line; a store failure half-way ends the stream with
+    an ``{"error": ...}`` line (the status, 200, is sent already)."""
+    try:
+        async for row in rows:
+            yield _line(row)
+    except StoreError as exc:
+        log.warning("admin: segment export: store error: %s", exc)
+        yield _line({"error": "store unavailable"})
+
+
+def _line(row: dict[str, Any]) -> bytes:
+    return (json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
 async def reload(request: Request) -> Response:
     ingest = _ingest(request)
     registry = ingest.registry
@@ -347,5 +433,7 @@ routes: list[BaseRoute] = [
     Route("/sites/{site}/customers/{customer}", _guard(erase), methods=["DELETE"]),
     Route("/sites/{site}/explain", _guard(explain), methods=["GET"]),
     Route("/sites/{site}/preview", _guard(preview_link), methods=["POST"]),
+    Route("/sites/{site}/segments/{segment}", _guard(segment_count), methods=["GET"]),
+    Route("/sites/{site}/segments/{segment}/members", _guard(segment_members), methods=["GET"]),
     Route("/reload", _guard(reload), methods=["POST"]),
 ]
