@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.catalog import Catalog, load_catalog
 from edge.decisioning.campaigns import NO_CAMPAIGNS, Decisioning, Problems, compile_decisioning
-from edge.decisioning.config import DecisioningConfig, IntelligenceConfig
+from edge.decisioning.config import WIDGETS, DecisioningConfig, IntelligenceConfig
 from edge.errors import ConfigError
 from edge.identity import hash_email
 from edge.intelligence import DEFAULT as DEFAULT_INTELLIGENCE
@@ -234,12 +235,35 @@ def dotted(path: tuple[str | int, ...]) -> str:
 def describe(exc: ValidationError, located: Located) -> list[str]:
     problems = []
     for error in exc.errors(include_url=False):
-        loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+        raw = error["loc"]
+        # A widget's model is chosen by its kind, which pydantic puts in the path.
+        kind = next((k for w, k in pairwise(raw) if w == "widget" and k in WIDGETS), None)
+        loc = tuple(
+            p for i, p in enumerate(raw) if not _is_union_tag(p) and not _widget_tag(raw, i)
+        )
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and loc[-1:] == (
+            "widget",
+        ):  # the kind chooses the widget's keys: say what is wrong with it
+            loc = (*loc, "kind")
+            message = (
+                "Input should be "
+                + ", ".join(repr(k) for k in list(WIDGETS)[:-1])
+                + f" or {list(WIDGETS)[-1]!r}"
+                if error["type"] == "union_tag_invalid"
+                else "Field required"
+            )
+        elif error["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}"
+            if kind is not None:
+                keys = ", ".join(k for k in WIDGETS[kind].model_fields if k != "kind")
+                message += f" for a {kind} widget (its keys: {keys})"
         problems.append(f"{located.where(loc)}: {dotted(loc)}: {message}")
     return problems
+
+
+def _widget_tag(loc: tuple[str | int, ...], i: int) -> bool:
+    return i > 0 and loc[i - 1] == "widget" and loc[i] in WIDGETS
 
 
 def _is_union_tag(part: str | int) -> bool:

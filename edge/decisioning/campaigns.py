@@ -25,6 +25,7 @@ from edge.decisioning.config import (
     ScheduleConfig,
     TriggerConfig,
     WidgetConfig,
+    widget_dict,
 )
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -369,7 +370,7 @@ def _audience(
 
 
 def _widget(config: WidgetConfig | None) -> dict[str, Any]:
-    return config.model_dump(mode="json") if config is not None else {}
+    return widget_dict(config) if config is not None else {}
 
 
 def _campaign(

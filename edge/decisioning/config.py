@@ -34,12 +34,98 @@ class SegmentConfig(_Strict):
     membership: bool = False
 
 
-class WidgetConfig(BaseModel):
-    """``kind`` plus the widget's content; the content keys are the widget's own
-    (see docs/configuration.md, "Widgets")."""
+# A widget's text: one string (every language) or {language: string}; a URL,
+# a coupon or a strategy is checked when the site loads (edge.widgets.check).
+Text = str | dict[str, str]
+ConvertOn = Literal["click"]
+
+
+class _Widget(_Strict):
+    """A widget's keys, one model per ``kind`` (docs/configuration.md,
+    "Widgets"): a key its kind does not read (``headlin:``) is refused like
+    every other unknown key. ``close``: the close button's label."""
+
+    close: Text | None = None
+
+
+class _Linked(_Widget):
+    # convert_on: click: a click on the widget's link also records a conversion
+    convert_on: ConvertOn | None = None
+
+
+class PopupWidget(_Linked):
+    kind: Literal["popup"]
+    headline: Text | None = None
+    body: Text | None = None
+    cta: Text | None = None
+    url: str | None = None
+    image: str | None = None
+
+
+class BarWidget(_Linked):
+    kind: Literal["bar"]
+    headline: Text | None = None
+    cta: Text | None = None
+    url: str | None = None
+
+
+class BannerWidget(_Linked):
+    kind: Literal["banner"]
+    headline: Text | None = None
+    body: Text | None = None
+    url: str | None = None
+    image: str | None = None
+
+
+class RecommendationsWidget(_Linked):
+    kind: Literal["recommendations"]
+    headline: Text | None = None
+    strategy: str | None = None
+    limit: Any = None  # a whole number from 1 to 24: edge.widgets.check
+
+
+class CouponWidget(_Widget):
+    kind: Literal["coupon"]
+    headline: Text | None = None
+    body: Text | None = None
+    cta: Text | None = None
+    email_label: Text | None = None
+    name_label: Text | None = None
+    ask_name: bool | None = None
+    consent: Text | None = None  # the label of a required checkbox
+    coupon: Any = None  # {source: generated|pool, ...}: edge.widgets.check
+    success_headline: Text | None = None
+    success_body: Text | None = None
+    exhausted_headline: Text | None = None
+    exhausted_body: Text | None = None
+
+
+class HtmlWidget(BaseModel):
+    """The site's own template, which may read any keys of its widget."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    kind: Literal["popup", "bar", "coupon", "recommendations", "banner", "html"]
+    kind: Literal["html"]
+    template: str | None = None  # required: edge.widgets.check says so, naming the campaign
+    convert_on: ConvertOn | None = None
+
+
+WIDGETS: dict[str, type[BaseModel]] = {
+    "popup": PopupWidget,
+    "bar": BarWidget,
+    "coupon": CouponWidget,
+    "recommendations": RecommendationsWidget,
+    "banner": BannerWidget,
+    "html": HtmlWidget,
+}
+WidgetConfig = Annotated[
+    PopupWidget | BarWidget | CouponWidget | RecommendationsWidget | BannerWidget | HtmlWidget,
+    Field(discriminator="kind"),
+]
+
+
+def widget_dict(config: BaseModel) -> dict[str, Any]:
+    """A widget's configuration as the renderer reads it: the keys given only."""
+    return config.model_dump(mode="json", exclude_unset=True)
 
 
 class TriggerConfig(_Strict):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.decisioning.campaigns import Problems, Where
-from edge.decisioning.config import CampaignConfig
+from edge.decisioning.config import CampaignConfig, widget_dict
 from edge.widgets.coupons import MAX_POOL_BYTES
 from edge.widgets.recommend import STRATEGIES
 from edge.widgets.render import KIND_TEMPLATES, Renderer, within_budget
@@ -32,16 +32,17 @@ PREFIX = re.compile(r"^[A-Z0-9]{1,12}$")
 CHECK_RENDER_BUDGET_S = 0.5  # each check rendering
 CHECK_BUDGET_S = 2.0  # all of one site's
 CONVERTING_FORM = "data-edge-form"  # what the tracker reports a conversion for
+CONVERTING_CLICK = 'data-edge-click="convert"'  # and a link of a widget with convert_on: click
 
 
 def widgets_of(campaign: CampaignConfig) -> Iterator[tuple[Where, dict[str, Any]]]:
     if campaign.widget is not None:
-        yield ("widget",), campaign.widget.model_dump(mode="json")
+        yield ("widget",), widget_dict(campaign.widget)
     for i, step in enumerate(campaign.progressive or ()):
-        yield ("progressive", i, "widget"), step.widget.model_dump(mode="json")
+        yield ("progressive", i, "widget"), widget_dict(step.widget)
     for i, variant in enumerate(campaign.experiment.variants if campaign.experiment else ()):
         if variant.widget is not None:
-            yield ("experiment", "variants", i, "widget"), variant.widget.model_dump(mode="json")
+            yield ("experiment", "variants", i, "widget"), widget_dict(variant.widget)
 
 
 def check_widgets(
@@ -117,7 +118,7 @@ def _check_conversions(
             continue
         render = functools.partial(
             renderer.render,
-            step.widget.model_dump(mode="json"),
+            widget_dict(step.widget),
             lang="",
             campaign=campaign.id,
             variant="a",
@@ -127,12 +128,12 @@ def _check_conversions(
             html = within_budget(render, deadline)
         except Exception:  # a broken template is reported by _check_one
             continue
-        if CONVERTING_FORM not in html:
+        if CONVERTING_FORM not in html and CONVERTING_CLICK not in html:
             problems.add(
                 ("campaigns", index, "progressive", i, "until"),
                 "until: conversion never ends here: a step converts only through a "
                 "<form data-edge-form> with an email input in its widget (a coupon, or "
-                "an html template with one)",
+                "an html template with one), or a click on its link with convert_on: click",
             )
 
 
