@@ -22,6 +22,7 @@ from edge.intelligence import attributes as intelligence_attributes
 from edge.intelligence import days_to_birthday
 from edge.profile import Profile, Touch
 from edge.tracker.context import VisitContext
+from edge.widgets.text import language
 
 if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
     from edge.catalog import Catalog
@@ -70,7 +71,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
     ),
     "first_touch": TOUCH_FIELDS,
     "last_touch": TOUCH_FIELDS,
-    "page": frozenset({"url", "path", "type", "category", "product", "query"}),
+    "page": frozenset({"url", "path", "type", "category", "product", "query", "lang"}),
     "device": frozenset({"type", "os", "browser", "bot"}),
     "cart": frozenset(
         {
@@ -176,7 +177,7 @@ def build(
     }
     url = page.url or ctx.url
     attrs: dict[str, Any] = {
-        "page": _page(url, page),
+        "page": {**_page(url, page), "lang": language(ctx.page_lang) or None},
         "device": device,
         "time": time_attrs,
         "segments": [],

@@ -18,7 +18,8 @@ class VisitContext:
     visitor: str
     session: str
     user_agent: str = ""
-    lang: str | None = None
+    lang: str | None = None  # the browser's language (``navigator.language``)
+    page_lang: str | None = None  # the page's (``<html lang>``): widgets prefer it
     screen: tuple[int, int] | None = None
     consent: bool | None = None
     url: str | None = None  # the page that said hello

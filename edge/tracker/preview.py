@@ -226,7 +226,7 @@ def _coupon(conn: Connection, session: PreviewSession, event: p.Event) -> dict[s
     try:
         html = site.renderer.render(
             widget,
-            lang=page_language(ctx.lang, site.locale),
+            lang=page_language(ctx.lang, site.locale, ctx.page_lang),
             campaign=campaign.id,
             variant=event.variant,
             placement=campaign.placement,

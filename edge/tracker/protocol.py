@@ -20,7 +20,14 @@ from typing import Annotated, Any, Literal
 
 import msgpack
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from edge.errors import HelloRequired, InvalidMessage, MalformedFrame
 from edge.ids import EVENT_ID, check_session_id, check_visitor_id
@@ -176,6 +183,10 @@ EVENT_TYPES: Mapping[str, TypeAdapter[Any]] = {
 }
 
 
+def _cut_lang(value: Any) -> Any:
+    return value[:35] if isinstance(value, str) else value
+
+
 class Hello(_Model):
     type: Literal["hello"]
     v: int = PROTOCOL_VERSION
@@ -188,6 +199,9 @@ class Hello(_Model):
         None
     )
     lang: Annotated[str, Field(max_length=35)] | None = None
+    # the page's own language (``<html lang>``, any length a page may give:
+    # cut, not refused), which widget texts prefer to the browser's ``lang``
+    page_lang: Annotated[str | None, BeforeValidator(_cut_lang)] = None
     consent: bool | None = None
     # The first events of the page (its page view), so that its decisions come
     # one round trip after the socket opened: validated as an events message.

@@ -232,6 +232,7 @@ class Connection:
             session=hello.session,
             user_agent=self.ws.headers.get("user-agent", "")[:512],
             lang=hello.lang,
+            page_lang=hello.page_lang,
             screen=(hello.screen[0], hello.screen[1])
             if hello.screen and len(hello.screen) == 2
             else None,

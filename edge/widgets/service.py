@@ -107,7 +107,7 @@ class WidgetService:
         widget is sent (the slot keeps the shop's own content). A block of the
         shopper's own history that would be empty is not even decided
         (``nothing_to_recommend``): the slot goes to the next campaign."""
-        lang = page_language(ctx.lang, site.locale)
+        lang = page_language(ctx.lang, site.locale, ctx.page_lang)
         items = []
         for decision in decisions:
             item = decision.to_wire()
@@ -318,7 +318,7 @@ class WidgetService:
             return None
         code = await self._code(site, campaign, coupon, ctx.visitor)
         self.on_coupon(site, campaign.id, ctx.visitor, code)  # edge.automation: coupon_issued
-        lang = page_language(ctx.lang, site.locale)
+        lang = page_language(ctx.lang, site.locale, ctx.page_lang)
         try:
             html = site.renderer.render(
                 widget,

@@ -31,10 +31,12 @@ def language(lang: str | None) -> str:
     return (lang or "").split("-")[0].split("_")[0].lower()
 
 
-def page_language(lang: str | None, site_locale: str) -> str:
-    """The language a page is shown in: the visitor's (``hello.lang``, or an
-    ``Accept-Language`` header's first choice), else the site's ``locale``."""
-    return language(lang) or language(site_locale)
+def page_language(lang: str | None, site_locale: str, page_lang: str | None = None) -> str:
+    """The language a page is shown in: the page's own (``<html lang>``, sent
+    as ``hello.page_lang``: a shop in Polish gets Polish widgets in any
+    browser), else the visitor's (``hello.lang``, or an ``Accept-Language``
+    header's first choice), else the site's ``locale``."""
+    return language(page_lang) or language(lang) or language(site_locale)
 
 
 def preferred(accept_language: str | None) -> str | None:

@@ -111,7 +111,7 @@ const connect = () => {
   s.onopen = safe(() => { let first = []; hsent = 0; batches(outbox, b => first.length || (first = b));
     first.length && Date.now() >= hold && (hsent = last(first));
     send({ type: 'hello', v: 1, visitor: vid, session: sid, url: url(), ...page(),
-      screen: [screen.width, screen.height], lang: nav.language, consent: true, preview: pv, events: hsent ? first : undefined }) });
+      screen: [screen.width, screen.height], lang: nav.language, page_lang: d.documentElement.lang, consent: true, preview: pv, events: hsent ? first : undefined }) });
   s.onmessage = safe(e => recv(JSON.parse(e.data)));
   s.onclose = safe(e => {
     if (ws != s) return;

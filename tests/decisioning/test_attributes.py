@@ -90,3 +90,20 @@ def test_a_product_no_longer_in_the_catalog_keeps_its_sku_without_a_category(sit
     orders = attrs(site, profile)["orders"]
     assert orders["skus"] == ["GONE-1"] and orders["categories"] == []
     assert orders["items"][0]["category"] is None
+
+
+def test_page_lang_is_the_pages_own_language_not_the_browsers(site: Site) -> None:
+    def lang(page_lang: str | None) -> Any:
+        ctx = VisitContext(
+            "8c1f0a9b2d3e4f5061728394a5b6c7d8",
+            "f00d0a9b2d3e4f5061728394a5b6c717",
+            lang="en-US",
+            page_lang=page_lang,
+        )
+        return build(None, ctx, site, NOW, Page(url="http://127.0.0.1:8000/demo"), {})["page"]
+
+    assert lang("pl-PL")["lang"] == "pl"
+    assert lang("DE")["lang"] == "de"
+    assert lang(None)["lang"] is None and lang("")["lang"] is None
+    matches = compile_condition({"page.lang": "pl"})
+    assert matches({"page": lang("pl")}) and not matches({"page": lang("en")})

@@ -497,3 +497,11 @@ def test_is_finite_number() -> None:
     assert not p.is_finite_number(math.nan)
     assert not p.is_finite_number(math.inf)
     assert not p.is_finite_number("1")
+
+
+def test_hello_carries_the_pages_language_cut_not_refused() -> None:
+    hello = p.parse_hello({**HELLO, "lang": "en-US", "page_lang": "pl-PL"})
+    assert (hello.lang, hello.page_lang) == ("en-US", "pl-PL")
+    long = p.parse_hello({**HELLO, "page_lang": "x" * 500})  # whatever <html lang> says
+    assert long.page_lang == "x" * 35
+    assert p.parse_hello(HELLO).page_lang is None

@@ -496,3 +496,34 @@ async def test_the_newsletter_bar_subscribes_in_the_bar_and_its_last_step_ends(
     await page.mouse.wheel(0, 2000)
     await wait_acked(page)
     assert await page.locator(host("newsletter")).count() == 0
+
+
+# --- the page's language (issue 14, item 3: page.lang) -------------------------------
+
+
+async def test_widget_texts_follow_the_pages_language_not_the_browsers(
+    shop: EdgeServer, browser: Browser
+) -> None:
+    """A browser whose language is English (navigator.language en-US) on pages
+    in Polish (the demo writes <html lang> from Accept-Language: pl): the
+    tracker sends the page's language and the coupon speaks Polish, like the
+    page, not English like the browser."""
+    ctx = await browser.new_context(user_agent=DESKTOP_CHROME, viewport=VIEWPORT, locale="pl-PL")
+    ctx.set_default_timeout(TIMEOUT_MS)
+    await ctx.add_init_script(RECORD_DECISIONS)
+    await ctx.add_init_script("Object.defineProperty(navigator, 'language', {get: () => 'en-US'})")
+    page = await ctx.new_page()
+    try:
+        for url in ("/demo", "/demo/c/lighting"):
+            await visit(page, shop.http + url)
+        assert await page.evaluate("[navigator.language, document.documentElement.lang]") == [
+            "en-US",
+            "pl",
+        ]
+        assert "welcome-coupon" in await visit(page, f"{shop.http}/demo/p/LMP-01")
+        await exit_intent(page)
+        await page.locator(host("welcome-coupon")).locator("form").wait_for()
+        text = await shadow_text(page, host("welcome-coupon"))
+        assert "10% rabatu na pierwsze zamówienie" in text and "Pokaż kod" in text
+    finally:
+        await ctx.close()

@@ -17,7 +17,7 @@ from edge.widgets.render import (
     RenderError,
     within_budget,
 )
-from edge.widgets.text import BUILT_IN, LANGUAGES, money, pick, safe_url, text
+from edge.widgets.text import BUILT_IN, LANGUAGES, money, page_language, pick, safe_url, text
 
 PAYLOADS = [
     "<img src=x onerror=alert(1)>",
@@ -186,6 +186,13 @@ def test_texts_per_language() -> None:
     assert pick(texts, "de", "en") == "Hello"  # the site's language
     assert pick({"fr": "Salut"}, "de", "en") == "Salut"  # the first given
     assert pick("Plain", "pl", "en") == "Plain"
+
+
+def test_the_pages_language_wins_over_the_browsers_then_the_sites() -> None:
+    assert page_language("en-US", "de", "pl-PL") == "pl"  # <html lang="pl-PL">
+    assert page_language("en-US", "de", None) == "en"
+    assert page_language("en-US", "de", "") == "en"  # <html> without lang
+    assert page_language(None, "de-AT", None) == "de"
 
 
 def test_every_built_in_text_is_in_every_language() -> None:
