@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import msgpack
+import orjson
 from hdrh.histogram import HdrHistogram
 
 from benchmarks import wire
@@ -406,21 +407,24 @@ class WsTransport:
         self.binary = binary
         self.ws: wire.WireProtocol | None = None
 
-    def encode(self, message: dict[str, Any]) -> str | bytes:
+    def send(self, message: dict[str, Any]) -> None:
+        """One message: msgpack in a binary frame, or JSON (orjson: compact,
+        a few µs less a message than ``json``) in a text frame."""
+        assert self.ws is not None
         if self.binary:
-            data: bytes = msgpack.packb(message)
-            return data
-        return json.dumps(message, separators=(",", ":"))
+            self.ws.send(msgpack.packb(message))
+        else:
+            self.ws.send_text(orjson.dumps(message))
 
     def decode(self, frame: str | bytes) -> dict[str, Any]:
         message: dict[str, Any] = (
-            msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+            msgpack.unpackb(frame) if isinstance(frame, bytes) else orjson.loads(frame)
         )
         return message
 
     async def open(self, visit: Visit, timeout_s: float) -> int:
         self.ws = await wire.connect(self.url, visit.user_agent, timeout_s)
-        self.ws.send(self.encode(visit.hello))
+        self.send(visit.hello)
         reply = self.decode(await self.ws.recv(timeout_s))
         kind = reply.get("type")
         if kind == "hello":  # the echo server
@@ -434,7 +438,7 @@ class WsTransport:
     ) -> int:
         """Send one events message; return the acknowledged sequence number."""
         assert self.ws is not None
-        self.ws.send(self.encode(message))
+        self.send(message)
         while True:
             reply = self.decode(await self.ws.recv(timeout_s))
             if "ack" in reply:

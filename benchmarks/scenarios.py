@@ -44,7 +44,8 @@ PERSISTENCE = (None, "everysec", "always")
 SHARED_NOTE = (
     "Server and load generator share this {cores}-core machine (and Redis, when used): "
     "CPU figures are given for each side (100% = one core) so a reader can tell who was "
-    "the bottleneck."
+    "the bottleneck; *machine CPU* is every process on the machine, so what it has above "
+    "server + generator + Redis is someone else's."
 )
 
 
@@ -453,6 +454,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "achieved_rate",
         "server_cpu_pct",
         "loadgen_cpu_pct",
+        "machine_cpu_pct",
         "server_rss_mb",
         "redis_ops_per_s",
         "redis_used_memory_mb",
@@ -519,8 +521,9 @@ def markdown(report: dict[str, Any]) -> str:
                 "ladder(s).",
                 "",
                 "| ladder | target/s | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | "
-                "opening p99 ms | failures | server CPU % | loadgen CPU % | redis ops/s | held |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "opening p99 ms | failures | server CPU % | loadgen CPU % | machine CPU % | "
+                "loadgen lag ms | redis ops/s | held |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for i, ladder in enumerate(variant["ladders"], 1):
                 for s in ladder["steps"]:
@@ -530,7 +533,9 @@ def markdown(report: dict[str, Any]) -> str:
                         f"{lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | "
                         f"{lat['max']:.2f} | {s['session_opening_latency_ms']['p99']:.2f} | "
                         f"{s['failures']} | {s['server_cpu_pct'] or 0:.0f} | "
-                        f"{s['loadgen_cpu_pct'] or 0:.0f} | {s['redis_ops_per_s'] or 0:.0f} | "
+                        f"{s['loadgen_cpu_pct'] or 0:.0f} | {s.get('machine_cpu_pct') or 0:.0f} | "
+                        f"{s.get('loadgen_loop_lag_ms_max') or 0:.1f} | "
+                        f"{s['redis_ops_per_s'] or 0:.0f} | "
                         f"{'yes' if s['held'] else 'no'} |"
                     )
             failed = [lad["first_failed"] for lad in variant["ladders"] if lad["first_failed"]]
@@ -561,7 +566,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"| open connections | {variant['runs'][-1]['open_connections']} |",
             f"| server CPU % (all processes) | {_fmt(s['server_cpu_pct'], 0)} |",
             f"| server RSS MiB | {_fmt(s['server_rss_mb'], 0)} |",
-            f"| load generator CPU % | {_fmt(s['loadgen_cpu_pct'], 0)} |",
+            f"| load generator CPU % ({variant['runs'][0].get('generators', 1)} process(es)) | "
+            f"{_fmt(s['loadgen_cpu_pct'], 0)} |",
+            f"| whole machine CPU % (every process, others' too) | "
+            f"{_fmt(s['machine_cpu_pct'], 0)} |",
             f"| Redis ops/s | {_fmt(s['redis_ops_per_s'], 0)} |",
             f"| Redis used memory MiB | {_fmt(s['redis_used_memory_mb'], 1)} |",
             f"| Redis CPU % | {_fmt(s['redis_cpu_pct'], 0)} |",
