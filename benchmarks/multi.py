@@ -191,7 +191,8 @@ class MultiGenerator:
         self.processes: list[Any] = []
         self.conns: list[Connection] = []
         self.inbox: asyncio.Queue[tuple[int, tuple[Any, ...]]] = asyncio.Queue()
-        self.server_cpu = CpuMeter(lambda: process_tree(cfg.server_pid)) if cfg.server_pid else None
+        server_pid = cfg.server_pid
+        self.server_cpu = CpuMeter(lambda: process_tree(server_pid)) if server_pid else None
         # every generator process, this one included (it merges and samples)
         self.own_cpu = CpuMeter(lambda: [os.getpid(), *(p.pid for p in self.processes)])
         self.redis = RedisMeter(cfg.redis_url) if cfg.redis_url else None
