@@ -19,6 +19,7 @@ from edge.errors import ProtocolError
 from edge.identity import customer_visitor
 from edge.ledger import Hot, Ledger
 from edge.profile import Profile
+from edge.properties import event_attributes
 from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.sites import Site
@@ -61,6 +62,21 @@ def next_page(page: Page, events: Sequence[p.Event]) -> Page:
     return page
 
 
+def event_of(trigger: str, site: Site, events: Sequence[p.Event]) -> dict[str, Any] | None:
+    """The ``event.*`` attributes of an ``event:<name>`` decision: the props
+    of the batch's last custom event of that name, as declared (None for
+    other triggers and for events not declared)."""
+    if not trigger.startswith("event:"):
+        return None
+    specs = site.declared.events.get(trigger[6:])
+    if specs is None:
+        return None
+    for event in reversed(events):
+        if isinstance(event, p.Custom) and event.name == trigger[6:]:
+            return event_attributes(event.props, specs)
+    return None
+
+
 def decide_all(
     profile: Profile | None,
     ctx: VisitContext,
@@ -69,10 +85,13 @@ def decide_all(
     page: Page,
     wanted: Sequence[str],
     unavailable: frozenset[str] = frozenset(),
+    events: Sequence[p.Event] = (),
 ) -> list[Decision]:
     """Decisions for every trigger a batch asked for, each campaign once. A
     block of the shopper's own history with nothing in it is passed over
-    (``nothing_to_recommend``), so its slot goes to the next campaign."""
+    (``nothing_to_recommend``), so its slot goes to the next campaign.
+    ``events``: the batch, whose custom events' props an ``event:<name>``
+    decision reads (``event_of``)."""
     device = classify(ctx.user_agent).to_attributes()
     unavailable = unavailable | nothing_to_recommend(site, profile, page.product)
     chosen: list[Decision] = []
@@ -87,11 +106,38 @@ def decide_all(
             page=page,
             device=device,
             unavailable=unavailable,
+            event=event_of(trigger, site, events) if events else None,
         ).items:
             if decision.campaign not in seen:
                 seen.add(decision.campaign)
                 chosen.append(decision)
     return chosen
+
+
+def check_batch(
+    batch: p.Batch, site: Site, prior: Profile | None, stored: bool, now: float
+) -> tuple[list[dict[str, Any]], list[p.Event], int]:
+    """Error frames for the events refused, the events accepted, and how many
+    were refused ``not_offered``: a widget event must match what the server
+    showed this visitor (``edge.offers``), checked where there is a profile to
+    check it on (``stored``). Pure."""
+    errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
+    accepted = []
+    not_offered = 0
+    for event in batch.events:
+        try:
+            check_event(event, site, now)
+        except ProtocolError as exc:
+            errors.append(p.error(exc.code, exc.message, seq=event.seq))
+            continue
+        if stored and isinstance(event, p.Widget):
+            refusal = widget_refusal(prior, event, now)
+            if refusal is not None:
+                not_offered += 1
+                errors.append(p.error("not_offered", refusal, seq=event.seq))
+                continue
+        accepted.append(event)
+    return errors, accepted, not_offered
 
 
 class Holder(Protocol):
@@ -224,14 +270,18 @@ class Ingest:
                 rebases = hot.rebases
                 if wanted:  # decided now, so that the offers go into the same write (edge.offers)
                     assert page is not None
-                    chosen = decide_all(hot.current, ctx, site, now, page, wanted, unavailable)
+                    chosen = decide_all(
+                        hot.current, ctx, site, now, page, wanted, unavailable, accepted
+                    )
                     futures.append(self._offer(hot, chosen, site, now))
                 profile = await self._settle(futures)
                 if wanted and hot.rebases != rebases:
                     # Another process wrote this profile meanwhile (another tab
                     # showed a pop-up): decide again on what is stored now.
                     assert page is not None
-                    chosen = decide_all(profile, ctx, site, now, page, wanted, unavailable)
+                    chosen = decide_all(
+                        profile, ctx, site, now, page, wanted, unavailable, accepted
+                    )
                     profile = await self._settle([self._offer(hot, chosen, site, now)])
             finally:
                 # Also when the answer is the fallback: what was applied stays
@@ -242,7 +292,7 @@ class Ingest:
                 self.automate(site, applied, now)  # automation events (edge.automation)
         elif wanted:
             assert page is not None
-            chosen = decide_all(None, ctx, site, now, page, wanted, unavailable)
+            chosen = decide_all(None, ctx, site, now, page, wanted, unavailable, accepted)
         reveal = Reveal(prior, profile, ctx, site, page)
         before = errors + await self._reveal(accepted, reveal, deadline)
         seq = batch.highest_seq
@@ -257,24 +307,9 @@ class Ingest:
     def _check(
         self, batch: p.Batch, site: Site, prior: Profile | None, stored: bool, now: float
     ) -> tuple[list[dict[str, Any]], list[p.Event]]:
-        """Error frames for the events refused, and the events accepted. A
-        widget event must match what the server showed this visitor
-        (``edge.offers``), checked where there is a profile to check it on."""
-        errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
-        accepted = []
-        for event in batch.events:
-            try:
-                check_event(event, site, now)
-            except ProtocolError as exc:
-                errors.append(p.error(exc.code, exc.message, seq=event.seq))
-                continue
-            if stored and isinstance(event, p.Widget):
-                refusal = widget_refusal(prior, event, now)
-                if refusal is not None:
-                    self.counters.refuse("not_offered")
-                    errors.append(p.error("not_offered", refusal, seq=event.seq))
-                    continue
-            accepted.append(event)
+        errors, accepted, not_offered = check_batch(batch, site, prior, stored, now)
+        for _ in range(not_offered):
+            self.counters.refuse("not_offered")
         return errors, accepted
 
     async def _settle(self, futures: Sequence[asyncio.Future[Profile | None]]) -> Profile | None:

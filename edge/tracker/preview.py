@@ -21,27 +21,22 @@ placeholder ``PREVIEW``: no pool code is claimed, no ``coupon_issued`` sent.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge import offers
-from edge.errors import PreviewRefused, ProtocolError
+from edge.errors import PreviewRefused
 from edge.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
 from edge.profile import Profile
-from edge.sites import Site
 from edge.tracker import protocol as p
-from edge.tracker.ingest import may_store, next_page, triggers
+from edge.tracker.ingest import check_batch, may_store, next_page, triggers
 from edge.tracker.useragent import classify
-from edge.updates import apply, check_event, widget_refusal
-from edge.widgets.render import RenderError
-from edge.widgets.service import Shown, coupon_of, nothing_to_recommend
-from edge.widgets.text import page_language
+from edge.updates import apply
+from edge.widgets.service import Shown, coupon_message, coupon_of, nothing_to_recommend
 
 if TYPE_CHECKING:
     from edge.tracker.ws import Connection
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,7 +128,7 @@ async def answer(conn: Connection, session: PreviewSession, message: dict[str, A
         session.grant, session.refused = None, "preview token has expired"
         before.append(p.error("preview_refused", session.refused))
     keep = session.grant is not None and conn.may_store()
-    errors, accepted = _check(batch, site, session.profile, keep, now)
+    errors, accepted, _ = check_batch(batch, site, session.profile, keep, now)
     ingest.counters.messages += 1
     ingest.counters.events += len(accepted)
     if keep:
@@ -152,27 +147,6 @@ async def answer(conn: Connection, session: PreviewSession, message: dict[str, A
         reply["preview"] = {**session.info(), "trace": trace}
     for frame in (*before, *errors, reply):
         await conn.send(frame)
-
-
-def _check(
-    batch: p.Batch, site: Site, profile: Profile | None, keep: bool, now: float
-) -> tuple[list[dict[str, Any]], list[p.Event]]:
-    """As the ordinary path checks events (``Ingest._check``), on the copy."""
-    errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
-    accepted = []
-    for event in batch.events:
-        try:
-            check_event(event, site, now)
-        except ProtocolError as exc:
-            errors.append(p.error(exc.code, exc.message, seq=event.seq))
-            continue
-        if keep and isinstance(event, p.Widget):
-            why = widget_refusal(profile, event, now)
-            if why is not None:
-                errors.append(p.error("not_offered", why, seq=event.seq))
-                continue
-        accepted.append(event)
-    return errors, accepted
 
 
 async def _decide(
@@ -223,18 +197,5 @@ def _coupon(conn: Connection, session: PreviewSession, event: p.Event) -> dict[s
         return p.error("consent_required", why, seq=event.seq)
     if widget.get("consent") and not (session.profile and session.profile.marketing_consent):
         return p.error("consent_required", "this form's consent box was not ticked", seq=event.seq)
-    try:
-        html = site.renderer.render(
-            widget,
-            lang=page_language(ctx.lang, site.locale, ctx.page_lang),
-            campaign=campaign.id,
-            variant=event.variant,
-            placement=campaign.placement,
-            code=PREVIEW_CODE,
-            revealed=True,
-        )
-    except RenderError:
-        log.exception("site %s: coupon template failed", site.id)
-        html = ""
-    code = PREVIEW_CODE
-    return {"type": "coupon", "campaign": campaign.id, "code": code, "html": html, "preview": True}
+    message = coupon_message(site, campaign, widget, event.variant, PREVIEW_CODE, ctx)
+    return {**message, "preview": True}

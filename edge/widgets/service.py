@@ -318,21 +318,7 @@ class WidgetService:
             return None
         code = await self._code(site, campaign, coupon, ctx.visitor)
         self.on_coupon(site, campaign.id, ctx.visitor, code)  # edge.automation: coupon_issued
-        lang = page_language(ctx.lang, site.locale, ctx.page_lang)
-        try:
-            html = site.renderer.render(
-                widget,
-                lang=lang,
-                campaign=campaign.id,
-                variant=variant,
-                placement=campaign.placement,
-                code=code,
-                revealed=True,
-            )
-        except RenderError:
-            log.exception("site %s: coupon template failed", site.id)
-            html = ""
-        return {"type": "coupon", "campaign": campaign.id, "code": code, "html": html}
+        return coupon_message(site, campaign, widget, variant, code, ctx)
 
     async def _code(
         self, site: Site, campaign: Campaign, coupon: Mapping[str, Any], visitor: str
@@ -431,6 +417,32 @@ def _history_campaigns(
 def _widgets(campaign: Campaign) -> list[Mapping[str, Any]]:
     arms = [v.widget for v in campaign.variants if v.widget is not None]
     return arms + [step.widget for step in campaign.steps]
+
+
+def coupon_message(
+    site: Site,
+    campaign: Campaign,
+    widget: Mapping[str, Any],
+    variant: str,
+    code: str | None,
+    ctx: VisitContext,
+) -> dict[str, Any]:
+    """The ``coupon`` message revealing ``code`` in the campaign's form (a
+    template that fails is logged and the code still goes out, without HTML)."""
+    try:
+        html = site.renderer.render(
+            widget,
+            lang=page_language(ctx.lang, site.locale, ctx.page_lang),
+            campaign=campaign.id,
+            variant=variant,
+            placement=campaign.placement,
+            code=code,
+            revealed=True,
+        )
+    except RenderError:
+        log.exception("site %s: coupon template failed", site.id)
+        html = ""
+    return {"type": "coupon", "campaign": campaign.id, "code": code, "html": html}
 
 
 def coupon_of(widget: Mapping[str, Any]) -> Mapping[str, Any] | None:
