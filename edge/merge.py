@@ -131,6 +131,8 @@ def _personal(a: Profile, b: Profile) -> dict[str, object]:
         "birthday": a.birthday or b.birthday,
         "tier": a.tier or b.tier,
         "claimed_name": a.claimed_name or b.claimed_name,
+        # custom properties (edge.properties): the customer's win, the device adds the rest
+        "props": tuple(sorted({**dict(b.props), **dict(a.props)}.items())),
         **_consent(a, b),
     }
 

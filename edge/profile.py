@@ -275,6 +275,9 @@ class Profile:
     offers: tuple[Offer, ...] = ()
     # segments kept on the profile (edge.segments), in configuration order
     segments: tuple[Membership, ...] = ()
+    # custom properties (edge.properties): (name, value) sorted by name, set
+    # only by a verified server-side call (the admin API)
+    props: tuple[tuple[str, str | int | float | bool], ...] = ()
 
     @property
     def identified(self) -> bool:
@@ -373,6 +376,7 @@ _PLAIN = (
     "marketing_consent",
     "marketing_consent_at",
     "segments",
+    "props",
 )
 
 
@@ -443,6 +447,7 @@ def from_wire(data: dict[str, Any]) -> Profile:
         marketing_consent=data.get("marketing_consent"),
         marketing_consent_at=data.get("marketing_consent_at"),
         segments=_records(Membership, data.get("segments")),
+        props=tuple(map(tuple, data.get("props") or ())),
     )
 
 

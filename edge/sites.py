@@ -28,6 +28,13 @@ from edge.identity import hash_email
 from edge.intelligence import DEFAULT as DEFAULT_INTELLIGENCE
 from edge.intelligence import Intelligence, compile_intelligence
 from edge.profile import Bounds
+from edge.properties import (
+    NO_DECLARATIONS,
+    Declarations,
+    EventsConfig,
+    PropertiesConfig,
+    compile_declarations,
+)
 from edge.widgets.check import check_widgets
 from edge.widgets.render import Renderer
 from edge.yamlsource import Located, YamlProblem, load_merged
@@ -97,6 +104,9 @@ class SiteFile(DecisioningConfig):
 
     site: SiteSection
     intelligence: IntelligenceConfig = IntelligenceConfig()
+    # custom profile properties and custom event props (edge.properties)
+    properties: PropertiesConfig = {}
+    events: EventsConfig = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,7 @@ class Site:
     decisioning: Decisioning = NO_CAMPAIGNS
     catalog: Catalog | None = None
     intelligence: Intelligence = DEFAULT_INTELLIGENCE
+    declared: Declarations = NO_DECLARATIONS  # custom properties and event props
 
     def contact_key(self, email: str) -> str:
         return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)
@@ -175,7 +186,7 @@ def _load_site(folder: Path) -> Site:
     site = compile_site(parsed, folder, _version(every, folder))
     problems = Problems()
     try:
-        decisioning = compile_decisioning(parsed, site.timezone, problems)
+        decisioning = compile_decisioning(parsed, site.timezone, problems, site.declared)
     except Exception as exc:  # the compiler reports what it expects; this is the rest
         problems.add(("campaigns",), _brief(exc))
         decisioning = NO_CAMPAIGNS
@@ -314,6 +325,7 @@ def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
         folder=folder,
         renderer=Renderer(folder, currency=site.currency, locale=site.locale),
         intelligence=compile_intelligence(parsed.intelligence),
+        declared=compile_declarations(parsed.properties, parsed.events),
     )
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from edge import offers, segments
 from edge.decisioning.campaigns import Campaign
+from edge.errors import InvalidMessage
 from edge.identity import verify_token
 from edge.intelligence import on_event
 from edge.profile import (
@@ -41,6 +42,7 @@ from edge.profile import (
     ViewedProduct,
     evolve,
 )
+from edge.properties import checked_event_props
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.context import VisitContext
@@ -67,6 +69,10 @@ def check_event(event: p.Event, site: Site, now: float) -> None:
             now=now,
             max_age_s=site.token_max_age_s,
         )
+    elif isinstance(event, p.Custom) and site.declared.events:
+        refusal = checked_event_props(event.name, event.props, site.declared.events)
+        if refusal is not None:
+            raise InvalidMessage(refusal)
 
 
 def widget_refusal(profile: Profile | None, event: p.Widget, now: float) -> str | None:

@@ -82,6 +82,7 @@ def rich_profile() -> Profile:
             Stream(SESSION_B, 3, (1 << 64) - 1, 1_700_000_100.0),
         ),
         event_ids=("k3J9aQ2m", "p0Zx81Lr"),
+        props=(("loyalty_points", 120), ("member", True), ("plan", "pro"), ("ratio", 0.5)),
     )
 
 
@@ -102,6 +103,15 @@ def test_round_trip_of_a_rich_profile_is_equal() -> None:
     assert decoded.streams[1].window == (1 << 64) - 1
     assert decoded.order_ids == ("A-2", "A-1")
     assert decoded.event_ids == ("k3J9aQ2m", "p0Zx81Lr")
+    assert decoded.props == rich_profile().props
+    assert isinstance(decoded.props[0], tuple)
+
+
+def test_a_profile_stored_before_props_loads_without_them() -> None:
+    wire = to_wire(rich_profile())
+    del wire["props"]
+    assert from_wire(wire).props == ()
+    assert from_wire(wire) == dataclasses.replace(rich_profile(), props=())
 
 
 def test_round_trip_of_a_minimal_profile() -> None:

@@ -32,6 +32,8 @@ from edge.errors import BadVisitorId, ConfigError, StoreError
 from edge.explain import CLIENT_TRIGGERS
 from edge.identity import customer_visitor
 from edge.ids import check_visitor_id, is_valid_id, new_id
+from edge.profile import Profile
+from edge.properties import PropertyError, Scalar, checked_values, set_properties
 from edge.settings import Settings
 from edge.sites import Site
 from edge.tracker.context import VisitContext
@@ -201,6 +203,76 @@ async def erase(request: Request) -> Response:
     )
     log.info("admin: visitor erased on site %s", site.id)  # no id in logs
     return _json(report)
+
+
+async def properties(request: Request) -> Response:
+    """Set a profile's custom properties (edge.properties): a JSON object of
+    property -> value, null deleting it, each checked against the site's
+    declaration. Through the ledger like every change, so it is exactly-once
+    with the visitor's open tabs and other processes (compare-and-set, the
+    change re-applied on what is stored). A customer's profile is created if
+    it does not exist yet (the shop may know a customer before their first
+    visit); a device's must exist, and one merged into a customer's profile
+    leads to it."""
+    ingest, site = _ingest(request), _site(request)
+    visitor = _subject(request, site)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Problem(400, "the body is not JSON") from None
+    try:
+        values = checked_values(body, site.declared.properties)
+    except PropertyError as exc:
+        raise Problem(400, str(exc)) from None
+    customer = request.path_params.get("customer")
+    now = ingest.clock()
+    if customer is None:
+        hot = await ingest.aliases.resolve(site, visitor, now)
+    else:
+        hot = await ingest.ledger.open(site.id, visitor)
+    try:
+        if hot.current is None and customer is None:
+            raise Problem(404, "nothing stored about this visitor")
+        change = _setting(values, hot.visitor, customer, now)
+        future = ingest.ledger.submit_change(hot, change, site, now)
+        try:
+            profile = await ingest.ledger.settle(future, ingest.settings.ack_timeout_s)
+        except TimeoutError:
+            raise Problem(
+                503, "not stored in time; it will be (sending it again is safe)"
+            ) from None
+    finally:
+        ingest.ledger.release(hot)
+    if profile is None or profile.sealed:  # erased, or merged meanwhile
+        raise Problem(409, "the profile was erased or merged meanwhile; send it again")
+    log.info("admin: properties set on site %s", site.id)  # no id in logs
+    return _json({"site": site.id, "visitor": profile.visitor, "props": dict(profile.props)})
+
+
+def _setting(
+    values: dict[str, Scalar | None], visitor: str, customer: str | None, now: float
+) -> Callable[[Profile | None], Profile | None]:
+    """The pure change ``properties`` queues (re-applied after a lost
+    compare-and-set): a sealed profile is left alone, a missing customer
+    profile is created."""
+
+    def change(profile: Profile | None) -> Profile | None:
+        if profile is None:
+            if customer is None:
+                return None
+            profile = Profile(
+                visitor=visitor,
+                created_at=now,
+                level="verified",
+                customer_id=customer,
+                first_seen=now,
+                last_seen=now,
+            )
+        if profile.sealed:
+            return profile
+        return set_properties(profile, values)
+
+    return change
 
 
 async def explain(request: Request) -> Response:
@@ -431,6 +503,8 @@ routes: list[BaseRoute] = [
     Route("/sites/{site}/visitors/{visitor}", _guard(erase), methods=["DELETE"]),
     Route("/sites/{site}/customers/{customer}", _guard(export), methods=["GET"]),
     Route("/sites/{site}/customers/{customer}", _guard(erase), methods=["DELETE"]),
+    Route("/sites/{site}/visitors/{visitor}/properties", _guard(properties), methods=["PATCH"]),
+    Route("/sites/{site}/customers/{customer}/properties", _guard(properties), methods=["PATCH"]),
     Route("/sites/{site}/explain", _guard(explain), methods=["GET"]),
     Route("/sites/{site}/preview", _guard(preview_link), methods=["POST"]),
     Route("/sites/{site}/segments/{segment}", _guard(segment_count), methods=["GET"]),

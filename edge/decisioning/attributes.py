@@ -98,6 +98,8 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "score": frozenset({"value", "hot"}),
     "interests": frozenset({"top", "scores"}),  # interests.scores.<category> too
     "lifecycle": frozenset({"stage", "churn_risk", "winback"}),
+    "props": None,  # props.<declared property> (edge.properties), checked by the compiler
+    "event": None,  # event.<prop> of the custom event a decision is for, likewise
 }
 # What one page view brings rather than the profile: a segment kept on the
 # profile (``membership: true``, edge.segments) may not name these.
@@ -337,6 +339,10 @@ def _events(profile: Profile, now: float) -> dict[str, Any]:
     return {c.name: c.total for c in profile.custom}
 
 
+def _props(profile: Profile, now: float) -> dict[str, Any]:
+    return dict(profile.props)
+
+
 def _first_touch(profile: Profile, now: float) -> dict[str, Any]:
     return _touch(profile.first_touch, now)
 
@@ -356,6 +362,7 @@ _BUILDERS: dict[str, Callable[[Profile, float], dict[str, Any]]] = {
     "viewed": _viewed,
     "campaigns": _campaigns,
     "events": _events,
+    "props": _props,
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ from edge.decisioning.config import (
     WidgetConfig,
     widget_dict,
 )
+from edge.properties import NO_DECLARATIONS, Declarations
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 Where = tuple[str | int, ...]
@@ -237,10 +238,18 @@ class Problems:
         self.items.append((where, message))
 
 
-def compile_decisioning(config: DecisioningConfig, tz: ZoneInfo, problems: Problems) -> Decisioning:
+def compile_decisioning(
+    config: DecisioningConfig,
+    tz: ZoneInfo,
+    problems: Problems,
+    declared: Declarations = NO_DECLARATIONS,
+) -> Decisioning:
     groups = config.saved_groups
     known = Known(
-        frozenset(s.id for s in config.segments), frozenset(c.id for c in config.campaigns)
+        frozenset(s.id for s in config.segments),
+        frozenset(c.id for c in config.campaigns),
+        frozenset(declared.properties),
+        {name: frozenset(props) for name, props in declared.events.items()},
     )
     _duplicates(problems, "segments", [s.id for s in config.segments])
     _duplicates(problems, "campaigns", [c.id for c in config.campaigns])
@@ -298,10 +307,16 @@ def _duplicates(problems: Problems, section: str, ids: list[str]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """The ids a condition may name (``segments``, ``campaigns.<id>.*``)."""
+    """The ids a condition may name (``segments``, ``campaigns.<id>.*``,
+    ``props.<declared property>``, ``event.<prop>``): ``event`` is the
+    custom event whose decision the condition is for (None: not a campaign
+    triggered by an event)."""
 
     segments: frozenset[str]
     campaigns: frozenset[str]
+    props: frozenset[str] = frozenset()
+    events: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    event: str | None = None
 
 
 def _compile(
@@ -325,12 +340,37 @@ def _compile(
         elif path.startswith("campaigns.") and path.split(".")[1] not in known.campaigns:
             problems.add((*where, *sub), f"unknown campaign {path.split('.')[1]!r}")
             bad = True
+        elif path.startswith(("props.", "event.")) or path in ("props", "event"):
+            message = _declared(path, known)
+            if message:
+                problems.add((*where, *sub), message)
+                bad = True
     try:
         test = compile_condition(condition, groups)
     except ConditionError as exc:
         problems.add((*where, *exc.path), exc.message)
         return _never
     return _never if bad else test
+
+
+def _declared(path: str, known: Known) -> str | None:
+    """Why ``props.<name>`` or ``event.<prop>`` names nothing declared, or None."""
+    root, _, rest = path.partition(".")
+    name = rest.split(".")[0]
+    if root == "props":
+        if name in known.props:
+            return None
+        listed = ", ".join(sorted(known.props)) or "none are declared"
+        return f"unknown property {path!r}: declare it under properties: (declared: {listed})"
+    if known.event is None:
+        return f"{path!r}: event.* is only set for a campaign with trigger: {{event: <name>}}"
+    props = known.events.get(known.event)
+    if props is None:
+        return f"{path!r}: the event {known.event!r} is not declared under events: with its props"
+    if name not in props:
+        listed = ", ".join(sorted(props)) or "none"
+        return f"unknown prop {path!r} of event {known.event!r} (declared: {listed})"
+    return None
 
 
 def condition_at(condition: Any, sub: Where) -> Any:
@@ -408,7 +448,14 @@ def _campaign(
         priority=c.priority,
         placement=c.placement,
         trigger=trigger,
-        audience=_audience(c.audience, groups, (*where, "audience"), problems, known, table),
+        audience=_audience(
+            c.audience,
+            groups,
+            (*where, "audience"),
+            problems,
+            replace(known, event=trigger.event),
+            table,
+        ),
         frequency=c.frequency,
         schedule=_schedule(c.schedule, tz),
         steps=steps,

@@ -90,15 +90,20 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
     device: Mapping[str, Any] | None = None,
     explain: bool = False,
     unavailable: frozenset[str] = frozenset(),
+    event: Mapping[str, Any] | None = None,
 ) -> Decisions:
     """Decide for one trigger: ``page_view`` (the page-level campaigns: shown on
     load, after a delay, on scroll, exit intent or inactivity) or ``event:<name>``.
     ``unavailable`` campaigns are passed over (their coupon pool is empty, or
-    their block of the shopper's history has nothing in it)."""
+    their block of the shopper's history has nothing in it). ``event``: the
+    ``event.*`` attributes of the custom event an ``event:<name>`` decision
+    is for (its declared props, ``edge.properties``)."""
     decisioning = site.decisioning
     if not decisioning.campaigns and not explain:
         return NOTHING
     attributes = attrs_.build(profile, ctx, site, now, page, device or {})
+    if event is not None:
+        attributes["event"] = event
     attributes["segments"] = [sid for sid, test in decisioning.segments if test(attributes)]
     states = {s.id: s for s in profile.campaigns} if profile is not None else {}
     popup_block: list[str | None] = []  # computed once, when a pop-up first asks

@@ -127,7 +127,7 @@ def test_unknown_namespace(tmp_path: Path) -> None:
         "4: campaigns[0].audience['sesion.pageviews']: unknown attribute 'sesion.pageviews': "
         "namespaces are visitor, session, first_touch, last_touch, page, device, cart, "
         "orders, viewed, segments, "
-        "campaigns, events, time, geo, rfm, score, interests, lifecycle"
+        "campaigns, events, time, geo, rfm, score, interests, lifecycle, props, event"
     )
 
 
