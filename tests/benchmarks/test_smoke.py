@@ -36,7 +36,10 @@ RUN_KEYS = {
 }
 
 
-def test_steady_smoke_against_a_server_it_is_given(tmp_path: Path) -> None:
+@pytest.mark.parametrize("generators", [1, 2])
+def test_steady_smoke_against_a_server_it_is_given(tmp_path: Path, generators: int) -> None:
+    """One generator process, and two (``--generators 2``: the visitors and the
+    rate split across child processes, their figures merged into one report)."""
     out = tmp_path / "report"
     with edge_server(env={"EDGE_MAX_MESSAGES_PER_S": "1000"}) as server:
         done = subprocess.run(
@@ -62,6 +65,8 @@ def test_steady_smoke_against_a_server_it_is_given(tmp_path: Path) -> None:
                 "1",
                 "--seed",
                 "7",
+                "--generators",
+                str(generators),
                 "--quiet",
                 "--out",
                 str(out),
@@ -86,5 +91,11 @@ def test_steady_smoke_against_a_server_it_is_given(tmp_path: Path) -> None:
     assert run["acked_share"] >= 0.99, run
     assert run["errors"] == {} and run["close_codes"] == {} and run["lost_events"] == 0, run
     assert run["failures"] == 0
+    assert run["generators"] == generators
+    assert run["open_connections"] == 100, run["open_connections"]
+    assert (
+        run["latency_ms"]["count"] + run["session_opening_latency_ms"]["count"]
+        == run["events_acked_measured"]
+    )
     assert (out / "summary.md").read_text().startswith("# `steady`")
     assert (out / "latency.png").stat().st_size > 0 and (out / "rate.png").stat().st_size > 0
