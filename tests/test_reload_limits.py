@@ -18,10 +18,16 @@ from edge.errors import ConfigError
 from edge.registry import SiteRegistry
 from edge.sites import Site, load_site
 from tests.helpers import PROFILES, ROOT, edge_server, wait_until
-from tests.test_reload import BILLION_LAUGHS, decided, health, rewrite, widget_at
+from tests.test_reload import (
+    BILLION_LAUGHS,
+    builtin_banners,
+    decided,
+    health,
+    rewrite,
+    widget_at,
+)
 from tests.test_sites import GOOD, write_site
 
-BANNERS = ("hero-social", "hero-search")  # the demo's two banner campaigns
 LOOPS = "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}"
 
 
@@ -108,7 +114,7 @@ async def test_a_slow_reload_runs_off_the_event_loop_and_sigterm_still_stops_the
         first = health(server.http)["sites"]["demo"]["version"]
         # Runs until the template checks' budget (1 s) stops it: ten times the
         # reload budget. /healthz answers meanwhile and says so.
-        (demo / "templates").mkdir()
+        (demo / "templates").mkdir(exist_ok=True)  # the demo has templates of its own
         (demo / "templates" / "banner.html").write_text(LOOPS)
         wait_until(lambda: overdue(server.http), 10, "an overdue reload in /healthz")
         assert health(server.http)["sites"]["demo"]["version"] == first
@@ -117,7 +123,7 @@ async def test_a_slow_reload_runs_off_the_event_loop_and_sigterm_still_stops_the
         assert report["config"] == {"last_reload": "ok", "error": None}
         assert report["sites"]["demo"]["version"] == first
         problems = report["sites"]["demo"]["problems"]
-        assert len(problems) == 2
+        assert len(problems) == len(builtin_banners(demo / "campaigns.yaml"))
         assert all("template: the check rendering took longer than" in p for p in problems)
         assert await decided(server.ws) == ["bestsellers"]
 
@@ -170,7 +176,7 @@ def test_edge_check_reports_bombs_as_problem_lines(tmp_path: Path) -> None:
         ("overflow", "{% for x in range(10**6) %}{% endfor %}"),
         ("loops", LOOPS),
     ):
-        (profiles / name / "templates").mkdir()
+        (profiles / name / "templates").mkdir(exist_ok=True)
         (profiles / name / "templates" / "banner.html").write_text(template)
     huge = profiles / "huge" / "more.yaml"
     huge.write_text("# padding\n" * 200_000)
@@ -187,13 +193,18 @@ def test_edge_check_reports_bombs_as_problem_lines(tmp_path: Path) -> None:
         f"error {profiles / 'laughs' / 'bomb.yaml'}:6: stands for more than 200000 values "
         "once its aliases are expanded"
     )
-    banners = [(name, campaign) for name in ("loops", "overflow") for campaign in BANNERS]
+    banners = [
+        (name, campaign)
+        for name in ("loops", "overflow")
+        for campaign in builtin_banners(campaigns[name])
+    ]
     for (name, campaign), error in zip(banners, errors[2:], strict=True):
         index, line = widget_at(campaigns[name], campaign)
         assert error.startswith(
             f"error {campaigns[name]}:{line}: campaigns[{index}].widget: template: "
         )
     assert "time budget" in errors[2]
-    assert "TemplateLimit: range() of more than 10000 numbers" in errors[4]
+    overflow_first = 2 + len(builtin_banners(campaigns["loops"]))
+    assert "TemplateLimit: range() of more than 10000 numbers" in errors[overflow_first]
     assert all(line.startswith("error ") for line in errors)
     assert result.stdout == ""
