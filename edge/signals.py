@@ -19,7 +19,7 @@ time and periodic rescaling of every member. The price is one ``ZUNIONSTORE``
 over 24 small sets per read, which the Redis store caches for a few seconds.
 
 ``signal_updates`` derives what one applied event adds; it is pure (like
-``edge.updates.apply``) so ingest can call it on the profile it already has,
+``edge.core.updates.apply``) so ingest can call it on the profile it already has,
 and a replayed event (``apply`` returns the same profile object) or an order
 reported twice adds nothing, keeping the counts exactly-once like the profile.
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
 
 from edge import keys
+from edge.core.profile import Profile
 from edge.errors import StoreError
-from edge.profile import Profile
 from edge.stores import connect, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 from edge.tracker import protocol as p

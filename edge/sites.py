@@ -19,14 +19,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge.catalog import Catalog, load_catalog
+from edge.core.catalog import Catalog, load_catalog
+from edge.core.identity import hash_email
+from edge.core.intelligence import DEFAULT as DEFAULT_INTELLIGENCE
+from edge.core.intelligence import Intelligence, compile_intelligence
+from edge.core.profile import Bounds
 from edge.decisioning.campaigns import NO_CAMPAIGNS, Decisioning, Problems, compile_decisioning
 from edge.decisioning.config import DecisioningConfig, IntelligenceConfig
 from edge.errors import ConfigError
-from edge.identity import hash_email
-from edge.intelligence import DEFAULT as DEFAULT_INTELLIGENCE
-from edge.intelligence import Intelligence, compile_intelligence
-from edge.profile import Bounds
 from edge.widgets.check import check_widgets
 from edge.widgets.render import Renderer
 from edge.yamlsource import Located, YamlProblem, load_merged

@@ -37,10 +37,10 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from edge import keys
+from edge.core.profile import CampaignState, Profile
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.config import DEFAULT_ATTRIBUTION_DAYS
 from edge.errors import StoreError
-from edge.profile import CampaignState, Profile
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 from edge.tracker import protocol as p
 
@@ -120,7 +120,7 @@ def _widget(
 ) -> list[StatUpdate]:
     old = before.campaign(event.campaign) if before is not None else None
     state = after.campaign(event.campaign)
-    if state is None or state == old:  # not believed (edge.offers): not counted
+    if state is None or state == old:  # not believed (edge.core.offers): not counted
         return []
     arm = event.variant or "a"
     updates = [StatUpdate(event.campaign, arm, _ACTION_FIELD[event.action], day_of(now, tz))]

@@ -12,12 +12,12 @@ import pytest
 
 from edge import preview
 from edge.cli import main
+from edge.core.context import VisitContext
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import PreviewRefused
 from edge.preview import Grant
 from edge.sites import Site, load_site
-from edge.tracker.context import VisitContext
 from tests.helpers import PROFILES
 
 SECRET = b"an-admin-token-of-32-characters!"

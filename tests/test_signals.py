@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from edge import keys
-from edge.profile import Profile
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.updates import apply
 from edge.signals import (
     MemorySignalStore,
     RedisSignalStore,
@@ -19,9 +21,7 @@ from edge.signals import (
     signal_updates,
 )
 from edge.sites import SiteFile, compile_site
-from edge.tracker.context import VisitContext
 from edge.tracker.protocol import Event, parse_event
-from edge.updates import apply
 from tests.helpers import RedisServer
 
 SHOP = "https://shop.example"

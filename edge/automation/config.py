@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from edge.automation.events import DEFAULT, Automation, compile_automation
+from edge.core.automation import DEFAULT, Automation, compile_automation
 from edge.decisioning.config import AutomationConfig
 from edge.yamlsource import YamlProblem, load_merged
 

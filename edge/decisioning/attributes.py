@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edge.automation.config import automation_of
-from edge.automation.events import abandoned
-from edge.intelligence import attributes as intelligence_attributes
-from edge.intelligence import days_to_birthday
-from edge.profile import Profile, Touch
-from edge.tracker.context import VisitContext
+from edge.core.automation import abandoned
+from edge.core.context import VisitContext
+from edge.core.intelligence import attributes as intelligence_attributes
+from edge.core.intelligence import days_to_birthday
+from edge.core.profile import Profile, Touch
 
 if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
-    from edge.catalog import Catalog
+    from edge.core.catalog import Catalog
     from edge.sites import Site
 
 DAY_S = 86400.0

@@ -228,7 +228,7 @@ class DecisioningConfig(_Strict):
     automation: AutomationConfig = AutomationConfig()
 
 
-# --- visitor intelligence: RFM, lead score, interests, lifecycle (edge.intelligence) ---
+# --- visitor intelligence: RFM, lead score, interests, lifecycle (edge.core.intelligence) ---
 
 Cutoffs = Annotated[list[Annotated[float, Field(ge=0, le=1e12)]], Field(min_length=4, max_length=4)]
 

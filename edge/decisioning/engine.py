@@ -21,13 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edge.core.context import VisitContext
+from edge.core.profile import CampaignState, Profile
 from edge.decisioning import attributes as attrs_
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign, Clause
 from edge.decisioning.config import CapsConfig
-from edge.profile import CampaignState, Profile
 from edge.sites import Site
-from edge.tracker.context import VisitContext
 
 DAY_S = 86400.0
 NO_PAGE = Page()
@@ -211,7 +211,7 @@ def reveal_refusal(
     device: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Why a coupon of ``campaign``, whose widget was offered to this visitor
-    (``edge.offers``), may not be revealed now, or None: its schedule has
+    (``edge.core.offers``), may not be revealed now, or None: its schedule has
     closed, or the visitor is no longer in its audience. ``profile`` is the
     visitor as before the form was sent: sending it identifies them, and a
     first-order coupon's audience is "not identified". Frequency caps limit

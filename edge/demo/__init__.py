@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge.catalog import Catalog
+from edge.core.catalog import Catalog
 from edge.sites import Site
 from edge.widgets.text import page_language, preferred
 

@@ -10,24 +10,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from edge import offers
 from edge.aliases import Aliases
 from edge.breaker import by_deadline
+from edge.core import offers
+from edge.core.context import VisitContext
+from edge.core.identity import customer_visitor
+from edge.core.profile import Profile
+from edge.core.updates import check_event, widget_refusal
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import NO_PAGE, Decision, decide, reveal_refusal
 from edge.errors import ProtocolError
-from edge.identity import customer_visitor
 from edge.ledger import Hot, Ledger
-from edge.profile import Profile
 from edge.registry import SiteRegistry
 from edge.settings import Settings
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.admission import Admission
-from edge.tracker.context import VisitContext
 from edge.tracker.geo import Geo
 from edge.tracker.useragent import classify
-from edge.updates import check_event, widget_refusal
 from edge.widgets.service import Shown, WidgetService, coupon_of, nothing_to_recommend
 
 # Event types after which the page's decisions may change; custom events
@@ -222,7 +222,7 @@ class Ingest:
                 hot = holder.hot
                 assert hot is not None
                 rebases = hot.rebases
-                if wanted:  # decided now, so that the offers go into the same write (edge.offers)
+                if wanted:  # decided now, so the offers go into the same write (edge.core.offers)
                     assert page is not None
                     chosen = decide_all(hot.current, ctx, site, now, page, wanted, unavailable)
                     futures.append(self._offer(hot, chosen, site, now))
@@ -259,7 +259,7 @@ class Ingest:
     ) -> tuple[list[dict[str, Any]], list[p.Event]]:
         """Error frames for the events refused, and the events accepted. A
         widget event must match what the server showed this visitor
-        (``edge.offers``), checked where there is a profile to check it on."""
+        (``edge.core.offers``), checked where there is a profile to check it on."""
         errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
         accepted = []
         for event in batch.events:

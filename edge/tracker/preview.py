@@ -12,7 +12,7 @@ is never turned into an ordinary, counted visit.
 A granted preview works on a private copy of the visitor's profile: read
 once from the store when the tab may be profiled (consent where the site
 requires it), changed by the tab's events with the same pure fold as ever
-(``edge.updates.apply``), so the page behaves as it would, and dropped with
+(``edge.core.updates.apply``), so the page behaves as it would, and dropped with
 the connection. Nothing goes to the ledger: no event, offer or impression of
 a preview is stored on the profile, counted in campaign statistics or
 recommendation signals, or handed to automation. A coupon form reveals the
@@ -25,15 +25,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge import offers
+from edge.core import offers
+from edge.core.profile import Profile
+from edge.core.updates import apply, check_event, widget_refusal
 from edge.errors import PreviewRefused, ProtocolError
 from edge.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
-from edge.profile import Profile
 from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.ingest import may_store, next_page, triggers
 from edge.tracker.useragent import classify
-from edge.updates import apply, check_event, widget_refusal
 from edge.widgets.render import RenderError
 from edge.widgets.service import Shown, coupon_of, nothing_to_recommend
 from edge.widgets.text import page_language

@@ -43,6 +43,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from edge.breaker import by_deadline
+from edge.core.context import VisitContext
 from edge.decisioning.attributes import Page
 from edge.errors import (
     BadVisitorId,
@@ -58,7 +59,6 @@ from edge.sites import Site
 from edge.stores.base import StoreUnavailable
 from edge.tracker import preview
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from edge.tracker.geo import UNKNOWN, Location
 from edge.tracker.ingest import Ingest, may_store, next_page, triggers
 from edge.tracker.limits import (

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge.catalog import Catalog, Product
-from edge.profile import Profile
+from edge.core.catalog import Catalog, Product
+from edge.core.profile import Profile
 from edge.signals import KINDS, PAIR_KINDS, SignalKind
 
 Scores = Sequence[tuple[str, float]]

@@ -12,15 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edge.breaker import by_deadline
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
 from edge.ledger import Applied
-from edge.profile import Profile
 from edge.signals import SignalKind, SignalStore, SignalUpdate, signal_updates
 from edge.sites import Site
 from edge.stats import StatsStore, StatUpdate, stat_updates
-from edge.tracker.context import VisitContext
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
 from edge.widgets.recommend import (
     Scores,

@@ -16,7 +16,7 @@ import pytest
 import redis as redis_sync
 import yaml
 
-from edge.experiment import newcombe
+from edge.core.experiment import newcombe
 from edge.sites import load_site
 from edge.stats import RedisStats, StatUpdate, day_of
 from tests.client import Visitor, new_id

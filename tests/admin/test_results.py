@@ -9,8 +9,8 @@ import pytest
 
 from edge.admin import page
 from edge.admin.stats import last_days, summarize
+from edge.core.experiment import newcombe, wilson
 from edge.decisioning.campaigns import Campaign, Variant
-from edge.experiment import newcombe, wilson
 from edge.sites import load_site
 from edge.stats import Table
 from tests.helpers import PROFILES

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.breaker import CircuitBreaker, StallWatch, by_deadline
+from edge.core.context import VisitContext
 from edge.decisioning.attributes import Page
 from edge.ledger import Ledger
 from edge.signals import SignalKind, SignalUpdate
@@ -21,7 +22,6 @@ from edge.stats import MemoryStats
 from edge.stores.base import Conflict, StoreUnavailable, Write
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from edge.tracker.ingest import decide_all
 from edge.widgets.coupons import MemoryPools
 from edge.widgets.recommend import Scores

@@ -17,16 +17,16 @@ from redis.crc import key_slot
 
 from edge import keys
 from edge.admin import privacy
-from edge.automation.events import AutomationEvent
 from edge.automation.store import RedisAutomation
 from edge.automation.tail import tail
 from edge.cli import main
+from edge.core.automation import AutomationEvent
+from edge.core.updates import new_profile
 from edge.signals import TRENDING_HOURS, RedisSignalStore, SignalUpdate
 from edge.stats import RedisStats, StatUpdate
 from edge.stores.base import Write
 from edge.stores.connect import EdgeCluster
 from edge.stores.redis import RedisStore
-from edge.updates import new_profile
 from edge.widgets.coupons import RedisPools
 from tests.client import new_id
 from tests.cluster import RedisClusterServers

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from edge import offers
-from edge.decisioning.campaigns import Campaign
-from edge.identity import verify_token
-from edge.intelligence import on_event
-from edge.profile import (
+from edge.core import offers
+from edge.core.context import VisitContext
+from edge.core.identity import verify_token
+from edge.core.intelligence import on_event
+from edge.core.profile import (
     CampaignState,
     Cart,
     CartLine,
@@ -39,10 +39,10 @@ from edge.profile import (
     ViewedProduct,
     evolve,
 )
+from edge.core.source import DIRECT, Source, classify
+from edge.decisioning.campaigns import Campaign
 from edge.sites import Site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.tracker.source import DIRECT, Source, classify
 
 T = TypeVar("T")
 Changes = dict[str, Any]
@@ -68,7 +68,7 @@ def check_event(event: p.Event, site: Site, now: float) -> None:
 
 
 def widget_refusal(profile: Profile | None, event: p.Widget, now: float) -> str | None:
-    """Why a widget event is not believed (``edge.offers``), or None."""
+    """Why a widget event is not believed (``edge.core.offers``), or None."""
     return offers.refusal(profile, event.campaign, event.variant, event.step, event.action, now)
 
 
@@ -85,7 +85,7 @@ def apply(
     elif is_duplicate(profile, event, ctx.session):
         return profile
     if isinstance(event, p.Widget) and widget_refusal(profile, event, now):
-        return profile  # not what the server showed this visitor (edge.offers): no effect
+        return profile  # not what the server showed this visitor (edge.core.offers): no effect
     changes = _bookkeeping(profile, event, ctx, site, now)
     changes.update(_HANDLERS[event.type](profile, changes["session"], event, ctx, site, now))
     changes.update(

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from edge.core.intelligence import DAY_S, Intelligence, expected_interval_days, winback
+from edge.core.profile import Cart, Profile
 from edge.decisioning.config import AutomationConfig
 from edge.decisioning.config import AutomationEvent as EventKind
-from edge.intelligence import DAY_S, Intelligence, expected_interval_days, winback
-from edge.profile import Cart, Profile
 from edge.tracker import protocol as p
 
 EventType = EventKind  # one list of event types, in the configuration module
@@ -225,7 +225,7 @@ def _consent_changed(before: Profile | None, after: Profile) -> bool:
 
 def _counted(before: Profile | None, after: Profile, event: p.Widget) -> bool:
     """The widget event changed the campaign's record: it matched an offer
-    (edge.offers); one that did not is no conversion of anything."""
+    (edge.core.offers); one that did not is no conversion of anything."""
     old = before.campaign(event.campaign) if before is not None else None
     return after.campaign(event.campaign) != old
 
@@ -359,7 +359,7 @@ def _churn(
     threshold: float,
     intel: Intelligence,
 ) -> list[Timed]:
-    """Churn risk (edge.intelligence.churn_risk) only grows with time after
+    """Churn risk (edge.core.intelligence.churn_risk) only grows with time after
     the last order, so when it reaches ``threshold`` is known at each order:
     ``last_order_at + expected interval x (1 + 2 x threshold)``."""
     if not isinstance(event, p.Purchase) or after.orders <= (before.orders if before else 0):
