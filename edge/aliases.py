@@ -20,8 +20,8 @@ import asyncio
 
 from edge.core.merge import compact, merge, seal
 from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.ledger import Hot, Ledger
-from edge.sites import Site
 
 
 class Aliases:

@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from edge.breaker import StallWatch
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.core.updates import apply
 from edge.errors import ProfileMoved, StoreError
-from edge.sites import Site
 from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
 from edge.supervisor import Supervisor
 from edge.tracker.protocol import Event

@@ -35,11 +35,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision, Decisions, decide
 from edge.errors import PreviewRefused
-from edge.sites import Site
 
 PREFIX = "edge-preview-v1"
 PARAM = "edge_preview"  # the query parameter of a preview link

@@ -19,13 +19,13 @@ from edge.admin import page, privacy
 from edge.admin.stats import last_days, summarize
 from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import BadVisitorId, ConfigError, StoreError
 from edge.explain import CLIENT_TRIGGERS
 from edge.ids import check_visitor_id, is_valid_id, new_id
 from edge.settings import Settings
-from edge.sites import Site
 from edge.tracker.ingest import Ingest
 from edge.tracker.useragent import classify
 from edge.widgets.service import nothing_to_recommend

@@ -29,7 +29,7 @@ from edge.core.automation import (
     timed,
 )
 from edge.core.profile import Profile
-from edge.sites import Site
+from edge.core.site import Site
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from edge.core.profile import (
     ViewedProduct,
     evolve,
 )
-from edge.sites import Site
+from edge.core.site import Site
 
 T = TypeVar("T")
 MERGED_FROM_BOUND = 64  # devices remembered per customer (for idempotency)

@@ -39,9 +39,9 @@ from edge.core.profile import (
     ViewedProduct,
     evolve,
 )
+from edge.core.site import Site
 from edge.core.source import DIRECT, Source, classify
 from edge.decisioning.campaigns import Campaign
-from edge.sites import Site
 from edge.tracker import protocol as p
 
 T = TypeVar("T")

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edge.automation.config import automation_of
 from edge.core.automation import abandoned
 from edge.core.context import VisitContext
 from edge.core.intelligence import attributes as intelligence_attributes
@@ -25,7 +24,7 @@ from edge.core.profile import Profile, Touch
 
 if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
     from edge.core.catalog import Catalog
-    from edge.sites import Site
+    from edge.core.site import Site
 
 DAY_S = 86400.0
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -185,7 +184,7 @@ def build(
     visitor["first_name"] = profile.first_name
     visitor["tier"] = profile.tier
     visitor["days_to_birthday"] = days_to_birthday(profile.birthday, local.date())
-    attrs["cart"]["abandoned"] = abandoned(profile, automation_of(site), now)
+    attrs["cart"]["abandoned"] = abandoned(profile, site.automation, now)
     attrs["orders"].update(_bought(profile, site.catalog, now))
     attrs.update(intelligence_attributes(profile, site.intelligence, now))
     return attrs

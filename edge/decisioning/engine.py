@@ -23,11 +23,11 @@ from typing import Any
 
 from edge.core.context import VisitContext
 from edge.core.profile import CampaignState, Profile
+from edge.core.site import Site
 from edge.decisioning import attributes as attrs_
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign, Clause
 from edge.decisioning.config import CapsConfig
-from edge.sites import Site
 
 DAY_S = 86400.0
 NO_PAGE = Page()

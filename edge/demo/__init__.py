@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge.core.catalog import Catalog
-from edge.sites import Site
+from edge.core.site import Site
 from edge.widgets.text import page_language, preferred
 
 HERE = Path(__file__).parent

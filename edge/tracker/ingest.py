@@ -16,6 +16,7 @@ from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor
 from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.core.updates import check_event, widget_refusal
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import NO_PAGE, Decision, decide, reveal_refusal
@@ -23,7 +24,6 @@ from edge.errors import ProtocolError
 from edge.ledger import Hot, Ledger
 from edge.registry import SiteRegistry
 from edge.settings import Settings
-from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.admission import Admission
 from edge.tracker.geo import Geo

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge.core import offers
 from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.core.updates import apply, check_event, widget_refusal
 from edge.errors import PreviewRefused, ProtocolError
 from edge.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
-from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.ingest import may_store, next_page, triggers
 from edge.tracker.useragent import classify

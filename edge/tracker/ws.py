@@ -44,6 +44,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from edge.breaker import by_deadline
 from edge.core.context import VisitContext
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.errors import (
     BadVisitorId,
@@ -55,7 +56,6 @@ from edge.errors import (
 )
 from edge.ids import new_id
 from edge.ledger import Hot
-from edge.sites import Site
 from edge.stores.base import StoreUnavailable
 from edge.tracker import preview
 from edge.tracker import protocol as p

@@ -14,12 +14,12 @@ from typing import Any
 from edge.breaker import by_deadline
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
 from edge.ledger import Applied
 from edge.signals import SignalKind, SignalStore, SignalUpdate, signal_updates
-from edge.sites import Site
 from edge.stats import StatsStore, StatUpdate, stat_updates
 from edge.widgets.coupons import CouponPools, generated_code, read_pool
 from edge.widgets.recommend import (
