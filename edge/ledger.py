@@ -48,13 +48,13 @@ from dataclasses import dataclass, field
 
 from edge.breaker import StallWatch
 from edge.core.context import VisitContext
+from edge.core.events import Event
 from edge.core.profile import Profile
 from edge.core.site import Site
 from edge.core.updates import apply
 from edge.errors import ProfileMoved, StoreError
 from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
 from edge.supervisor import Supervisor
-from edge.tracker.protocol import Event
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
 
 from edge import keys
+from edge.core import events as p
 from edge.core.profile import Profile
 from edge.errors import StoreError
 from edge.stores import connect, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
-from edge.tracker import protocol as p
 
 SignalKind = Literal["viewed_together", "bought_together", "bestsellers", "trending"]
 KINDS: tuple[SignalKind, ...] = get_args(SignalKind)

@@ -37,12 +37,12 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from edge import keys
+from edge.core import events as p
 from edge.core.profile import CampaignState, Profile
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.config import DEFAULT_ATTRIBUTION_DAYS
 from edge.errors import StoreError
 from edge.stores.connect import REDIS_ERRORS, RedisClient
-from edge.tracker import protocol as p
 
 FIELDS = (
     "impressions",

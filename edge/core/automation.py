@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from edge.core import events as p
 from edge.core.intelligence import DAY_S, Intelligence, expected_interval_days, winback
 from edge.core.profile import Cart, Profile
 from edge.decisioning.config import AutomationConfig
 from edge.decisioning.config import AutomationEvent as EventKind
-from edge.tracker import protocol as p
 
 EventType = EventKind  # one list of event types, in the configuration module
 _RANK = {"anonymous": 0, "claimed": 1, "verified": 2}

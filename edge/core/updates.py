@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from edge.core import events as p
 from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.identity import verify_token
@@ -42,7 +43,6 @@ from edge.core.profile import (
 from edge.core.site import Site
 from edge.core.source import DIRECT, Source, classify
 from edge.decisioning.campaigns import Campaign
-from edge.tracker import protocol as p
 
 T = TypeVar("T")
 Changes = dict[str, Any]
