@@ -28,17 +28,17 @@ from edge.ledger import Ledger
 from edge.metrics import Metrics
 from edge.registry import SiteRegistry
 from edge.settings import Settings
-from edge.signals import MemorySignalStore, RedisSignalStore, SignalStore
-from edge.stats import MemoryStats, RedisStats, StatsStore
 from edge.stores import ProfileStore, open_store
+from edge.stores.coupons import CouponPools, MemoryPools, RedisPools
 from edge.stores.redis import RedisStore
+from edge.stores.signals import MemorySignalStore, RedisSignalStore, SignalStore
+from edge.stores.stats import MemoryStats, RedisStats, StatsStore
 from edge.supervisor import Supervisor
 from edge.tracker.collect import collect
 from edge.tracker.geo import open_geo
 from edge.tracker.ingest import Ingest
 from edge.tracker.limits import AddressLimits, parse_trusted_proxies
 from edge.tracker.ws import quiet_uvicorn_noise, websocket_app
-from edge.widgets.coupons import CouponPools, MemoryPools, RedisPools
 from edge.widgets.service import WidgetService
 
 log = logging.getLogger(__name__)

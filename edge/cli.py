@@ -336,8 +336,8 @@ def privacy(args: argparse.Namespace) -> int:
 async def _privacy_on_redis(args: argparse.Namespace, url: str) -> dict[str, object] | None:
     from edge.admin import privacy as p
     from edge.sites import load_site
+    from edge.stores.coupons import RedisPools
     from edge.stores.redis import RedisStore
-    from edge.widgets.coupons import RedisPools
 
     folder = args.profiles / args.site
     configured = (

@@ -26,8 +26,8 @@ from edge.errors import StoreError
 from edge.ledger import Ledger
 from edge.stores.base import ProfileStore
 from edge.stores.connect import REDIS_ERRORS
+from edge.stores.coupons import CouponPools
 from edge.stores.redis import RedisStore
-from edge.widgets.coupons import CouponPools
 
 _GLOB = re.compile(r"([*?\[\]\\])")
 

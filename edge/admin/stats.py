@@ -12,8 +12,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.core.experiment import HOLDOUT, experiment
+from edge.core.stats import FIELDS, Table, day_of
 from edge.decisioning.campaigns import Campaign
-from edge.stats import FIELDS, Table, day_of
 
 
 def last_days(now: float, tz: ZoneInfo, count: int) -> list[str]:

@@ -2,7 +2,7 @@
 
 ``derive`` turns one applied event (profile before, profile after, event)
 into the automation events it implies, and ``deadline`` into what it does to
-the visitor's abandoned-cart deadline. Like ``edge.signals.signal_updates``
+the visitor's abandoned-cart deadline. Like ``edge.core.signals.signal_updates``
 both are pure, so a replayed event (``apply`` returns the same profile
 object) implies nothing, and an order reported twice is one ``purchase``.
 

@@ -164,7 +164,7 @@ class CampaignState(NamedTuple):
     converted_step: int = -1
     # The first impression (first exposure; 0: none recorded, as in states
     # stored before this field): the campaign's statistics count a visitor's
-    # outcomes only within its attribution window from here (edge.stats).
+    # outcomes only within its attribution window from here (edge.core.stats).
     first_at: float = 0.0
 
 

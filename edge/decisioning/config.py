@@ -119,7 +119,7 @@ class ExperimentConfig(_Strict):
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0
     variants: list[VariantConfig] = []
     # Clicks, conversions and purchases count for the campaign's statistics
-    # only within this many days of a visitor's first exposure (edge.stats).
+    # only within this many days of a visitor's first exposure (edge.core.stats).
     attribution_days: Annotated[float, Field(gt=0, le=90)] = DEFAULT_ATTRIBUTION_DAYS
 
     @model_validator(mode="after")
