@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # A link to static/js/edge.js in a checkout, the file itself in a built wheel.
 TRACKER_JS = Path(__file__).resolve().parent / "static" / "edge.js"
-# The preview overlay, which edge.js loads only in a preview tab (edge.preview).
+# The preview overlay, which edge.js loads only in a preview tab (edge.core.preview).
 PREVIEW_JS = TRACKER_JS.with_name("edge-preview.js")
 
 

@@ -518,7 +518,7 @@ def _preview_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     cmd.add_argument(
         "--ttl-min",
         type=float,
-        default=30.0,  # edge.preview.DEFAULT_TTL_MIN
+        default=30.0,  # edge.core.preview.DEFAULT_TTL_MIN
         help="minutes the link works (default 30, at most 240)",
     )
     cmd.add_argument(
@@ -536,7 +536,7 @@ def preview(args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
-    from edge import preview as previews
+    from edge.core import preview as previews
     from edge.sites import load_site
 
     try:

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from edge import preview
 from edge.admin import page, privacy
 from edge.admin.stats import last_days, summarize
+from edge.core import preview
 from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor
 from edge.core.site import Site
@@ -246,7 +246,7 @@ async def explain(request: Request) -> Response:
 
 
 async def preview_link(request: Request) -> Response:
-    """A preview link (edge.preview): ``{"campaign", "variant", "step" (from
+    """A preview link (edge.core.preview): ``{"campaign", "variant", "step" (from
     1), "ttl_min", "page"}``, all but ``campaign`` optional; signed with
     this server's admin token, so that this server and its peers accept it."""
     ingest, site = _ingest(request), _site(request)

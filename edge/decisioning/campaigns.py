@@ -153,7 +153,7 @@ class Campaign:
     # No schedule, not a pop-up, shown on page view: for a visitor who never
     # saw it, only the audience decides (the engine's fast path).
     plain: bool = False
-    preview_page: str | None = None  # where a preview link opens (edge.preview)
+    preview_page: str | None = None  # where a preview link opens (edge.core.preview)
     attribution_days: float = DEFAULT_ATTRIBUTION_DAYS  # outcomes count this long after exposure
 
     def widget_for(self, variant: str, step: int) -> dict[str, Any]:

@@ -147,7 +147,7 @@ class CampaignConfig(_Strict):
     frequency: FrequencyConfig = FrequencyConfig()
     schedule: ScheduleConfig | None = None
     experiment: ExperimentConfig | None = None
-    # The page a preview link opens (edge.preview): a path on the site's first
+    # The page a preview link opens (edge.core.preview): a path on the site's first
     # allowed origin, or a full URL. Default: /.
     preview_page: (
         Annotated[str, Field(pattern=r"^(/|https?://[^\s/]+)\S*$", max_length=2000)] | None

@@ -1,9 +1,9 @@
-"""A preview tab's connection (``edge.preview``): the granted campaign is
+"""A preview tab's connection (``edge.core.preview``): the granted campaign is
 shown, nothing is stored.
 
 A ``hello`` carrying ``preview`` makes its connection a preview for its whole
 life; connections without one never come here. The token is checked first
-(``edge.preview.verify``, then against the site as configured now). A refused
+(``edge.core.preview.verify``, then against the site as configured now). A refused
 one is answered with ``error`` ``preview_refused`` before ``welcome``, and
 the connection then stores and shows nothing: its events are acknowledged and
 dropped, its decisions are empty. A bad or expired link changes nothing, and
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge.core import offers
+from edge.core.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
 from edge.core.profile import Profile
 from edge.core.site import Site
 from edge.core.updates import apply, check_event, widget_refusal
 from edge.errors import PreviewRefused, ProtocolError
-from edge.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
 from edge.tracker import protocol as p
 from edge.tracker.ingest import may_store, next_page, triggers
 from edge.tracker.useragent import classify

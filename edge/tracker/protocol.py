@@ -98,7 +98,7 @@ class Hello(_Model):
     # The first events of the page (its page view), so that its decisions come
     # one round trip after the socket opened: validated as an events message.
     events: list[Any] | None = None
-    # A preview link's token (edge.preview), kept by the tracker for the tab;
+    # A preview link's token (edge.core.preview), kept by the tracker for the tab;
     # checked there (a malformed one is refused as a preview, not as a hello).
     preview: str | None = None
 
