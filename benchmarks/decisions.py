@@ -22,13 +22,13 @@ from typing import Any
 
 import yaml
 
+from edge.core.context import VisitContext
+from edge.core.updates import apply
 from edge.decisioning.attributes import Page
 from edge.decisioning.conditions import compile_condition
 from edge.decisioning.engine import decide
 from edge.sites import Site, load_site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 
 VISITOR, SESSION = "7c" * 16, "3e" * 16
 PAGE_URL = "http://127.0.0.1:8000/demo/p/S7"

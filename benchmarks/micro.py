@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.profile import Profile, decode_profile, encode_profile
+from edge.core.context import VisitContext
+from edge.core.profile import Profile, decode_profile, encode_profile
+from edge.core.updates import apply
 from edge.sites import load_site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
 VISITOR, SESSION = "5f" * 16, "a1" * 16

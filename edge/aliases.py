@@ -1,12 +1,12 @@
 """Aliases: following a device to its customer's profile, and linking one.
 
-The I/O shell around ``edge.merge`` (whose docstring explains the three steps
+The I/O shell around ``edge.core.merge`` (whose docstring explains the three steps
 and why they are safe to retry and to race). Every step is a pure change
 queued on a hot profile in the ledger, so it shares the ledger's group commit,
 compare-and-set and re-apply-on-conflict with ordinary events.
 
 Invariants:
-  * a customer profile (``edge.identity.customer_visitor``) is never sealed:
+  * a customer profile (``edge.core.identity.customer_visitor``) is never sealed:
     only a connection's own device id is ever linked, and device ids cannot
     take the form of customer ids; so following an alias is one hop;
   * a device profile is sealed before its data is merged, and compacted only
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 
+from edge.core.merge import compact, merge, seal
+from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.ledger import Hot, Ledger
-from edge.merge import compact, merge, seal
-from edge.profile import Profile
-from edge.sites import Site
 
 
 class Aliases:

@@ -28,24 +28,24 @@ from edge.ledger import Ledger
 from edge.metrics import Metrics
 from edge.registry import SiteRegistry
 from edge.settings import Settings
-from edge.signals import MemorySignalStore, RedisSignalStore, SignalStore
-from edge.stats import MemoryStats, RedisStats, StatsStore
 from edge.stores import ProfileStore, open_store
+from edge.stores.coupons import CouponPools, MemoryPools, RedisPools
 from edge.stores.redis import RedisStore
+from edge.stores.signals import MemorySignalStore, RedisSignalStore, SignalStore
+from edge.stores.stats import MemoryStats, RedisStats, StatsStore
 from edge.supervisor import Supervisor
 from edge.tracker.collect import collect
 from edge.tracker.geo import open_geo
 from edge.tracker.ingest import Ingest
 from edge.tracker.limits import AddressLimits, parse_trusted_proxies
 from edge.tracker.ws import quiet_uvicorn_noise, websocket_app
-from edge.widgets.coupons import CouponPools, MemoryPools, RedisPools
 from edge.widgets.service import WidgetService
 
 log = logging.getLogger(__name__)
 
 # A link to static/js/edge.js in a checkout, the file itself in a built wheel.
 TRACKER_JS = Path(__file__).resolve().parent / "static" / "edge.js"
-# The preview overlay, which edge.js loads only in a preview tab (edge.preview).
+# The preview overlay, which edge.js loads only in a preview tab (edge.core.preview).
 PREVIEW_JS = TRACKER_JS.with_name("edge-preview.js")
 
 

@@ -24,7 +24,7 @@ from edge.errors import ConfigError
 from edge.settings import Settings
 
 if TYPE_CHECKING:
-    from edge.rfm import Proposal
+    from edge.core.rfm import Proposal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,8 +336,8 @@ def privacy(args: argparse.Namespace) -> int:
 async def _privacy_on_redis(args: argparse.Namespace, url: str) -> dict[str, object] | None:
     from edge.admin import privacy as p
     from edge.sites import load_site
+    from edge.stores.coupons import RedisPools
     from edge.stores.redis import RedisStore
-    from edge.widgets.coupons import RedisPools
 
     folder = args.profiles / args.site
     configured = (
@@ -429,7 +429,7 @@ def _rfm_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     prop.add_argument(
         "--min-customers",
         type=int,
-        default=100,  # edge.rfm.MIN_CUSTOMERS
+        default=100,  # edge.core.rfm.MIN_CUSTOMERS
         help="warn when fewer profiles have orders (default 100)",
     )
 
@@ -450,8 +450,8 @@ def rfm(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
+    from edge.core.rfm import render_yaml
     from edge.errors import StoreError
-    from edge.rfm import render_yaml
     from edge.sites import SITE_ID
 
     if re.fullmatch(SITE_ID, args.site) is None:
@@ -483,7 +483,7 @@ def rfm(args: argparse.Namespace) -> int:
 
 async def _rfm_proposal(url: str, site: str, now: float) -> tuple[Proposal | None, int]:
     """Every profile of ``site`` read once; only the customers' three numbers kept."""
-    from edge.rfm import customer_of, propose
+    from edge.core.rfm import customer_of, propose
     from edge.stores.redis import RedisStore
 
     store = RedisStore.from_url(url)
@@ -518,7 +518,7 @@ def _preview_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     cmd.add_argument(
         "--ttl-min",
         type=float,
-        default=30.0,  # edge.preview.DEFAULT_TTL_MIN
+        default=30.0,  # edge.core.preview.DEFAULT_TTL_MIN
         help="minutes the link works (default 30, at most 240)",
     )
     cmd.add_argument(
@@ -536,7 +536,7 @@ def preview(args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
-    from edge import preview as previews
+    from edge.core import preview as previews
     from edge.sites import load_site
 
     try:

@@ -13,7 +13,7 @@
     │   ├── UnknownSite          ``site`` is not configured here
     │   ├── OriginRefused        Origin header not allowed for the site
     │   ├── IdentityRejected     forged, expired or foreign identity token
-    │   └── PreviewRefused       forged, expired or foreign preview token (edge.preview)
+    │   └── PreviewRefused       forged, expired or foreign preview token (edge.core.preview)
     └── StoreError               the profile store failed or timed out
         └── ProfileMoved         the profile was merged into another one while
                                  events were waiting to be stored (resend them)

@@ -60,7 +60,7 @@ def tombstone(site: str, visitor: str) -> str:
     return f"{PREFIX}:gone:{{{site}:{visitor}}}"
 
 
-# --- shared recommendation signals (edge.signals) ---------------------------
+# --- shared recommendation signals (edge.stores.signals) -------------------
 #
 # Site-wide, not per visitor: every key of one site carries the tag
 # ``{sig:<site>}``, so each site's signals sit in one slot (different sites
@@ -107,7 +107,7 @@ def trending(site: str) -> str:
     return f"{_signals(site)}:tr"
 
 
-# --- coupon pools (edge.widgets.coupons) -----------------------------------
+# --- coupon pools (edge.stores.coupons) ------------------------------------
 #
 # The three keys of one campaign's pool share the tag ``{cp:<site>:<campaign>}``:
 # a claim reads the visitor's code and pops a free one in one atomic script,
@@ -134,7 +134,7 @@ def coupon_given(site: str, campaign: str) -> str:
     return f"{_pool(site, campaign)}:given"
 
 
-# --- campaign statistics (edge.stats) ----------------------------------------
+# --- campaign statistics (edge.stores.stats) ---------------------------------
 #
 #     edge:st:{st:<site>:<campaign>}:<YYYY-MM-DD>   hash  "<arm>:<field>" -> count or sum
 #                                                   TTL 400 days

@@ -5,7 +5,7 @@ The naive design (one store round trip per message) caps a process near
 under load. Instead:
 
 * A visitor's profile is *hot* in this process while one of its connections
-  is open. Events are applied to it at once (``edge.updates.apply``, pure) and
+  is open. Events are applied to it at once (``edge.core.updates.apply``, pure) and
   remembered as *pending* until stored.
 * One flusher task writes every dirty profile in one batch (one pipeline of
   compare-and-set scripts) as soon as the previous batch returned: group
@@ -47,14 +47,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edge.breaker import StallWatch
+from edge.core.context import VisitContext
+from edge.core.events import Event
+from edge.core.profile import Profile
+from edge.core.site import Site
+from edge.core.updates import apply
 from edge.errors import ProfileMoved, StoreError
-from edge.profile import Profile
-from edge.sites import Site
 from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
 from edge.supervisor import Supervisor
-from edge.tracker.context import VisitContext
-from edge.tracker.protocol import Event
-from edge.updates import apply
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ Change = Callable[[Profile | None], Profile | None]
 class Pending:
     """One queued update: an event (folded in by ``apply``), or a ``change``,
     a pure function of the profile (the identity merge steps of
-    ``edge.merge``), which must give the same result when re-applied on a
+    ``edge.core.merge``), which must give the same result when re-applied on a
     newer stored profile."""
 
     event: Event | None
@@ -305,7 +305,7 @@ class Ledger:
         (before, after, event) of each event that changed the profile, for the
         side effects that follow from it (shared recommendation signals).
         Raises ``ProfileMoved`` when the profile is sealed (merged into a
-        customer's, ``edge.merge``): events go to that profile instead.
+        customer's, ``edge.core.merge``): events go to that profile instead.
         """
         if hot.current is not None and hot.current.sealed and events:
             raise ProfileMoved(f"visitor merged into {hot.current.merged_into}")

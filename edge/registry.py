@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.core.site import Site
 from edge.errors import ConfigError
-from edge.sites import Site, load_site
+from edge.sites import load_site
 
 log = logging.getLogger(__name__)
 

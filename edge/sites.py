@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,21 +20,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge.catalog import Catalog, load_catalog
-from edge.decisioning.campaigns import NO_CAMPAIGNS, Decisioning, Problems, compile_decisioning
-from edge.decisioning.config import WIDGETS, DecisioningConfig, IntelligenceConfig
-from edge.errors import ConfigError
-from edge.identity import hash_email
-from edge.intelligence import DEFAULT as DEFAULT_INTELLIGENCE
-from edge.intelligence import Intelligence, compile_intelligence
-from edge.profile import Bounds
-from edge.properties import (
-    NO_DECLARATIONS,
-    Declarations,
+from edge.core.automation import compile_automation
+from edge.core.catalog import Catalog, load_catalog
+from edge.core.intelligence import compile_intelligence
+from edge.core.profile import Bounds
+from edge.core.properties import (
     EventsConfig,
     PropertiesConfig,
     compile_declarations,
 )
+from edge.core.site import Site
+from edge.decisioning.campaigns import NO_CAMPAIGNS, Problems, compile_decisioning
+from edge.decisioning.config import WIDGETS, DecisioningConfig, IntelligenceConfig
+from edge.errors import ConfigError
 from edge.widgets.check import check_widgets
 from edge.widgets.render import Renderer
 from edge.yamlsource import Located, YamlProblem, load_merged
@@ -104,44 +102,9 @@ class SiteFile(DecisioningConfig):
 
     site: SiteSection
     intelligence: IntelligenceConfig = IntelligenceConfig()
-    # custom profile properties and custom event props (edge.properties)
+    # custom profile properties and custom event props (edge.core.properties)
     properties: PropertiesConfig = {}
     events: EventsConfig = {}
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    """A compiled site: everything the hot path needs, nothing to parse."""
-
-    id: str
-    name: str
-    allowed_origins: frozenset[str]
-    hosts: frozenset[str]
-    timezone: ZoneInfo
-    currency: str
-    locale: str
-    secret: bytes | None
-    salt: bytes
-    keep_email: bool
-    token_max_age_s: int
-    session_timeout_s: float
-    anonymous_ttl_s: int
-    identified_ttl_s: int | None
-    require_consent: bool
-    bounds: Bounds
-    version: str  # hash of the files, shown in /healthz so operators see nodes agree
-    folder: Path
-    renderer: Renderer
-    decisioning: Decisioning = NO_CAMPAIGNS
-    catalog: Catalog | None = None
-    intelligence: Intelligence = DEFAULT_INTELLIGENCE
-    declared: Declarations = NO_DECLARATIONS  # custom properties and event props
-
-    def contact_key(self, email: str) -> str:
-        return f"e:{email.strip().lower()}" if self.keep_email else hash_email(email, self.salt)
-
-    def ttl_s(self, identified: bool) -> int | None:
-        return self.identified_ttl_s if identified else self.anonymous_ttl_s
 
 
 def load_site(folder: Path) -> Site:
@@ -326,6 +289,7 @@ def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
         renderer=Renderer(folder, currency=site.currency, locale=site.locale),
         intelligence=compile_intelligence(parsed.intelligence),
         declared=compile_declarations(parsed.properties, parsed.events),
+        automation=compile_automation(parsed.automation),
     )
 
 

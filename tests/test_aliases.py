@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from edge import keys
-from edge.identity import customer_visitor, sign_token
-from edge.profile import Profile, decode_profile
+from edge.core.identity import customer_visitor, sign_token
+from edge.core.profile import Profile, decode_profile
 from tests.client import Visitor, new_id
 from tests.helpers import EdgeServer, RedisServer, edge_server
 

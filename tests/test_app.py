@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import httpx
 
 from edge.app import create_app
+from edge.core.context import VisitContext
 from edge.settings import Settings
 from edge.stores.base import Conflict, Write
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from tests.client import new_id
 from tests.helpers import PROFILES
 

@@ -136,12 +136,12 @@ def store_customers(
     import asyncio
     import random
 
+    from edge.core.context import VisitContext
+    from edge.core.updates import apply
     from edge.sites import load_site
     from edge.stores.base import Write
     from edge.stores.redis import RedisStore
-    from edge.tracker.context import VisitContext
     from edge.tracker.protocol import parse_event
-    from edge.updates import apply
     from tests.client import new_id
 
     site = load_site(PROFILES / "demo")

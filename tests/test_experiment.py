@@ -1,4 +1,4 @@
-"""The A/B test's statistics (edge.experiment), against published values
+"""The A/B test's statistics (edge.core.experiment), against published values
 and closed forms."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from edge.experiment import Z95, chi2_sf, compare, experiment, gamma_q, newcombe, srm, wilson
+from edge.core.experiment import Z95, chi2_sf, compare, experiment, gamma_q, newcombe, srm, wilson
 
 
 def test_wilson_matches_the_published_example_and_its_definition() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for edge/intelligence.py: RFM, lead score, interests, lifecycle and
+"""Unit tests for edge/core/intelligence.py: RFM, lead score, interests, lifecycle and
 churn, win-back and verified personal data, through ``apply`` and the attributes."""
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.decisioning.attributes import Page, build, unknown_attribute
-from edge.decisioning.engine import decide
-from edge.errors import ConfigError, InvalidMessage
-from edge.identity import sign_token
-from edge.intelligence import (
+from edge.core.context import VisitContext
+from edge.core.identity import sign_token
+from edge.core.intelligence import (
     DAY_S,
     RFM_GRID,
     SEGMENTS,
@@ -31,11 +29,13 @@ from edge.intelligence import (
     rfm_segment,
     winback,
 )
-from edge.profile import Interest, Profile, Session, decode_profile, encode_profile
+from edge.core.profile import Interest, Profile, Session, decode_profile, encode_profile
+from edge.core.updates import apply, check_event
+from edge.decisioning.attributes import Page, build, unknown_attribute
+from edge.decisioning.engine import decide
+from edge.errors import ConfigError, InvalidMessage
 from edge.sites import Site, SiteFile, compile_site, load_site
-from edge.tracker.context import VisitContext
 from edge.tracker.protocol import Event, parse_event
-from edge.updates import apply, check_event
 
 VISITOR = "8c1f0a9b2d3e4f5061728394a5b6c7d8"
 TAB = "f00d0a9b2d3e4f5061728394a5b6c717"

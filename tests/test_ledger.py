@@ -7,16 +7,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from edge import offers
+from edge.core import offers
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.updates import apply
 from edge.errors import StoreError
 from edge.ledger import Ledger
-from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.stores.base import Conflict, Write
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 from tests.client import new_id
 from tests.helpers import PROFILES
 
@@ -186,7 +186,7 @@ async def test_a_duplicate_during_a_write_does_not_wedge_the_flusher(site: Site)
 
 
 async def test_a_change_of_a_profile_erased_meanwhile_is_answered(site: Site) -> None:
-    """A pure change (edge.offers) pending on a profile that another process
+    """A pure change (edge.core.offers) pending on a profile that another process
     erased folds to no profile: nothing to write, and its message is answered
     (it once stayed dirty forever, and its message never got an answer)."""
     store = MemoryStore()

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
 from edge.errors import StoreError
 from edge.ledger import Hot, Ledger
-from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.stores.base import Conflict, StoreUnavailable, Write
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from tests.helpers import PROFILES
 
 SITE: Site = load_site(PROFILES / "demo")

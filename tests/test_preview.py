@@ -1,4 +1,4 @@
-"""Preview links, the pure part (edge.preview): tokens, links and the forced decision."""
+"""Preview links, the pure part (edge.core.preview): tokens, links and the forced decision."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from edge import preview
 from edge.cli import main
+from edge.core import preview
+from edge.core.context import VisitContext
+from edge.core.preview import Grant
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import PreviewRefused
-from edge.preview import Grant
 from edge.sites import Site, load_site
-from edge.tracker.context import VisitContext
 from tests.helpers import PROFILES
 
 SECRET = b"an-admin-token-of-32-characters!"

@@ -1,4 +1,4 @@
-"""Unit tests for edge/profile.py: the immutable profile and its msgpack layout."""
+"""Unit tests for edge/core/profile.py: the immutable profile and its msgpack layout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import msgpack
 import pytest
 
-from edge.profile import (
+from edge.core.profile import (
     WINDOW_BITS,
     Cart,
     CartLine,
@@ -214,7 +214,7 @@ def test_marking_a_seq_older_than_the_window_keeps_the_window_in_64_bits() -> No
 _HUGE_JUMP = f"""
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from edge.profile import Stream
+from edge.core.profile import Stream
 stream = Stream({SESSION_A!r}, 1, 1).mark(2**53 - 1, 1.0)
 print(stream.hwm, stream.window)
 """
@@ -297,7 +297,7 @@ def test_every_profile_field_survives_the_wire() -> None:
     """A field left out of the stored layout would silently reset on every load."""
     import dataclasses
 
-    from edge.profile import CampaignState, Profile, decode_profile, encode_profile, to_wire
+    from edge.core.profile import CampaignState, Profile, decode_profile, encode_profile, to_wire
 
     changed = Profile(
         visitor="ab" * 16,
@@ -312,7 +312,7 @@ def test_every_profile_field_survives_the_wire() -> None:
 
 def test_a_campaign_state_stored_before_converted_step_loads() -> None:
     """Profiles stored before ``converted_step`` existed hold shorter records."""
-    from edge.profile import CampaignState, Profile, from_wire, to_wire
+    from edge.core.profile import CampaignState, Profile, from_wire, to_wire
 
     profile = Profile(visitor="ab" * 16, created_at=1.0, campaigns=(CampaignState("c", 3),))
     data = to_wire(profile)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from edge import keys
-from edge.profile import Profile, decode_profile
+from edge.core.profile import Profile, decode_profile
 from tests.client import BROWSER_HEADERS, Visitor
 from tests.cluster import RedisClusterServers, sync_client
 from tests.helpers import EdgeServer, RedisServer, edge_server

@@ -1,4 +1,4 @@
-"""Custom profile properties and custom event props (edge.properties): the
+"""Custom profile properties and custom event props (edge.core.properties): the
 declarations in a site's YAML, the checks, the pure change, and conditions
 reading ``props.*`` and ``event.*`` (pure: sites loaded from folders,
 profiles built by ``apply``, decisions by ``decide``)."""
@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from edge.decisioning.attributes import Page
-from edge.decisioning.engine import decide
-from edge.errors import ConfigError, InvalidMessage
-from edge.merge import merge
-from edge.profile import Profile, decode_profile, encode_profile
-from edge.properties import (
+from edge.core.context import VisitContext
+from edge.core.merge import merge
+from edge.core.profile import Profile, decode_profile, encode_profile
+from edge.core.properties import (
     PropertyError,
     checked_event_props,
     checked_values,
     event_attributes,
     set_properties,
 )
+from edge.core.updates import check_event
+from edge.decisioning.attributes import Page
+from edge.decisioning.engine import decide
+from edge.errors import ConfigError, InvalidMessage
 from edge.sites import Site, load_site
-from edge.tracker.context import VisitContext
 from edge.tracker.ingest import decide_all, event_of, triggers
 from edge.tracker.protocol import parse_event
-from edge.updates import check_event
 
 SHOP = "https://shop.example"
 VISITOR = "8c1f0a9b2d3e4f5061728394a5b6c7d8"

@@ -1,4 +1,4 @@
-"""Unit tests for edge/rfm.py: quintile cut-offs proposed from the customers."""
+"""Unit tests for edge/core/rfm.py: quintile cut-offs proposed from the customers."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.decisioning.config import IntelligenceConfig
-from edge.intelligence import DAY_S, Intelligence, rfm_scores
-from edge.profile import Profile
-from edge.rfm import (
+from edge.core.intelligence import DAY_S, Intelligence, rfm_scores
+from edge.core.profile import Profile
+from edge.core.rfm import (
     MIN_CUSTOMERS,
     Customer,
     Mode,
@@ -25,6 +24,7 @@ from edge.rfm import (
     render_yaml,
     score_shares,
 )
+from edge.decisioning.config import IntelligenceConfig
 
 VISITOR = "8c1f0a9b2d3e4f5061728394a5b6c7d8"
 NOW = 1_800_000_000.0

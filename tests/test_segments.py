@@ -1,4 +1,4 @@
-"""Segments kept on the profile (``membership: true``, edge.segments): pure.
+"""Segments kept on the profile (``membership: true``, edge.core.segments): pure.
 
 Membership is recomputed by ``apply`` from the new profile, the site and the
 time; what changed is the automation events ``segment_entered`` and
@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from edge.automation.config import automation_of
-from edge.automation.events import AutomationEvent, derive
+from edge.core.automation import AutomationEvent, derive
+from edge.core.context import VisitContext
+from edge.core.profile import Membership, Profile, decode_profile, encode_profile
+from edge.core.segments import member_of, membership
+from edge.core.updates import apply
 from edge.decisioning.campaigns import Problems, compile_decisioning
 from edge.errors import ConfigError
-from edge.profile import Membership, Profile, decode_profile, encode_profile
-from edge.segments import member_of, membership
 from edge.sites import Site, SiteFile, compile_site, load_site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 
 T0 = 1_790_000_000.0
 SHOP = "https://shop.example"

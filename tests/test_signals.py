@@ -10,18 +10,13 @@ from typing import Any
 import pytest
 
 from edge import keys
-from edge.profile import Profile
-from edge.signals import (
-    MemorySignalStore,
-    RedisSignalStore,
-    SignalStore,
-    SignalUpdate,
-    signal_updates,
-)
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.signals import SignalUpdate, signal_updates
+from edge.core.updates import apply
 from edge.sites import SiteFile, compile_site
-from edge.tracker.context import VisitContext
+from edge.stores.signals import MemorySignalStore, RedisSignalStore, SignalStore
 from edge.tracker.protocol import Event, parse_event
-from edge.updates import apply
 from tests.helpers import RedisServer
 
 SHOP = "https://shop.example"

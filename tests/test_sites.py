@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.core.identity import hash_email
+from edge.core.profile import Bounds
 from edge.errors import ConfigError
-from edge.identity import hash_email
-from edge.profile import Bounds
 from edge.registry import SiteRegistry
 from edge.sites import Site, load_site, load_sites
 

@@ -1,5 +1,5 @@
 """docs/statistics.md's worked example, recomputed: its counts go through
-edge.experiment, and every figure the document states must be what the code
+edge.core.experiment, and every figure the document states must be what the code
 (and the admin page's formatting) gives."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from edge.admin.page import ci, pts, rel
-from edge.experiment import METRICS, Z95, experiment, srm, wilson
+from edge.core.experiment import METRICS, Z95, experiment, srm, wilson
 from edge.sites import load_site
 from tests.helpers import ROOT
 

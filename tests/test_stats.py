@@ -7,14 +7,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge import offers
-from edge.profile import CampaignState, Profile, evolve
+from edge.core import offers
+from edge.core.context import VisitContext
+from edge.core.profile import CampaignState, Profile, evolve
+from edge.core.stats import StatUpdate, stat_updates
+from edge.core.updates import apply, new_profile
 from edge.sites import Site, load_site
-from edge.stats import MemoryStats, RedisStats, StatsStore, StatUpdate, stat_updates
 from edge.stores.redis import RedisStore
+from edge.stores.stats import MemoryStats, RedisStats, StatsStore
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply, new_profile
 from tests.client import new_id
 from tests.helpers import PROFILES, RedisServer
 

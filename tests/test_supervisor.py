@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
+from edge.core.context import VisitContext
 from edge.ledger import Ledger
 from edge.sites import Site, load_site
 from edge.stores.base import Conflict, Write
 from edge.stores.memory import MemoryStore
 from edge.supervisor import Supervisor
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from tests.client import new_id
 from tests.helpers import PROFILES
 

@@ -1,4 +1,4 @@
-"""Unit tests for edge/updates.py: folding events into profiles."""
+"""Unit tests for edge/core/updates.py: folding events into profiles."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from edge.errors import IdentityRejected
-from edge.identity import hash_email, sign_token
-from edge.profile import (
+from edge.core.context import VisitContext
+from edge.core.identity import hash_email, sign_token
+from edge.core.profile import (
     Cart,
     CartLine,
     CategoryView,
@@ -23,10 +23,10 @@ from edge.profile import (
     ViewedProduct,
     evolve,
 )
+from edge.core.updates import apply, check_event, new_profile
+from edge.errors import IdentityRejected
 from edge.sites import Site, SiteFile, compile_site, load_site
-from edge.tracker.context import VisitContext
 from edge.tracker.protocol import Event, parse_event
-from edge.updates import apply, check_event, new_profile
 
 VISITOR = "8c1f0a9b2d3e4f5061728394a5b6c7d8"
 TAB = "f00d0a9b2d3e4f5061728394a5b6c717"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.profile import Profile
+from edge.core.profile import Profile
 from edge.stores.redis import RedisStore
 from tests.client import Visitor
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server, wait_until

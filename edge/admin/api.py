@@ -21,22 +21,22 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from edge import preview
 from edge.admin import page, privacy
 from edge.admin import segments as members_
 from edge.admin.stats import last_days, summarize
+from edge.core import preview
+from edge.core.context import VisitContext
+from edge.core.identity import customer_visitor
+from edge.core.profile import Profile
+from edge.core.properties import PropertyError, Scalar, checked_values, set_properties
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import KeptSegment
 from edge.decisioning.engine import decide
 from edge.errors import BadVisitorId, ConfigError, StoreError
 from edge.explain import CLIENT_TRIGGERS
-from edge.identity import customer_visitor
 from edge.ids import check_visitor_id, is_valid_id, new_id
-from edge.profile import Profile
-from edge.properties import PropertyError, Scalar, checked_values, set_properties
 from edge.settings import Settings
-from edge.sites import Site
-from edge.tracker.context import VisitContext
 from edge.tracker.ingest import Ingest
 from edge.tracker.useragent import classify
 from edge.widgets.service import nothing_to_recommend
@@ -206,7 +206,7 @@ async def erase(request: Request) -> Response:
 
 
 async def properties(request: Request) -> Response:
-    """Set a profile's custom properties (edge.properties): a JSON object of
+    """Set a profile's custom properties (edge.core.properties): a JSON object of
     property -> value, null deleting it, each checked against the site's
     declaration. Through the ledger like every change, so it is exactly-once
     with the visitor's open tabs and other processes (compare-and-set, the
@@ -327,7 +327,7 @@ async def explain(request: Request) -> Response:
 
 
 async def preview_link(request: Request) -> Response:
-    """A preview link (edge.preview): ``{"campaign", "variant", "step" (from
+    """A preview link (edge.core.preview): ``{"campaign", "variant", "step" (from
     1), "ttl_min", "page"}``, all but ``campaign`` optional; signed with
     this server's admin token, so that this server and its peers accept it."""
     ingest, site = _ingest(request), _site(request)

@@ -21,13 +21,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from edge import keys
+from edge.core.profile import to_wire
 from edge.errors import StoreError
 from edge.ledger import Ledger
-from edge.profile import to_wire
 from edge.stores.base import ProfileStore
 from edge.stores.connect import REDIS_ERRORS
+from edge.stores.coupons import CouponPools
 from edge.stores.redis import RedisStore
-from edge.widgets.coupons import CouponPools
 
 _GLOB = re.compile(r"([*?\[\]\\])")
 
@@ -67,7 +67,7 @@ async def pool_campaigns(store: ProfileStore, site: str, configured: Iterable[st
 
 
 async def linked(store: ProfileStore, site: str, visitor: str) -> list[str]:
-    """The visitor and every profile linked to it by identity (``edge.merge``):
+    """The visitor and every profile linked to it by identity (``edge.core.merge``):
     a device leads to its customer's profile, a customer's profile to every
     device merged into it. Erasure and export cover them all, since they are
     one person's data."""

@@ -1,5 +1,5 @@
 """Counting and exporting a segment's members (segments kept on the profile,
-``membership: true``; edge.segments), for the admin API.
+``membership: true``; edge.core.segments), for the admin API.
 
 There is no index: members are found by reading the site's profiles, the way
 ``edge rfm propose`` does. A count, and an NDJSON export, read every profile
@@ -14,7 +14,7 @@ Cursors are opaque strings: ``m:<visitor>`` on the embedded store (profiles
 in visitor order), ``r:<scan cursor>`` on one Redis server, and
 ``c:<master>:<scan cursor>`` on a Cluster (masters in name order; a resharding
 between two pages may repeat or skip some profiles, as SCAN itself may repeat
-a key). A profile merged into a customer's (edge.merge) is no member: its
+a key). A profile merged into a customer's (edge.core.merge) is no member: its
 customer's profile is.
 """
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard, cast
 
 from edge import keys
+from edge.core.profile import Profile, decode_profile
+from edge.core.segments import member_of
 from edge.errors import StoreError
-from edge.profile import Profile, decode_profile
-from edge.segments import member_of
 from edge.stores.base import ProfileStore
 from edge.stores.connect import REDIS_ERRORS, EdgeCluster, RedisClient, is_cluster
 from edge.stores.redis import RedisStore

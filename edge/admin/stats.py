@@ -1,5 +1,5 @@
 """Campaign results for the admin API and page: totals per arm over the last
-days and the A/B test's answer (``edge.experiment``: rates with confidence
+days and the A/B test's answer (``edge.core.experiment``: rates with confidence
 intervals, each variant against the control and the holdout, the
 sample-ratio check). Pure functions over the ``StatsStore`` table
 (day -> arm -> field -> value)."""
@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.core.experiment import HOLDOUT, experiment
+from edge.core.stats import FIELDS, Table, day_of
 from edge.decisioning.campaigns import Campaign
-from edge.experiment import HOLDOUT, experiment
-from edge.stats import FIELDS, Table, day_of
 
 
 def last_days(now: float, tz: ZoneInfo, count: int) -> list[str]:
@@ -60,7 +60,7 @@ def summarize(
     campaign: Campaign, table: Table, days: Sequence[str], now: float, tz: ZoneInfo
 ) -> dict[str, Any]:
     """One campaign's report: counts per arm, the A/B test's answer
-    (``edge.experiment``) and the daily activity. ``maturing_from``: the
+    (``edge.core.experiment``) and the daily activity. ``maturing_from``: the
     first day whose visitors may still click, convert or buy within their
     window (their outcomes are still coming in)."""
     totals = arm_totals(table)

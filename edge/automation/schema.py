@@ -5,7 +5,7 @@ edge.automation.schema > docs/automation-event.schema.json``; a test keeps the
 file equal to the models, and checks that the events edge derives validate).
 
 The models describe the wire form only; edge builds events with
-``edge.automation.events`` and never parses a webhook body itself.
+``edge.core.automation`` and never parses a webhook body itself.
 """
 
 from __future__ import annotations

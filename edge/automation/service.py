@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from edge.automation.config import automation_of
-from edge.automation.events import (
+from edge.automation.store import AutomationStore, Deadline, member
+from edge.automation.webhooks import Delivery, Poster, dead_record, deliver, post
+from edge.core.automation import (
     AutomationEvent,
     cart_payload,
     customer_of,
@@ -26,10 +28,8 @@ from edge.automation.events import (
     derive,
     timed,
 )
-from edge.automation.store import AutomationStore, Deadline, member
-from edge.automation.webhooks import Delivery, Poster, dead_record, deliver, post
-from edge.profile import Profile
-from edge.sites import Site
+from edge.core.profile import Profile
+from edge.core.site import Site
 
 log = logging.getLogger(__name__)
 

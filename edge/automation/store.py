@@ -5,7 +5,7 @@ Consumers read the stream with consumer groups (docs/operations.md,
 "Automation events"); the stream is capped with ``XADD MAXLEN ~``.
 
 Deadlines (abandoned carts, and the timed kinds of
-``edge.automation.events.timed``): one per (kind, visitor) in a sorted set
+``edge.core.automation.timed``): one per (kind, visitor) in a sorted set
 (score: when it falls due) with the payload it was set with in a hash. The
 member is the visitor id for an abandoned cart (the layout before the timed
 kinds existed) and ``<kind>|<visitor>`` for the others (``member``).
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from edge import keys
-from edge.automation.events import AutomationEvent
+from edge.core.automation import AutomationEvent
 from edge.errors import StoreError
 from edge.stores import connect, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient

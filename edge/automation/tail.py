@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from edge import keys
-from edge.automation.events import AutomationEvent
 from edge.automation.store import RedisAutomation
+from edge.core.automation import AutomationEvent
 from edge.stores import connect
 
 

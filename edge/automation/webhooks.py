@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge import __version__
-from edge.automation.events import AutomationEvent, Webhook
+from edge.core.automation import AutomationEvent, Webhook
 
 log = logging.getLogger(__name__)
 

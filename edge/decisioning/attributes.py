@@ -16,17 +16,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edge.automation.config import automation_of
-from edge.automation.events import abandoned
-from edge.intelligence import attributes as intelligence_attributes
-from edge.intelligence import days_to_birthday
-from edge.profile import Profile, Touch
-from edge.tracker.context import VisitContext
+from edge.core.automation import abandoned
+from edge.core.context import VisitContext
+from edge.core.intelligence import attributes as intelligence_attributes
+from edge.core.intelligence import days_to_birthday
+from edge.core.profile import Profile, Touch
 from edge.widgets.text import language
 
 if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
-    from edge.catalog import Catalog
-    from edge.sites import Site
+    from edge.core.catalog import Catalog
+    from edge.core.site import Site
 
 DAY_S = 86400.0
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -98,11 +97,11 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "score": frozenset({"value", "hot"}),
     "interests": frozenset({"top", "scores"}),  # interests.scores.<category> too
     "lifecycle": frozenset({"stage", "churn_risk", "winback"}),
-    "props": None,  # props.<declared property> (edge.properties), checked by the compiler
+    "props": None,  # props.<declared property> (edge.core.properties), checked by the compiler
     "event": None,  # event.<prop> of the custom event a decision is for, likewise
 }
 # What one page view brings rather than the profile: a segment kept on the
-# profile (``membership: true``, edge.segments) may not name these.
+# profile (``membership: true``, edge.core.segments) may not name these.
 PER_PAGE = frozenset({"page", "device", "time", "geo"})
 _INTELLIGENCE = frozenset({"rfm", "score", "interests", "lifecycle"})
 CAMPAIGN_FIELDS = frozenset({"impressions", "clicks", "closes", "conversions", "step"})
@@ -192,7 +191,7 @@ def build(
     visitor["first_name"] = profile.first_name
     visitor["tier"] = profile.tier
     visitor["days_to_birthday"] = days_to_birthday(profile.birthday, local.date())
-    attrs["cart"]["abandoned"] = abandoned(profile, automation_of(site), now)
+    attrs["cart"]["abandoned"] = abandoned(profile, site.automation, now)
     attrs["orders"].update(_bought(profile, site.catalog, now))
     attrs.update(intelligence_attributes(profile, site.intelligence, now))
     return attrs
@@ -200,7 +199,7 @@ def build(
 
 def of_profile(profile: Profile, site: Site, now: float, roots: frozenset[str]) -> dict[str, Any]:
     """The attributes of the profile alone (no page, device, time or geo), as
-    ``build`` makes them, for segments kept on the profile (edge.segments).
+    ``build`` makes them, for segments kept on the profile (edge.core.segments).
     Only the namespaces in ``roots`` are sure to be there: this runs on every
     applied event, so the others are not built."""
     attrs = {name: make(profile, now) for name, make in _BUILDERS.items() if name in roots}
@@ -212,7 +211,7 @@ def of_profile(profile: Profile, site: Site, now: float, roots: frozenset[str]) 
             today = datetime.fromtimestamp(now, site.timezone).date()
             visitor["days_to_birthday"] = days_to_birthday(profile.birthday, today)
         if "cart" in roots:
-            attrs["cart"]["abandoned"] = abandoned(profile, automation_of(site), now)
+            attrs["cart"]["abandoned"] = abandoned(profile, site.automation, now)
         if "orders" in roots:
             attrs["orders"].update(_bought(profile, site.catalog, now))
     if roots & _INTELLIGENCE:

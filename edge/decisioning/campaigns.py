@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.core.properties import NO_DECLARATIONS, Declarations
 from edge.decisioning.attributes import PER_PAGE, condition_paths, unknown_attribute
 from edge.decisioning.conditions import ConditionError, compile_condition
 from edge.decisioning.config import (
@@ -27,7 +28,6 @@ from edge.decisioning.config import (
     WidgetConfig,
     widget_dict,
 )
-from edge.properties import NO_DECLARATIONS, Declarations
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 Where = tuple[str | int, ...]
@@ -155,7 +155,7 @@ class Campaign:
     # No schedule, not a pop-up, shown on page view: for a visitor who never
     # saw it, only the audience decides (the engine's fast path).
     plain: bool = False
-    preview_page: str | None = None  # where a preview link opens (edge.preview)
+    preview_page: str | None = None  # where a preview link opens (edge.core.preview)
     attribution_days: float = DEFAULT_ATTRIBUTION_DAYS  # outcomes count this long after exposure
 
     def widget_for(self, variant: str, step: int) -> dict[str, Any]:
@@ -201,7 +201,7 @@ class Campaign:
 
 @dataclass(frozen=True, slots=True)
 class KeptSegment:
-    """A segment with ``membership: true``: kept on the profile (edge.segments)."""
+    """A segment with ``membership: true``: kept on the profile (edge.core.segments)."""
 
     id: str
     name: str

@@ -29,7 +29,7 @@ class SegmentConfig(_Strict):
     id: Annotated[str, Field(pattern=CAMPAIGN_ID)]
     name: str | None = None
     condition: Condition
-    # kept on the profile (edge.segments): segment_entered / segment_left
+    # kept on the profile (edge.core.segments): segment_entered / segment_left
     # automation events, and the admin API counts and exports its members
     membership: bool = False
 
@@ -208,7 +208,7 @@ class ExperimentConfig(_Strict):
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0
     variants: list[VariantConfig] = []
     # Clicks, conversions and purchases count for the campaign's statistics
-    # only within this many days of a visitor's first exposure (edge.stats).
+    # only within this many days of a visitor's first exposure (edge.core.stats).
     attribution_days: Annotated[float, Field(gt=0, le=90)] = DEFAULT_ATTRIBUTION_DAYS
 
     @model_validator(mode="after")
@@ -236,7 +236,7 @@ class CampaignConfig(_Strict):
     frequency: FrequencyConfig = FrequencyConfig()
     schedule: ScheduleConfig | None = None
     experiment: ExperimentConfig | None = None
-    # The page a preview link opens (edge.preview): a path on the site's first
+    # The page a preview link opens (edge.core.preview): a path on the site's first
     # allowed origin, or a full URL. Default: /.
     preview_page: (
         Annotated[str, Field(pattern=r"^(/|https?://[^\s/]+)\S*$", max_length=2000)] | None
@@ -319,7 +319,7 @@ class DecisioningConfig(_Strict):
     automation: AutomationConfig = AutomationConfig()
 
 
-# --- visitor intelligence: RFM, lead score, interests, lifecycle (edge.intelligence) ---
+# --- visitor intelligence: RFM, lead score, interests, lifecycle (edge.core.intelligence) ---
 
 Cutoffs = Annotated[list[Annotated[float, Field(ge=0, le=1e12)]], Field(min_length=4, max_length=4)]
 

@@ -21,13 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edge.core.context import VisitContext
+from edge.core.profile import CampaignState, Profile
+from edge.core.site import Site
 from edge.decisioning import attributes as attrs_
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign, Clause
 from edge.decisioning.config import CapsConfig
-from edge.profile import CampaignState, Profile
-from edge.sites import Site
-from edge.tracker.context import VisitContext
 
 DAY_S = 86400.0
 NO_PAGE = Page()
@@ -97,7 +97,7 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
     ``unavailable`` campaigns are passed over (their coupon pool is empty, or
     their block of the shopper's history has nothing in it). ``event``: the
     ``event.*`` attributes of the custom event an ``event:<name>`` decision
-    is for (its declared props, ``edge.properties``)."""
+    is for (its declared props, ``edge.core.properties``)."""
     decisioning = site.decisioning
     if not decisioning.campaigns and not explain:
         return NOTHING
@@ -216,7 +216,7 @@ def reveal_refusal(
     device: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Why a coupon of ``campaign``, whose widget was offered to this visitor
-    (``edge.offers``), may not be revealed now, or None: its schedule has
+    (``edge.core.offers``), may not be revealed now, or None: its schedule has
     closed, or the visitor is no longer in its audience. ``profile`` is the
     visitor as before the form was sent: sending it identifies them, and a
     first-order coupon's audience is "not identified". Frequency caps limit

@@ -15,8 +15,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge.catalog import Catalog
-from edge.sites import Site
+from edge.core.catalog import Catalog
+from edge.core.site import Site
 from edge.widgets.text import page_language, preferred
 
 HERE = Path(__file__).parent

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge.core.profile import Profile
 from edge.errors import StoreError
-from edge.profile import Profile
 
 
 class StoreUnavailable(StoreError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from edge.profile import Profile
+from edge.core.profile import Profile
 from edge.stores.base import Conflict, Stored, Write
 
 

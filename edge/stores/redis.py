@@ -30,8 +30,8 @@ from typing import Any, cast
 
 from edge import keys
 from edge.breaker import CircuitBreaker
+from edge.core.profile import Profile, decode_profile, encode_profile
 from edge.errors import StoreError
-from edge.profile import Profile, decode_profile, encode_profile
 from edge.stores import connect, lua
 from edge.stores.base import Conflict, Stored, StoreUnavailable, Write
 from edge.stores.connect import OUTAGE_ERRORS, REDIS_ERRORS, RedisClient

@@ -10,10 +10,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from edge.core.context import VisitContext
+from edge.core.site import Site
 from edge.errors import InvalidMessage, MalformedFrame, ProtocolError, StoreError
-from edge.sites import Site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from edge.tracker.geo import UNKNOWN
 from edge.tracker.ingest import Holding, Ingest, may_store
 from edge.tracker.limits import FORWARDED, REFUSALS, RETRY_AFTER_S, AddressLimits, refusal_warning

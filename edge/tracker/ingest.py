@@ -10,25 +10,25 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from edge import offers
 from edge.aliases import Aliases
 from edge.breaker import by_deadline
+from edge.core import offers
+from edge.core.context import VisitContext
+from edge.core.identity import customer_visitor
+from edge.core.profile import Profile
+from edge.core.properties import event_attributes
+from edge.core.site import Site
+from edge.core.updates import check_event, widget_refusal
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import NO_PAGE, Decision, decide, reveal_refusal
 from edge.errors import ProtocolError
-from edge.identity import customer_visitor
 from edge.ledger import Hot, Ledger
-from edge.profile import Profile
-from edge.properties import event_attributes
 from edge.registry import SiteRegistry
 from edge.settings import Settings
-from edge.sites import Site
 from edge.tracker import protocol as p
 from edge.tracker.admission import Admission
-from edge.tracker.context import VisitContext
 from edge.tracker.geo import Geo
 from edge.tracker.useragent import classify
-from edge.updates import check_event, widget_refusal
 from edge.widgets.service import Shown, WidgetService, coupon_of, nothing_to_recommend
 
 # Event types after which the page's decisions may change; custom events
@@ -119,7 +119,7 @@ def check_batch(
 ) -> tuple[list[dict[str, Any]], list[p.Event], int]:
     """Error frames for the events refused, the events accepted, and how many
     were refused ``not_offered``: a widget event must match what the server
-    showed this visitor (``edge.offers``), checked where there is a profile to
+    showed this visitor (``edge.core.offers``), checked where there is a profile to
     check it on (``stored``). Pure."""
     errors = [p.error(e.code, e.message, seq=e.seq) for e in batch.errors]
     accepted = []
@@ -268,7 +268,7 @@ class Ingest:
                 hot = holder.hot
                 assert hot is not None
                 rebases = hot.rebases
-                if wanted:  # decided now, so that the offers go into the same write (edge.offers)
+                if wanted:  # decided now, so the offers go into the same write (edge.core.offers)
                     assert page is not None
                     chosen = decide_all(
                         hot.current, ctx, site, now, page, wanted, unavailable, accepted

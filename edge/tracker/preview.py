@@ -1,9 +1,9 @@
-"""A preview tab's connection (``edge.preview``): the granted campaign is
+"""A preview tab's connection (``edge.core.preview``): the granted campaign is
 shown, nothing is stored.
 
 A ``hello`` carrying ``preview`` makes its connection a preview for its whole
 life; connections without one never come here. The token is checked first
-(``edge.preview.verify``, then against the site as configured now). A refused
+(``edge.core.preview.verify``, then against the site as configured now). A refused
 one is answered with ``error`` ``preview_refused`` before ``welcome``, and
 the connection then stores and shows nothing: its events are acknowledged and
 dropped, its decisions are empty. A bad or expired link changes nothing, and
@@ -12,7 +12,7 @@ is never turned into an ordinary, counted visit.
 A granted preview works on a private copy of the visitor's profile: read
 once from the store when the tab may be profiled (consent where the site
 requires it), changed by the tab's events with the same pure fold as ever
-(``edge.updates.apply``), so the page behaves as it would, and dropped with
+(``edge.core.updates.apply``), so the page behaves as it would, and dropped with
 the connection. Nothing goes to the ledger: no event, offer or impression of
 a preview is stored on the profile, counted in campaign statistics or
 recommendation signals, or handed to automation. A coupon form reveals the
@@ -24,14 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge import offers
+from edge.core import offers
+from edge.core.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
+from edge.core.profile import Profile
+from edge.core.updates import apply
 from edge.errors import PreviewRefused
-from edge.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
-from edge.profile import Profile
 from edge.tracker import protocol as p
 from edge.tracker.ingest import check_batch, may_store, next_page, triggers
 from edge.tracker.useragent import classify
-from edge.updates import apply
 from edge.widgets.service import Shown, coupon_message, coupon_of, nothing_to_recommend
 
 if TYPE_CHECKING:

@@ -43,6 +43,8 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from edge.breaker import by_deadline
+from edge.core.context import VisitContext
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.errors import (
     BadVisitorId,
@@ -54,11 +56,9 @@ from edge.errors import (
 )
 from edge.ids import new_id
 from edge.ledger import Hot
-from edge.sites import Site
 from edge.stores.base import StoreUnavailable
 from edge.tracker import preview
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from edge.tracker.geo import UNKNOWN, Location
 from edge.tracker.ingest import Ingest, may_store, next_page, triggers
 from edge.tracker.limits import (

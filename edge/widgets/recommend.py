@@ -2,7 +2,7 @@
 
 Pure functions of (strategy, profile, catalog, signals): no I/O and no clock,
 so the decision path can call them with data it already fetched, and a test
-can pin every rule. The shared counts come from ``edge.signals``; the caller
+can pin every rule. The shared counts come from ``edge.core.signals``; the caller
 fetches only what the strategy needs (``SIGNALS_NEEDED``, or the exact store
 queries from ``signal_queries``) and passes them in.
 
@@ -37,9 +37,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge.catalog import Catalog, Product
-from edge.profile import Profile
-from edge.signals import KINDS, PAIR_KINDS, SignalKind
+from edge.core.catalog import Catalog, Product
+from edge.core.profile import Profile
+from edge.core.signals import KINDS, PAIR_KINDS, SignalKind
 
 Scores = Sequence[tuple[str, float]]
 

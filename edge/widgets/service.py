@@ -12,16 +12,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edge.breaker import by_deadline
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.signals import SignalKind, SignalUpdate, signal_updates
+from edge.core.site import Site
+from edge.core.stats import StatUpdate, stat_updates
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
 from edge.ledger import Applied
-from edge.profile import Profile
-from edge.signals import SignalKind, SignalStore, SignalUpdate, signal_updates
-from edge.sites import Site
-from edge.stats import StatsStore, StatUpdate, stat_updates
-from edge.tracker.context import VisitContext
-from edge.widgets.coupons import CouponPools, generated_code, read_pool
+from edge.stores.coupons import CouponPools
+from edge.stores.signals import SignalStore
+from edge.stores.stats import StatsStore
+from edge.widgets.coupons import generated_code, read_pool
 from edge.widgets.recommend import (
     Scores,
     history_is_empty,

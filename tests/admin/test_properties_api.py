@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.identity import sign_token
+from edge.core.identity import sign_token
 from tests.client import Visitor, new_id
 from tests.helpers import EdgeServer, RedisServer, edge_server
 

@@ -19,8 +19,8 @@ import redis as redis_sync
 
 from edge import keys
 from edge.admin import segments as members
-from edge.automation.events import AutomationEvent
-from edge.profile import Membership, Profile
+from edge.core.automation import AutomationEvent
+from edge.core.profile import Membership, Profile
 from edge.stores.base import ProfileStore, Write
 from edge.stores.memory import MemoryStore
 from edge.stores.redis import RedisStore

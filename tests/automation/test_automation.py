@@ -14,20 +14,20 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from edge import offers
 from edge.automation.config import automation_of
-from edge.automation.events import AutomationEvent, abandoned, deadline, derive
 from edge.automation.service import AutomationService
 from edge.automation.store import MemoryAutomation, RedisAutomation
 from edge.automation.tail import tail
 from edge.automation.webhooks import verify
+from edge.core import offers
+from edge.core.automation import AutomationEvent, abandoned, deadline, derive
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.updates import apply, new_profile
 from edge.decisioning.attributes import Page, build
 from edge.decisioning.engine import decide
-from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply, new_profile
 from tests.client import new_id
 from tests.helpers import PROFILES
 
@@ -51,7 +51,7 @@ class Visit:
         """Apply the next event, or (``resend``) the last one again."""
         self.seq += 0 if resend else 1
         event = p.parse_event({"seq": self.seq, "id": f"ev{self.seq:08d}", **raw})
-        if isinstance(event, p.Widget):  # the server showed that widget first (edge.offers)
+        if isinstance(event, p.Widget):  # the server showed that widget first (edge.core.offers)
             shown = self.profile or new_profile(self.visitor, at)
             self.profile = offers.record(shown, [(event.campaign, event.variant, 0)], at, 20)
         after = apply(self.profile, event, self.ctx, self.site, at)

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from edge import keys
-from edge.automation.events import AutomationEvent
+from edge.core.automation import AutomationEvent
 from tests.client import BROWSER_HEADERS, new_id
 from tests.helpers import PROFILES, EdgeServer, RedisServer, edge_server
 

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from edge import offers
 from edge.automation import schema
 from edge.automation.config import automation_of
-from edge.automation.events import AutomationEvent, cart_payload, derive, timed
+from edge.core import offers
+from edge.core.automation import AutomationEvent, cart_payload, derive, timed
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.updates import apply, new_profile
 from edge.decisioning.config import AUTOMATION_EVENTS
-from edge.profile import Profile
 from edge.sites import Site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply, new_profile
 from tests.client import new_id
 
 NOW = 1_790_000_000.0
@@ -44,7 +44,7 @@ class Visitor:
     def send(self, raw: dict[str, Any], at: float) -> list[AutomationEvent]:
         self.seq += 1
         event = p.parse_event({"seq": self.seq, "id": f"ev{self.seq:08d}", **raw})
-        if isinstance(event, p.Widget):  # the server offered it first (edge.offers)
+        if isinstance(event, p.Widget):  # the server offered it first (edge.core.offers)
             shown = self.profile or new_profile(self.ctx.visitor, at)
             self.profile = offers.record(shown, [(event.campaign, event.variant, 0)], at, 20)
         before = self.profile

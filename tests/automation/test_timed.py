@@ -12,16 +12,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from edge.automation.config import automation_of
-from edge.automation.events import AutomationEvent, compile_automation
 from edge.automation.service import AutomationService
 from edge.automation.store import MemoryAutomation, RedisAutomation, member
+from edge.core.automation import AutomationEvent, compile_automation
+from edge.core.context import VisitContext
+from edge.core.intelligence import churn_risk
+from edge.core.profile import Profile
+from edge.core.updates import apply
 from edge.decisioning.config import AutomationConfig
-from edge.intelligence import churn_risk
-from edge.profile import Profile
 from edge.sites import Site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 from tests.client import new_id
 
 NOW = 1_790_000_000.0
@@ -154,7 +154,7 @@ async def test_churn_risk_is_reported_when_the_risk_reaches_the_threshold(site: 
     [risk] = [e for e in events if e.type == "churn_risk"]
     assert risk.payload["expected_interval_days"] == 30.0
     assert risk.payload["last_order_at"] == NOW + 30 * DAY
-    # the deadline is where edge.intelligence's own risk first reaches 0.5
+    # the deadline is where edge.core.intelligence's own risk first reaches 0.5
     assert s.profile is not None
     intel = site.intelligence
     assert churn_risk(s.profile, intel, risk.at) == pytest.approx(0.5)

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.updates import apply
 from edge.decisioning.attributes import Page, build
 from edge.decisioning.conditions import compile_condition
-from edge.profile import Profile
 from edge.sites import Site, load_site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 from tests.helpers import PROFILES
 
 NOW = 1_790_000_000.0

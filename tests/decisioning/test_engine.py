@@ -1,7 +1,7 @@
 """Tests for the decision engine (edge.decisioning.engine.decide).
 
 Sites are real folders loaded with ``load_site``; profiles are built by the
-real event fold (``edge.updates.apply``) from parsed protocol events, so every
+real event fold (``edge.core.updates.apply``) from parsed protocol events, so every
 test goes through the same path as production: events -> profile -> decide.
 """
 
@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge import offers
+from edge.core import offers
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.updates import apply, new_profile
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import Decision, Decisions, decide
 from edge.errors import ConfigError
-from edge.profile import Profile
 from edge.sites import Site, load_site
-from edge.tracker.context import VisitContext
 from edge.tracker.protocol import parse_event
-from edge.updates import apply, new_profile
 
 TZ = ZoneInfo("Europe/Warsaw")
 SHOP = "https://shop.example"
@@ -95,7 +95,7 @@ class Browser:
 
     def widget(self, campaign: str, action: str, *, variant: str = "a", step: int = 0) -> None:
         """A widget event; the server decided to show that widget before
-        (only then does the tracker report it, edge.offers)."""
+        (only then does the tracker report it, edge.core.offers)."""
         profile = self.profile or new_profile(self.ctx.visitor, self.now)
         self.profile = offers.record(profile, [(campaign, variant, step)], self.now, 20)
         self.send(

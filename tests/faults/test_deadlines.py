@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 
 from edge.breaker import CircuitBreaker, StallWatch, by_deadline
+from edge.core.context import VisitContext
+from edge.core.signals import SignalKind, SignalUpdate
 from edge.decisioning.attributes import Page
 from edge.ledger import Ledger
-from edge.signals import SignalKind, SignalUpdate
 from edge.sites import load_site, load_sites
-from edge.stats import MemoryStats
 from edge.stores.base import Conflict, StoreUnavailable, Write
+from edge.stores.coupons import MemoryPools
 from edge.stores.memory import MemoryStore
+from edge.stores.stats import MemoryStats
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
 from edge.tracker.ingest import decide_all
-from edge.widgets.coupons import MemoryPools
 from edge.widgets.recommend import Scores
 from edge.widgets.service import WidgetService
 from tests.client import new_id

@@ -34,7 +34,7 @@ import pytest
 import redis as redis_py
 
 from edge import keys
-from edge.profile import decode_profile
+from edge.core.profile import decode_profile
 from tests.client import Visitor
 from tests.helpers import EdgeServer, edge_server, free_port, wait_until
 

@@ -35,7 +35,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Page
 
-from edge.profile import Profile
+from edge.core.profile import Profile
 from edge.stores.redis import RedisStore
 from tests.browser import poll, tracker_state, wait_acked
 from tests.faults.proxy import delay_proxy

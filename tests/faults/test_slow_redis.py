@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from edge.profile import Profile
+from edge.core.profile import Profile
 from edge.stores.redis import RedisStore
 from tests.client import Visitor
 from tests.faults.proxy import DelayProxy, delay_proxy

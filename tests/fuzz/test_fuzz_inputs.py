@@ -4,7 +4,7 @@ Three layers:
 
 1. the pure protocol layer (``edge.tracker.protocol``): any text, any bytes,
    any structure either decodes to a value or raises a ``ProtocolError``;
-2. the pure update (``edge.updates.apply``) over random valid event streams
+2. the pure update (``edge.core.updates.apply``) over random valid event streams
    with duplicates and out-of-order sequence numbers;
 3. the wire, against one real server process: every malformed WebSocket frame
    is answered with an ``error`` frame or a documented close code (1007, 1008,
@@ -33,12 +33,12 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from edge.core.context import VisitContext
+from edge.core.profile import Profile, decode_profile, encode_profile
+from edge.core.updates import apply
 from edge.errors import MalformedFrame, ProtocolError
-from edge.profile import Profile, decode_profile, encode_profile
 from edge.sites import load_site
 from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.updates import apply
 from tests.client import BROWSER_UA, new_id
 from tests.fuzz.conftest import rss_kib
 from tests.helpers import EdgeServer

@@ -17,17 +17,19 @@ from redis.crc import key_slot
 
 from edge import keys
 from edge.admin import privacy
-from edge.automation.events import AutomationEvent
 from edge.automation.store import RedisAutomation
 from edge.automation.tail import tail
 from edge.cli import main
-from edge.signals import TRENDING_HOURS, RedisSignalStore, SignalUpdate
-from edge.stats import RedisStats, StatUpdate
+from edge.core.automation import AutomationEvent
+from edge.core.signals import SignalUpdate
+from edge.core.stats import StatUpdate
+from edge.core.updates import new_profile
 from edge.stores.base import Write
 from edge.stores.connect import EdgeCluster
+from edge.stores.coupons import RedisPools
 from edge.stores.redis import RedisStore
-from edge.updates import new_profile
-from edge.widgets.coupons import RedisPools
+from edge.stores.signals import TRENDING_HOURS, RedisSignalStore
+from edge.stores.stats import RedisStats
 from tests.client import new_id
 from tests.cluster import RedisClusterServers
 

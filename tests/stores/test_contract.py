@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from edge.core.updates import new_profile
 from edge.stores.base import Conflict, ProfileStore, Write
 from edge.stores.memory import MemoryStore
 from edge.stores.redis import RedisStore
-from edge.updates import new_profile
 from tests.client import new_id
 from tests.cluster import RedisClusterServers, SentinelServers
 from tests.helpers import RedisServer

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from edge import keys
+from edge.core.profile import Profile, encode_profile
+from edge.core.updates import new_profile
 from edge.errors import StoreError
-from edge.profile import Profile, encode_profile
 from edge.stores.base import ProfileStore, Write
 from edge.stores.memory import MemoryStore
 from edge.stores.redis import SCAN_CHUNK, RedisStore
-from edge.updates import new_profile
 from tests.client import new_id
 from tests.cluster import RedisClusterServers
 from tests.helpers import RedisServer, free_port

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from edge import keys
-from edge.profile import decode_profile
+from edge.core.profile import decode_profile
 from tests.client import Visitor, new_id
 from tests.helpers import PROFILES, EdgeServer, RedisServer, edge_server
 

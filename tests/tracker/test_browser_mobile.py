@@ -29,7 +29,7 @@ import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
 from edge import keys
-from edge.profile import CampaignState, decode_profile
+from edge.core.profile import CampaignState, decode_profile
 from edge.sites import load_site
 from tests.browser import TIMEOUT_MS, poll, tracker_state, wait_acked
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server

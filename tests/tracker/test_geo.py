@@ -14,8 +14,8 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
+from edge.core.profile import Profile
 from edge.errors import GeoError
-from edge.profile import Profile
 from edge.settings import Settings
 from edge.tracker.geo import UNKNOWN, Geo, Location
 from edge.tracker.limits import parse_trusted_proxies

@@ -16,8 +16,9 @@ import pytest
 import redis as redis_py
 from websockets.asyncio.client import connect
 
-from edge import keys, preview
-from edge.preview import Grant
+from edge import keys
+from edge.core import preview
+from edge.core.preview import Grant
 from edge.sites import Site, load_site
 from tests.client import Visitor, new_id, open_socket
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server

@@ -1,4 +1,4 @@
-"""Unit tests for edge/tracker/source.py: the traffic source of an arrival."""
+"""Unit tests for edge/core/source.py: the traffic source of an arrival."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import edge.tracker.data
-from edge.tracker.data.refresh import main as refresh_main
-from edge.tracker.data.refresh import refresh
-from edge.tracker.source import (
+import edge.core.data
+from edge.core.data.refresh import main as refresh_main
+from edge.core.data.refresh import refresh
+from edge.core.source import (
     DIRECT,
     ENGINES,
     Source,
@@ -25,7 +25,7 @@ from edge.tracker.source import (
 
 HOSTS = frozenset({"shop.example"})
 LANDING = "https://shop.example/p/lamp"
-DATA = Path(edge.tracker.data.__file__).parent
+DATA = Path(edge.core.data.__file__).parent
 
 
 def test_google_search_with_a_query() -> None:
@@ -185,7 +185,7 @@ def test_search_phrase_is_cut_to_200_characters() -> None:
     assert source.term == "a" * 200
 
 
-# --- search engines from the vendored list (Matomo's, edge/tracker/data/) -----------
+# --- search engines from the vendored list (Matomo's, edge/core/data/) -----------
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_engine_hosts_without_a_search_are_referrals(referrer: str) -> None:
     assert source.source == source.referrer_domain
 
 
-# --- social networks and webmail (the lists in edge/tracker/source.py) ---------------
+# --- social networks and webmail (the lists in edge/core/source.py) ---------------
 
 
 @pytest.mark.parametrize(
@@ -323,7 +323,7 @@ def test_the_vendored_list_is_compiled_once_at_import() -> None:
     assert load_engines() == ENGINES
     readme = (DATA / "README.md").read_text()
     digest = hashlib.sha256((DATA / "search_engines.json").read_bytes()).hexdigest()
-    assert digest in readme, "search_engines.json changed: update edge/tracker/data/README.md"
+    assert digest in readme, "search_engines.json changed: update edge/core/data/README.md"
 
 
 def test_slugs() -> None:

@@ -26,7 +26,7 @@ import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
 from edge import keys
-from edge.profile import CampaignState, decode_profile
+from edge.core.profile import CampaignState, decode_profile
 from tests.browser import DESKTOP_CHROME, TIMEOUT_MS, new_page, poll
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
 

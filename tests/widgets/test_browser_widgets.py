@@ -25,8 +25,8 @@ from playwright.async_api import Browser, BrowserContext, Dialog, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from edge import keys
+from edge.core.profile import Profile, decode_profile
 from edge.decisioning.engine import frequency_cap
-from edge.profile import Profile, decode_profile
 from edge.sites import load_site
 from tests.browser import TIMEOUT_MS, poll, tracker_state, wait_acked
 from tests.helpers import PROFILES as DEMO_PROFILES

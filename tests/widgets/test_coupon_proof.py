@@ -120,7 +120,7 @@ async def claim(
 ) -> tuple[str, str | None]:
     async with gate:
         tab = await welcomed(server, visitor)
-        if visitor is None:  # a newcomer is shown the pop-up first (edge.offers)
+        if visitor is None:  # a newcomer is shown the pop-up first (edge.core.offers)
             shown = await acknowledged(tab, [tab.event("page_view", url="http://127.0.0.1/demo")])
             assert [i["campaign"] for i in shown[-1]["items"]] == ["launch"], shown
         answers = await acknowledged(

@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.stores.coupons import CouponPools, MemoryPools, RedisPools
 from edge.stores.redis import RedisStore
-from edge.widgets.coupons import (
-    ALPHABET,
-    CouponPools,
-    MemoryPools,
-    RedisPools,
-    generated_code,
-    verify_code,
-)
+from edge.widgets.coupons import ALPHABET, generated_code, verify_code
 from tests.client import new_id
 from tests.helpers import RedisServer
 

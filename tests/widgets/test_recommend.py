@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from edge.catalog import Catalog, Product, load_catalog
+from edge.core.catalog import Catalog, Product, load_catalog
+from edge.core.profile import Cart, CartLine, CategoryView, Profile, Session, ViewedProduct
 from edge.errors import ConfigError
-from edge.profile import Cart, CartLine, CategoryView, Profile, Session, ViewedProduct
 from edge.widgets.recommend import (
     HISTORY,
     SIGNALS_NEEDED,

@@ -1,6 +1,6 @@
 """Merging a device's profile into a customer's profile: pure functions.
 
-When a visitor proves who they are (a verified identify, ``edge.identity``),
+When a visitor proves who they are (a verified identify, ``edge.core.identity``),
 the anonymous history of that device joins the customer's own profile, whose
 id is derived from the customer id (``customer_visitor``), and the device is
 *aliased* to it: later visits of that device, and every other device the
@@ -36,9 +36,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from edge import offers
-from edge.intelligence import decay
-from edge.profile import (
+from edge.core import offers
+from edge.core.intelligence import decay
+from edge.core.profile import (
     WINDOW_BITS,
     CampaignState,
     CategoryView,
@@ -52,7 +52,7 @@ from edge.profile import (
     ViewedProduct,
     evolve,
 )
-from edge.sites import Site
+from edge.core.site import Site
 
 T = TypeVar("T")
 MERGED_FROM_BOUND = 64  # devices remembered per customer (for idempotency)
@@ -131,7 +131,7 @@ def _personal(a: Profile, b: Profile) -> dict[str, object]:
         "birthday": a.birthday or b.birthday,
         "tier": a.tier or b.tier,
         "claimed_name": a.claimed_name or b.claimed_name,
-        # custom properties (edge.properties): the customer's win, the device adds the rest
+        # custom properties (edge.core.properties): the customer's win, the device adds the rest
         "props": tuple(sorted({**dict(b.props), **dict(a.props)}.items())),
         **_consent(a, b),
     }

@@ -18,10 +18,8 @@ sweeper, and the scores cannot overflow. A decayed score would need a landmark
 time and periodic rescaling of every member. The price is one ``ZUNIONSTORE``
 over 24 small sets per read, which the Redis store caches for a few seconds.
 
-``signal_updates`` derives what one applied event adds; it is pure (like
-``edge.updates.apply``) so ingest can call it on the profile it already has,
-and a replayed event (``apply`` returns the same profile object) or an order
-reported twice adds nothing, keeping the counts exactly-once like the profile.
+``edge.core.signals.signal_updates`` derives what one applied event adds;
+this module keeps the counts.
 
 Partner lists are bounded: at most ``max_partners`` (100) per sku, trimmed to
 the best scores. Redis trims with ``ZREMRANGEBYRANK`` on a random fraction of
@@ -33,23 +31,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from edge import keys
+from edge.core.signals import KINDS, PAIR_KINDS, SignalKind, SignalUpdate
 from edge.errors import StoreError
-from edge.profile import Profile
 from edge.stores import connect, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
-from edge.tracker import protocol as p
 
-SignalKind = Literal["viewed_together", "bought_together", "bestsellers", "trending"]
-KINDS: tuple[SignalKind, ...] = get_args(SignalKind)
-PAIR_KINDS: frozenset[str] = frozenset({"viewed_together", "bought_together"})
-
-RECENT_PARTNERS = 5  # a view pairs with at most this many earlier views of the visit
-MAX_ORDER_SKUS = 20  # pairs are counted among an order's first 20 distinct skus (380 updates)
 MAX_PARTNERS = 100
 MAX_RANKED = 1000  # bound of the site-wide rankings (bestsellers, each trending bucket)
 HOUR_S = 3600
@@ -57,56 +47,6 @@ TRENDING_HOURS = 24
 
 Scores = list[tuple[str, float]]
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class SignalUpdate:
-    """Add ``amount`` to ``partner`` in the list of ``sku`` (pair kinds), or to
-    ``sku`` in the site-wide ranking (``partner`` is None)."""
-
-    kind: SignalKind
-    sku: str
-    partner: str | None = None
-    amount: float = 1.0
-
-
-def signal_updates(before: Profile | None, after: Profile, event: p.Event) -> list[SignalUpdate]:
-    """What the event that turned ``before`` into ``after`` adds to the signals."""
-    if after is before:  # apply() returns the same object for a replayed event
-        return []
-    if isinstance(event, p.ProductView):
-        return _view_updates(before, after, event.sku)
-    if isinstance(event, p.Purchase):
-        if before is not None and after.orders == before.orders:  # order reported twice
-            return []
-        return _purchase_updates(event.items)
-    return []
-
-
-def _view_updates(before: Profile | None, after: Profile, sku: str) -> list[SignalUpdate]:
-    """Trending counts every view; pairs only the first view of ``sku`` in a
-    visit, so going back and forth between two products counts them once."""
-    updates = [SignalUpdate("trending", sku)]
-    if before is None or after.session is None:
-        return updates
-    started = after.session.started_at
-    visit = [v for v in before.products if v.at >= started]  # earlier views of this visit
-    if any(v.sku == sku for v in visit):
-        return updates
-    for viewed in visit[:RECENT_PARTNERS]:
-        updates.append(SignalUpdate("viewed_together", sku, viewed.sku))
-        updates.append(SignalUpdate("viewed_together", viewed.sku, sku))
-    return updates
-
-
-def _purchase_updates(items: Iterable[p.Item]) -> list[SignalUpdate]:
-    units: dict[str, int] = {}
-    for item in items:
-        units[item.sku] = units.get(item.sku, 0) + item.qty
-    updates = [SignalUpdate("bestsellers", sku, None, float(qty)) for sku, qty in units.items()]
-    skus = list(units)[:MAX_ORDER_SKUS]
-    updates.extend(SignalUpdate("bought_together", a, b) for a in skus for b in skus if a != b)
-    return updates
 
 
 def _check(kind: str, sku: str | None) -> None:

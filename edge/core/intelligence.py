@@ -2,7 +2,7 @@
 lifecycle and churn, win-back, and the verified personal data.
 
 Everything here is a pure function: no I/O, no clock (``now`` is passed in),
-inputs are never mutated. ``on_event`` is what ``edge.updates.apply`` calls to
+inputs are never mutated. ``on_event`` is what ``edge.core.updates.apply`` calls to
 fold one event into the stored lead score and interests; ``attributes`` is what
 ``edge.decisioning.attributes.build`` exposes to conditions (documented in
 docs/configuration.md, "Attributes").
@@ -18,8 +18,8 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.core.profile import Interest, Profile
 from edge.decisioning.config import IntelligenceConfig
-from edge.profile import Interest, Profile
 
 DAY_S = 86400.0
 MIN_INTERVAL_DAYS = 7.0  # floor of a customer's expected interval (split orders, same-day reorders)
@@ -131,7 +131,7 @@ def count_score(value: float, cutoffs: Sequence[float]) -> int:
 
 
 def rfm_scores(profile: Profile, cfg: Intelligence, now: float) -> tuple[int, int, int] | None:
-    """(r, f, m), each 1 … 5; None for a visitor without orders. ``edge.rfm``
+    """(r, f, m), each 1 … 5; None for a visitor without orders. ``edge.core.rfm``
     proposes cut-offs with the same two scoring functions."""
     if profile.orders < 1 or profile.last_order_at is None:
         return None

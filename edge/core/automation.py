@@ -2,7 +2,7 @@
 
 ``derive`` turns one applied event (profile before, profile after, event)
 into the automation events it implies, and ``deadline`` into what it does to
-the visitor's abandoned-cart deadline. Like ``edge.signals.signal_updates``
+the visitor's abandoned-cart deadline. Like ``edge.core.signals.signal_updates``
 both are pure, so a replayed event (``apply`` returns the same profile
 object) implies nothing, and an order reported twice is one ``purchase``.
 
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from edge.core import events as p
+from edge.core.intelligence import DAY_S, Intelligence, expected_interval_days, winback
+from edge.core.profile import Cart, Membership, Profile
 from edge.decisioning.config import AutomationConfig
 from edge.decisioning.config import AutomationEvent as EventKind
-from edge.intelligence import DAY_S, Intelligence, expected_interval_days, winback
-from edge.profile import Cart, Membership, Profile
-from edge.tracker import protocol as p
 
 EventType = EventKind  # one list of event types, in the configuration module
 _RANK = {"anonymous": 0, "claimed": 1, "verified": 2}
@@ -203,7 +203,7 @@ def _segment_events(
     site: str, before: Profile | None, after: Profile, now: float, kept: Collection[str] | None
 ) -> list[AutomationEvent]:
     old = before.segments if before is not None else ()
-    if after.segments is old:  # edge.segments keeps the tuple when nothing changed
+    if after.segments is old:  # edge.core.segments keeps the tuple when nothing changed
         return []
     entered, left = segment_changes(old, after.segments)
     customer = customer_of(after)
@@ -222,7 +222,7 @@ def segment_changes(
     before: tuple[Membership, ...], after: tuple[Membership, ...]
 ) -> tuple[list[Membership], list[Membership]]:
     """(entered, left): memberships in ``after`` only, and in ``before`` only
-    (segments kept on the profile, edge.segments)."""
+    (segments kept on the profile, edge.core.segments)."""
     old = {m.id for m in before}
     new = {m.id for m in after}
     return [m for m in after if m.id not in old], [m for m in before if m.id not in new]
@@ -259,7 +259,7 @@ def _consent_changed(before: Profile | None, after: Profile) -> bool:
 
 def _counted(before: Profile | None, after: Profile, event: p.Widget) -> bool:
     """The widget event changed the campaign's record: it matched an offer
-    (edge.offers); one that did not is no conversion of anything."""
+    (edge.core.offers); one that did not is no conversion of anything."""
     old = before.campaign(event.campaign) if before is not None else None
     return after.campaign(event.campaign) != old
 
@@ -393,7 +393,7 @@ def _churn(
     threshold: float,
     intel: Intelligence,
 ) -> list[Timed]:
-    """Churn risk (edge.intelligence.churn_risk) only grows with time after
+    """Churn risk (edge.core.intelligence.churn_risk) only grows with time after
     the last order, so when it reaches ``threshold`` is known at each order:
     ``last_order_at + expected interval x (1 + 2 x threshold)``."""
     if not isinstance(event, p.Purchase) or after.orders <= (before.orders if before else 0):

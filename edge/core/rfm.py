@@ -3,7 +3,7 @@
 Pure functions: the caller reads the profiles (``ProfileStore.iter_profiles``)
 and passes the time; nothing here does I/O or reads a clock.
 
-How the cut-offs relate to the scores (``edge.intelligence.rfm_scores``):
+How the cut-offs relate to the scores (``edge.core.intelligence.rfm_scores``):
 
 * recency: r = 5 - (number of cut-offs the days since the last order exceed),
   so the k-th cut-off should have k fifths of the customers at or below it;
@@ -34,8 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.intelligence import DAY_S, count_score, recency_score
-from edge.profile import Profile
+from edge.core.intelligence import DAY_S, count_score, recency_score
+from edge.core.profile import Profile
 
 MIN_CUSTOMERS = 100  # fewer customers than this and quintiles are mostly noise
 Mode = Literal["at_most", "reaches"]  # how a value compares with a cut-off

@@ -1,7 +1,7 @@
 """Segments kept on the profile: who is in a segment outside one decision.
 
 A segment with ``membership: true`` (docs/configuration.md, "Segments") is
-evaluated whenever an event is applied to a profile (``edge.updates.apply``
+evaluated whenever an event is applied to a profile (``edge.core.updates.apply``
 calls ``refreshed``) and the answer is kept on the profile as
 ``segments``: one ``Membership(id, since)`` per segment the visitor is in,
 ``since`` being when they entered it. Pure: a function of the new profile,
@@ -20,7 +20,7 @@ the line: membership is "as of the last event".
 
 What changed between the profile before and after an event gives the
 automation events ``segment_entered`` / ``segment_left``
-(``edge.automation.events.derive``), derived from the applied change like
+(``edge.core.automation.derive``), derived from the applied change like
 every other automation event.
 
 Cost per applied event, for a site with kept segments: the attribute
@@ -32,9 +32,9 @@ memberships.
 
 from __future__ import annotations
 
+from edge.core.profile import Membership, Profile, evolve
+from edge.core.site import Site
 from edge.decisioning.attributes import of_profile
-from edge.profile import Membership, Profile, evolve
-from edge.sites import Site
 
 
 def membership(profile: Profile, site: Site, now: float) -> tuple[Membership, ...]:

@@ -4,7 +4,7 @@ A preview link is a page of the shop with ``?edge_preview=<token>``. The
 token names a site, a campaign, optionally a variant and a step, and when it
 expires (30 minutes by default, at most 4 hours), and is signed with the
 server's admin token (``EDGE_ADMIN_TOKEN``), as identity tokens are signed
-with a site's secret (``edge.identity``)::
+with a site's secret (``edge.core.identity``)::
 
     sig = HMAC-SHA256(admin token, "edge-preview-v1|" + site + "|" + campaign
                       + "|" + variant + "|" + step + "|" + expires)
@@ -33,13 +33,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from edge.core.context import VisitContext
+from edge.core.profile import Profile
+from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision, Decisions, decide
 from edge.errors import PreviewRefused
-from edge.profile import Profile
-from edge.sites import Site
-from edge.tracker.context import VisitContext
 
 PREFIX = "edge-preview-v1"
 PARAM = "edge_preview"  # the query parameter of a preview link

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edge.profile import Offer, Profile, evolve
+from edge.core.profile import Offer, Profile, evolve
 
 OFFER_TTL_S = 7 * 86400.0
 # A decision repeated within this time does not rewrite its offer: answering a

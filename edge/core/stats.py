@@ -30,19 +30,15 @@ visitors). Robots are never profiled, so they count nowhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from edge import keys
+from edge.core import events as p
+from edge.core.profile import CampaignState, Profile
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.config import DEFAULT_ATTRIBUTION_DAYS
-from edge.errors import StoreError
-from edge.profile import CampaignState, Profile
-from edge.stores.connect import REDIS_ERRORS, RedisClient
-from edge.tracker import protocol as p
 
 FIELDS = (
     "impressions",
@@ -56,7 +52,6 @@ FIELDS = (
     "orders",
     "revenue",
 )
-KEEP_DAYS = 400
 _ACTION_FIELD = {
     "impression": "impressions",
     "click": "clicks",
@@ -120,7 +115,7 @@ def _widget(
 ) -> list[StatUpdate]:
     old = before.campaign(event.campaign) if before is not None else None
     state = after.campaign(event.campaign)
-    if state is None or state == old:  # not believed (edge.offers): not counted
+    if state is None or state == old:  # not believed (edge.core.offers): not counted
         return []
     arm = event.variant or "a"
     updates = [StatUpdate(event.campaign, arm, _ACTION_FIELD[event.action], day_of(now, tz))]
@@ -162,70 +157,3 @@ def _purchase(
 
 
 Table = dict[str, dict[str, dict[str, float]]]  # day -> arm -> field -> value
-
-
-class StatsStore(Protocol):
-    async def record(self, site: str, updates: Sequence[StatUpdate]) -> None: ...
-
-    async def read(self, site: str, campaign: str, days: Sequence[str]) -> Table: ...
-
-
-class MemoryStats:
-    def __init__(self) -> None:
-        self._data: dict[tuple[str, str, str], dict[str, float]] = {}
-
-    async def record(self, site: str, updates: Sequence[StatUpdate]) -> None:
-        for u in updates:
-            row = self._data.setdefault((site, u.campaign, u.day), {})
-            row[f"{u.arm}:{u.field}"] = row.get(f"{u.arm}:{u.field}", 0.0) + u.amount
-
-    async def read(self, site: str, campaign: str, days: Sequence[str]) -> Table:
-        return {day: _table(self._data.get((site, campaign, day), {})) for day in days}
-
-
-class RedisStats:
-    """One hash per campaign and day. A batch is one non-transactional pipeline:
-    on Redis Cluster its commands go to the masters of their campaigns' slots
-    (one tag per campaign), each increment atomic on its own."""
-
-    def __init__(self, client: RedisClient) -> None:
-        self._client = client
-
-    async def record(self, site: str, updates: Sequence[StatUpdate]) -> None:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                touched = set()
-                for u in updates:
-                    key = keys.campaign_stats(site, u.campaign, u.day)
-                    pipe.hincrbyfloat(key, f"{u.arm}:{u.field}", u.amount)
-                    touched.add(key)
-                for key in touched:
-                    pipe.expire(key, KEEP_DAYS * 86400)
-                await pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"recording campaign statistics failed: {exc}") from exc
-
-    async def read(self, site: str, campaign: str, days: Sequence[str]) -> Table:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for day in days:
-                    pipe.hgetall(keys.campaign_stats(site, campaign, day))
-                rows = await pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading campaign statistics failed: {exc}") from exc
-        return {
-            day: _table({_text(k): float(v) for k, v in row.items()})
-            for day, row in zip(days, rows, strict=True)
-        }
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _table(row: dict[str, float]) -> dict[str, dict[str, float]]:
-    arms: dict[str, dict[str, float]] = {}
-    for name, value in row.items():
-        arm, _, field = name.rpartition(":")
-        arms.setdefault(arm, dict.fromkeys(FIELDS, 0.0))[field] = value
-    return arms

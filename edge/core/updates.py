@@ -13,7 +13,7 @@ is reported to the client and never reaches ``apply``.
 
 Each event builds exactly one new ``Profile`` (handlers return their changes
 and ``apply`` merges them with the bookkeeping), two when it moves the visitor
-into or out of a segment kept on the profile (``edge.segments``): this runs
+into or out of a segment kept on the profile (``edge.core.segments``): this runs
 for every event.
 """
 
@@ -23,12 +23,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from edge import offers, segments
-from edge.decisioning.campaigns import Campaign
-from edge.errors import InvalidMessage
-from edge.identity import verify_token
-from edge.intelligence import on_event
-from edge.profile import (
+from edge.core import events as p
+from edge.core import offers, segments
+from edge.core.context import VisitContext
+from edge.core.identity import verify_token
+from edge.core.intelligence import on_event
+from edge.core.profile import (
     CampaignState,
     Cart,
     CartLine,
@@ -42,11 +42,11 @@ from edge.profile import (
     ViewedProduct,
     evolve,
 )
-from edge.properties import checked_event_props
-from edge.sites import Site
-from edge.tracker import protocol as p
-from edge.tracker.context import VisitContext
-from edge.tracker.source import DIRECT, Source, classify
+from edge.core.properties import checked_event_props
+from edge.core.site import Site
+from edge.core.source import DIRECT, Source, classify
+from edge.decisioning.campaigns import Campaign
+from edge.errors import InvalidMessage
 
 T = TypeVar("T")
 Changes = dict[str, Any]
@@ -76,7 +76,7 @@ def check_event(event: p.Event, site: Site, now: float) -> None:
 
 
 def widget_refusal(profile: Profile | None, event: p.Widget, now: float) -> str | None:
-    """Why a widget event is not believed (``edge.offers``), or None."""
+    """Why a widget event is not believed (``edge.core.offers``), or None."""
     return offers.refusal(profile, event.campaign, event.variant, event.step, event.action, now)
 
 
@@ -93,7 +93,7 @@ def apply(
     elif is_duplicate(profile, event, ctx.session):
         return profile
     if isinstance(event, p.Widget) and widget_refusal(profile, event, now):
-        return profile  # not what the server showed this visitor (edge.offers): no effect
+        return profile  # not what the server showed this visitor (edge.core.offers): no effect
     changes = _bookkeeping(profile, event, ctx, site, now)
     changes.update(_HANDLERS[event.type](profile, changes["session"], event, ctx, site, now))
     changes.update(

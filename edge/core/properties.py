@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.profile import Profile, evolve
+from edge.core.profile import Profile, evolve
 
 PROPERTY_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 EVENT_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"  # as a custom event's name (edge.tracker.protocol)

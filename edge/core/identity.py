@@ -30,7 +30,7 @@ CLOCK_SKEW_S = 300
 def customer_visitor(site: str, customer_id: str) -> str:
     """The id of a customer's own profile: ``c`` and 32 hex digits of
     SHA-256(site, customer id). Every device the customer verifies on is
-    aliased to it (``edge.merge``). It can never be a client's visitor id (those
+    aliased to it (``edge.core.merge``). It can never be a client's visitor id (those
     are exactly 32 hex digits, ``edge.ids``), so no one reaches a customer's
     profile by sending its id in ``hello``: only a verified token leads there."""
     digest = hashlib.sha256(f"{site}\x00{customer_id}".encode()).hexdigest()

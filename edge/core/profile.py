@@ -1,7 +1,7 @@
 """The visitor profile: personal, behavioural and transactional data.
 
 A profile is an immutable value (a frozen dataclass of named tuples and
-tuples): updates build a new one (``edge.updates.apply``), so nothing that
+tuples): updates build a new one (``edge.core.updates.apply``), so nothing that
 holds a profile can see it change under its feet, and "never mutate the input"
 is enforced by the types. Records are ``NamedTuple``s because they are built
 by the thousand on every load and msgpack packs them as arrays as they are:
@@ -100,7 +100,7 @@ class CategoryView(NamedTuple):
 
 class Interest(NamedTuple):
     """Affinity to one category: ``score`` as of ``at``; it halves every
-    half-life after that (``edge.intelligence``)."""
+    half-life after that (``edge.core.intelligence``)."""
 
     name: str
     score: float = 0.0
@@ -164,13 +164,13 @@ class CampaignState(NamedTuple):
     converted_step: int = -1
     # The first impression (first exposure; 0: none recorded, as in states
     # stored before this field): the campaign's statistics count a visitor's
-    # outcomes only within its attribution window from here (edge.stats).
+    # outcomes only within its attribution window from here (edge.core.stats).
     first_at: float = 0.0
 
 
 class Membership(NamedTuple):
     """The visitor is in segment ``id`` (one with ``membership: true``) since
-    ``since``: recomputed whenever an event is applied (``edge.segments``)."""
+    ``since``: recomputed whenever an event is applied (``edge.core.segments``)."""
 
     id: str
     since: float = 0.0
@@ -224,7 +224,7 @@ class Profile:
     created_at: float
     # personal
     level: IdentityLevel = "anonymous"
-    contact: str | None = None  # claimed: salted hash of the email (see edge.identity)
+    contact: str | None = None  # claimed: salted hash of the email (see edge.core.identity)
     customer_id: str | None = None  # verified only
     consent: bool | None = None
     first_name: str | None = None  # verified only, from the shop's signed identify
@@ -266,16 +266,16 @@ class Profile:
     # attribution
     first_touch: Touch | None = None
     last_touch: Touch | None = None
-    # identity links (edge.merge): a device profile merged into a customer's
+    # identity links (edge.core.merge): a device profile merged into a customer's
     # profile points at it; the customer's profile lists the devices merged in
     merged_into: str | None = None  # set: events of this visitor go to that profile
     merge_pending: bool = False  # sealed, and its data may not be in the target yet
     merged_from: tuple[str, ...] = ()  # device visitor ids merged in, most recent first
-    # widgets decided for this visitor (edge.offers)
+    # widgets decided for this visitor (edge.core.offers)
     offers: tuple[Offer, ...] = ()
-    # segments kept on the profile (edge.segments), in configuration order
+    # segments kept on the profile (edge.core.segments), in configuration order
     segments: tuple[Membership, ...] = ()
-    # custom properties (edge.properties): (name, value) sorted by name, set
+    # custom properties (edge.core.properties): (name, value) sorted by name, set
     # only by a verified server-side call (the admin API)
     props: tuple[tuple[str, str | int | float | bool], ...] = ()
 
