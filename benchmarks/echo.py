@@ -6,11 +6,19 @@ Every frame is sent back unchanged: no decoding, no store. The load generator
 reads an echoed ``events`` message as acknowledging its own sequence numbers.
 
     python -m benchmarks.echo --port 8100
+    python -m benchmarks.echo --port 8100 --gc off   # diagnostic: no collector
+
+``--gc off`` (or ``BENCH_ECHO_GC=off``) turns the collector off after
+start-up instead of tuning it as ``edge serve`` does: not a reference for
+edge, a diagnostic that tells the collector's pauses from the transport's
+own (memory grows; fine for a short ladder).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -47,7 +55,12 @@ def create_app() -> Starlette:
     # a full collection over 1,000 connections stalls the echo every few
     # seconds (p99 14-65 ms at 1,500 messages/s), and the reference would be
     # held down by a setting, not by its transport.
-    tune_gc()
+    if os.environ.get("BENCH_ECHO_GC") == "off":
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    else:
+        tune_gc()
     return Starlette(routes=[WebSocketRoute("/ws", echo), Route("/healthz", healthz)])
 
 
@@ -57,7 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--gc",
+        choices=["edge", "off"],
+        default="edge",
+        help="the collector: tuned as edge serve tunes it (default), or off (diagnostic)",
+    )
     args = parser.parse_args(argv)
+    if args.gc == "off":
+        os.environ["BENCH_ECHO_GC"] = "off"  # read by create_app, in every worker
     settings = Settings.from_env()
     import uvicorn
 
