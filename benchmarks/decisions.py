@@ -22,12 +22,12 @@ from typing import Any
 
 import yaml
 
+from edge.config.sites import Site, load_site
 from edge.core.context import VisitContext
 from edge.core.updates import apply
 from edge.decisioning.attributes import Page
 from edge.decisioning.conditions import compile_condition
 from edge.decisioning.engine import decide
-from edge.sites import Site, load_site
 from edge.tracker import protocol as p
 
 VISITOR, SESSION = "7c" * 16, "3e" * 16

@@ -27,7 +27,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.app import tune_gc
-from edge.settings import Settings
+from edge.config.settings import Settings
 
 
 async def echo(ws: WebSocket) -> None:

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.config.sites import load_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile, decode_profile, encode_profile
 from edge.core.updates import apply
-from edge.sites import load_site
 from edge.tracker import protocol as p
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"

@@ -20,24 +20,24 @@ from starlette.types import Receive, Scope, Send
 
 from edge import __version__
 from edge.admin import routes as admin_routes
+from edge.admin.metrics import Metrics
 from edge.automation.service import AutomationService
 from edge.automation.store import AutomationStore, MemoryAutomation, RedisAutomation
-from edge.breaker import StallWatch
+from edge.config.registry import SiteRegistry
+from edge.config.settings import Settings, parse_trusted_proxies
 from edge.errors import ConfigError, StoreError
-from edge.ledger import Ledger
-from edge.metrics import Metrics
-from edge.registry import SiteRegistry
-from edge.settings import Settings
+from edge.runtime.breaker import StallWatch
+from edge.runtime.supervisor import Supervisor
 from edge.stores import ProfileStore, open_store
 from edge.stores.coupons import CouponPools, MemoryPools, RedisPools
+from edge.stores.ledger import Ledger
 from edge.stores.redis import RedisStore
 from edge.stores.signals import MemorySignalStore, RedisSignalStore, SignalStore
 from edge.stores.stats import MemoryStats, RedisStats, StatsStore
-from edge.supervisor import Supervisor
 from edge.tracker.collect import collect
 from edge.tracker.geo import open_geo
 from edge.tracker.ingest import Ingest
-from edge.tracker.limits import AddressLimits, parse_trusted_proxies
+from edge.tracker.limits import AddressLimits
 from edge.tracker.ws import quiet_uvicorn_noise, websocket_app
 from edge.widgets.service import WidgetService
 
@@ -95,7 +95,7 @@ def automation_for(store: ProfileStore, settings: Settings) -> AutomationStore:
 
 async def readyz(request: Request) -> Response:
     """Ready when the store answers, at least one site is configured and no
-    background task crashed lately (edge.supervisor)."""
+    background task crashed lately (edge.runtime.supervisor)."""
     ingest: Ingest = request.app.state.ingest
     problems = list(request.app.state.supervisor.problems())
     try:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge import __version__
+from edge.config.settings import Settings
 from edge.errors import ConfigError
-from edge.settings import Settings
 
 if TYPE_CHECKING:
     from edge.core.rfm import Proposal
@@ -172,7 +172,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edge serve: {exc}", file=sys.stderr)
         return 2
-    from edge.logs import install, log_config
+    from edge.runtime.logs import install, log_config
 
     install(settings.log_level, json_lines=settings.log_json)
     if not settings.profiles.is_dir():
@@ -226,10 +226,10 @@ def check(args: argparse.Namespace) -> int:
     exit 1 if there is any. A file can only make it report problems."""
     import logging
 
-    from edge.registry import SiteRegistry
+    from edge.config.registry import SiteRegistry
 
     registry = SiteRegistry(args.profiles)
-    quiet = logging.getLogger("edge.registry")  # its log lines would repeat ours
+    quiet = logging.getLogger("edge.config.registry")  # its log lines would repeat ours
     quiet.disabled, was = True, quiet.disabled
     try:
         finished = registry.reload_within(Settings.from_env().reload_timeout_s)
@@ -251,7 +251,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
-    from edge.explain import ExplainRequest, run_explain
+    from edge.admin.explain import ExplainRequest, run_explain
 
     try:
         report = run_explain(
@@ -335,7 +335,7 @@ def privacy(args: argparse.Namespace) -> int:
 
 async def _privacy_on_redis(args: argparse.Namespace, url: str) -> dict[str, object] | None:
     from edge.admin import privacy as p
-    from edge.sites import load_site
+    from edge.config.sites import load_site
     from edge.stores.coupons import RedisPools
     from edge.stores.redis import RedisStore
 
@@ -450,9 +450,9 @@ def rfm(args: argparse.Namespace) -> int:
     import time
     from datetime import UTC, datetime
 
+    from edge.config.sites import SITE_ID
     from edge.core.rfm import render_yaml
     from edge.errors import StoreError
-    from edge.sites import SITE_ID
 
     if re.fullmatch(SITE_ID, args.site) is None:
         print(f"edge rfm propose: {args.site!r} is not a site id", file=sys.stderr)
@@ -536,8 +536,8 @@ def preview(args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
+    from edge.config.sites import load_site
     from edge.core import preview as previews
-    from edge.sites import load_site
 
     try:
         secret = Settings.from_env().admin_token
@@ -589,7 +589,7 @@ def preview(args: argparse.Namespace) -> int:
 
 
 def schema(args: argparse.Namespace) -> int:
-    from edge.sites import site_config_schema
+    from edge.config.sites import site_config_schema
 
     text = json.dumps(site_config_schema(), indent=2, sort_keys=True) + "\n"
     if args.output:

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import redis
 
-from edge import keys
 from edge.core.identity import customer_visitor, sign_token
 from edge.core.profile import Profile, decode_profile
+from edge.stores import keys
 from tests.client import Visitor, new_id
 from tests.helpers import EdgeServer, RedisServer, edge_server
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import httpx
 
 from edge.app import create_app
+from edge.config.settings import Settings
 from edge.core.context import VisitContext
-from edge.settings import Settings
 from edge.stores.base import Conflict, Write
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from edge.cli import main
+from edge.config.sites import load_site, site_config_schema
 from edge.decisioning.config import IntelligenceConfig
-from edge.sites import load_site, site_config_schema
 from tests.cluster import RedisClusterServers
 from tests.helpers import PROFILES, ROOT, RedisServer
 
@@ -136,9 +136,9 @@ def store_customers(
     import asyncio
     import random
 
+    from edge.config.sites import load_site
     from edge.core.context import VisitContext
     from edge.core.updates import apply
-    from edge.sites import load_site
     from edge.stores.base import Write
     from edge.stores.redis import RedisStore
     from edge.tracker.protocol import parse_event

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.config.sites import Site, SiteFile, compile_site, load_site
 from edge.core.context import VisitContext
 from edge.core.identity import sign_token
 from edge.core.intelligence import (
@@ -34,7 +35,6 @@ from edge.core.updates import apply, check_event
 from edge.decisioning.attributes import Page, build, unknown_attribute
 from edge.decisioning.engine import decide
 from edge.errors import ConfigError, InvalidMessage
-from edge.sites import Site, SiteFile, compile_site, load_site
 from edge.tracker.protocol import Event, parse_event
 
 VISITOR = "8c1f0a9b2d3e4f5061728394a5b6c7d8"

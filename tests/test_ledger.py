@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.updates import apply
 from edge.errors import StoreError
-from edge.ledger import Ledger
-from edge.sites import Site, load_site
 from edge.stores.base import Conflict, Write
+from edge.stores.ledger import Ledger
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
 from tests.client import new_id

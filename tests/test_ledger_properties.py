@@ -4,7 +4,7 @@ Hypothesis drives two processes' ledgers over one store with random commit
 delays and failures: visitors' tabs submit new events, duplicates of stored
 ones and resends of whole messages, in any order, while writes are in flight
 and compare-and-sets are lost. After every step the invariants of
-``edge/ledger.py``'s docstring must hold (``Ledger.check_invariants``); at the
+``edge/stores/ledger.py``'s docstring must hold (``Ledger.check_invariants``); at the
 end every message is acknowledged and each distinct event is stored exactly
 once.
 """
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.config.sites import Site, load_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.errors import StoreError
-from edge.ledger import Hot, Ledger
-from edge.sites import Site, load_site
 from edge.stores.base import Conflict, StoreUnavailable, Write
+from edge.stores.ledger import Hot, Ledger
 from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
 from tests.helpers import PROFILES

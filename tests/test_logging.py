@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.logs import JsonFormatter, SafeFormatter, clean, escape, log_config
+from edge.runtime.logs import JsonFormatter, SafeFormatter, clean, escape, log_config
 from tests.helpers import PROFILES, edge_server
 
 EVIL = "GET /x\r\n2030-01-01 00:00:00,000 INFO edge: forged\x1b[2J\x00\x85\u2028end"

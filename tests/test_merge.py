@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.config.sites import Site, load_site
 from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor, sign_token
@@ -11,7 +12,6 @@ from edge.core.merge import MERGED_FROM_BOUND, compact, merge, seal
 from edge.core.profile import Profile
 from edge.core.updates import apply, is_duplicate, new_profile
 from edge.ids import is_valid_id
-from edge.sites import Site, load_site
 from edge.tracker.protocol import Event, parse_event
 from tests.client import new_id
 from tests.helpers import PROFILES

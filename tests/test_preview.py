@@ -11,13 +11,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from edge.cli import main
+from edge.config.sites import Site, load_site
 from edge.core import preview
 from edge.core.context import VisitContext
 from edge.core.preview import Grant
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import PreviewRefused
-from edge.sites import Site, load_site
 from tests.helpers import PROFILES
 
 SECRET = b"an-admin-token-of-32-characters!"

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from edge import keys
 from edge.core.profile import Profile, decode_profile
+from edge.stores import keys
 from tests.client import BROWSER_HEADERS, Visitor
 from tests.cluster import RedisClusterServers, sync_client
 from tests.helpers import EdgeServer, RedisServer, edge_server

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.core.context import VisitContext
 from edge.core.merge import merge
 from edge.core.profile import Profile, decode_profile, encode_profile
@@ -24,7 +25,6 @@ from edge.core.updates import check_event
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import ConfigError, InvalidMessage
-from edge.sites import Site, load_site
 from edge.tracker.ingest import decide_all, event_of, triggers
 from edge.tracker.protocol import parse_event
 

@@ -1,4 +1,4 @@
-"""Configuration loading that no file can stop or freeze (edge/registry.py,
+"""Configuration loading that no file can stop or freeze (edge/config/registry.py,
 edge/app.py's watcher, ``edge check``): off the event loop, with a budget,
 one reload at a time, every failure in /healthz, and retried."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.config.registry import SiteRegistry
+from edge.config.sites import Site, load_site
 from edge.errors import ConfigError
-from edge.registry import SiteRegistry
-from edge.sites import Site, load_site
 from tests.helpers import PROFILES, ROOT, edge_server, wait_until
 from tests.test_reload import (
     BILLION_LAUGHS,
@@ -52,7 +52,7 @@ async def test_a_reload_over_its_budget_is_reported_and_left_to_finish(
         release.wait(30)
         return load_site(path)
 
-    monkeypatch.setattr("edge.registry.load_site", stuck)
+    monkeypatch.setattr("edge.config.registry.load_site", stuck)
     (folder / "site.yaml").write_text(GOOD.replace("name: Shop", "name: Shop 2"))
     assert await registry.reload_in_background(0.05) is False
     late = registry.overdue()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.automation.config import automation_of
+from edge.config.sites import Site, SiteFile, compile_site, load_site
 from edge.core.automation import AutomationEvent, derive
 from edge.core.context import VisitContext
 from edge.core.profile import Membership, Profile, decode_profile, encode_profile
@@ -20,7 +21,6 @@ from edge.core.segments import member_of, membership
 from edge.core.updates import apply
 from edge.decisioning.campaigns import Problems, compile_decisioning
 from edge.errors import ConfigError
-from edge.sites import Site, SiteFile, compile_site, load_site
 from edge.tracker import protocol as p
 
 T0 = 1_790_000_000.0

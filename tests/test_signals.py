@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from edge import keys
+from edge.config.sites import SiteFile, compile_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.signals import SignalUpdate, signal_updates
 from edge.core.updates import apply
-from edge.sites import SiteFile, compile_site
+from edge.stores import keys
 from edge.stores.signals import MemorySignalStore, RedisSignalStore, SignalStore
 from edge.tracker.protocol import Event, parse_event
 from tests.helpers import RedisServer

@@ -1,4 +1,4 @@
-"""Unit tests for edge/sites.py, edge/yamlsource.py and edge/registry.py."""
+"""Unit tests for edge/config/sites.py, edge/config/yamlsource.py and edge/config/registry.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.config.registry import SiteRegistry
+from edge.config.sites import Site, load_site, load_sites
 from edge.core.identity import hash_email
 from edge.core.profile import Bounds
 from edge.errors import ConfigError
-from edge.registry import SiteRegistry
-from edge.sites import Site, load_site, load_sites
 
 DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
 GOOD = """\
@@ -422,12 +422,12 @@ def test_a_step_that_raises_something_unexpected_is_still_a_problem(
     def broken(*args: object) -> None:
         raise RuntimeError("a bug,\nover two lines")
 
-    monkeypatch.setattr("edge.sites.compile_decisioning", broken)
+    monkeypatch.setattr("edge.config.sites.compile_decisioning", broken)
     folder = write_site(tmp_path, {"site.yaml": GOOD})
     assert problems_of(folder) == [
         f"{folder / 'site.yaml'}: campaigns: RuntimeError: a bug, over two lines"
     ]
-    monkeypatch.setattr("edge.sites.compile_site", broken)
+    monkeypatch.setattr("edge.config.sites.compile_site", broken)
     assert problems_of(folder) == [f"{folder}: RuntimeError: a bug, over two lines"]
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from edge.admin.page import ci, pts, rel
+from edge.config.sites import load_site
 from edge.core.experiment import METRICS, Z95, experiment, srm, wilson
-from edge.sites import load_site
 from tests.helpers import ROOT
 
 DOC = (ROOT / "docs" / "statistics.md").read_text()

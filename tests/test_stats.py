@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.profile import CampaignState, Profile, evolve
 from edge.core.stats import StatUpdate, stat_updates
 from edge.core.updates import apply, new_profile
-from edge.sites import Site, load_site
 from edge.stores.redis import RedisStore
 from edge.stores.stats import MemoryStats, RedisStats, StatsStore
 from edge.tracker import protocol as p

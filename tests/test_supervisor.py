@@ -1,4 +1,4 @@
-"""Background tasks under edge.supervisor: a crash is logged, counted, makes
+"""Background tasks under edge.runtime.supervisor: a crash is logged, counted, makes
 the process not ready for a while, and the task starts again."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.core.context import VisitContext
-from edge.ledger import Ledger
-from edge.sites import Site, load_site
+from edge.runtime.supervisor import Supervisor
 from edge.stores.base import Conflict, Write
+from edge.stores.ledger import Ledger
 from edge.stores.memory import MemoryStore
-from edge.supervisor import Supervisor
 from edge.tracker import protocol as p
 from tests.client import new_id
 from tests.helpers import PROFILES

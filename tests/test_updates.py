@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from edge.config.sites import Site, SiteFile, compile_site, load_site
 from edge.core.context import VisitContext
 from edge.core.identity import hash_email, sign_token
 from edge.core.profile import (
@@ -25,7 +26,6 @@ from edge.core.profile import (
 )
 from edge.core.updates import apply, check_event, new_profile
 from edge.errors import IdentityRejected
-from edge.sites import Site, SiteFile, compile_site, load_site
 from edge.tracker.protocol import Event, parse_event
 
 VISITOR = "8c1f0a9b2d3e4f5061728394a5b6c7d8"

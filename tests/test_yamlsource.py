@@ -1,4 +1,4 @@
-"""edge/yamlsource.py: a YAML file is bounded before it is walked or built.
+"""edge/config/yamlsource.py: a YAML file is bounded before it is walked or built.
 
 The bomb tests carry a short timeout: without the bounds they do not fail,
 they run (a "billion laughs" file expands to 10**9 values)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.yamlsource import (
+from edge.config.yamlsource import (
     MAX_ALIASES,
     MAX_DEPTH,
     MAX_FILE_BYTES,

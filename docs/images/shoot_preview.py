@@ -20,8 +20,8 @@ from playwright.async_api import async_playwright
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the repository, for tests.*
 
-from edge import preview  # noqa: E402
-from edge.sites import load_site  # noqa: E402
+from edge.config.sites import load_site  # noqa: E402
+from edge.core import preview  # noqa: E402
 from tests.browser import CHROMIUM, DESKTOP_CHROME, LAUNCH_ARGS  # noqa: E402
 from tests.helpers import PROFILES, edge_server  # noqa: E402
 

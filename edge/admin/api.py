@@ -23,7 +23,9 @@ from starlette.routing import BaseRoute, Route
 
 from edge.admin import page, privacy
 from edge.admin import segments as members_
+from edge.admin.explain import CLIENT_TRIGGERS
 from edge.admin.stats import last_days, summarize
+from edge.config.settings import Settings
 from edge.core import preview
 from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor
@@ -34,9 +36,7 @@ from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import KeptSegment
 from edge.decisioning.engine import decide
 from edge.errors import BadVisitorId, ConfigError, StoreError
-from edge.explain import CLIENT_TRIGGERS
 from edge.ids import check_visitor_id, is_valid_id, new_id
-from edge.settings import Settings
 from edge.tracker.ingest import Ingest
 from edge.tracker.useragent import classify
 from edge.widgets.service import nothing_to_recommend
@@ -302,7 +302,7 @@ async def explain(request: Request) -> Response:
     )
     items = decisions.to_wire()
     trace = list(decisions.trace)
-    if trigger in CLIENT_TRIGGERS:  # as edge.explain.run_explain does
+    if trigger in CLIENT_TRIGGERS:  # as edge.admin.explain.run_explain does
         armed = [i for i in items if i["trigger"]["type"] == trigger]
         trace += [
             f"campaign {i['campaign']}: decided, but shows on {i['trigger']['type']}, not {trigger}"
@@ -457,7 +457,7 @@ def _line(row: dict[str, Any]) -> bytes:
 async def reload(request: Request) -> Response:
     ingest = _ingest(request)
     registry = ingest.registry
-    try:  # off the event loop, with the watcher's budget (edge.registry)
+    try:  # off the event loop, with the watcher's budget (edge.config.registry)
         changed = await registry.reload_in_background(ingest.settings.reload_timeout_s)
     except ConfigError as exc:
         raise Problem(500, "; ".join(exc.problems)) from None

@@ -6,7 +6,7 @@ What is stored about a visitor, and where:
 * the profile (``edge:p:{<site>:<visitor>}``) with everything edge knows;
 * their code in each coupon pool they claimed one from
   (``edge:cp:{cp:<site>:<campaign>}:given``, a hash field named by their id);
-* in a running server, the hot copy of the profile (``edge.ledger``).
+* in a running server, the hot copy of the profile (``edge.stores.ledger``).
 
 Campaign statistics and recommendation signals are counts without visitor
 ids, and generated coupon codes are computed, not stored: nothing to erase.
@@ -20,13 +20,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from edge import keys
 from edge.core.profile import to_wire
 from edge.errors import StoreError
-from edge.ledger import Ledger
+from edge.stores import keys
 from edge.stores.base import ProfileStore
 from edge.stores.connect import REDIS_ERRORS
 from edge.stores.coupons import CouponPools
+from edge.stores.ledger import Ledger
 from edge.stores.redis import RedisStore
 
 _GLOB = re.compile(r"([*?\[\]\\])")

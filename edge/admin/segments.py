@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard, cast
 
-from edge import keys
 from edge.core.profile import Profile, decode_profile
 from edge.core.segments import member_of
 from edge.errors import StoreError
+from edge.stores import keys
 from edge.stores.base import ProfileStore
 from edge.stores.connect import REDIS_ERRORS, EdgeCluster, RedisClient, is_cluster
 from edge.stores.redis import RedisStore

@@ -1,6 +1,6 @@
 """A site's compiled ``automation`` section.
 
-The site loader (``edge.sites``) validates the section as part of the site
+The site loader (``edge.config.sites``) validates the section as part of the site
 file, so a bad ``automation:`` is reported like any other problem, and
 compiles it into ``Site.automation`` (``edge.core.site``), where the decision
 core reads it. The shells ask for it here.

@@ -66,7 +66,7 @@ class AutomationService:
         self._claimer: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_DELIVERIES)
-        # Reports a crash of the recorder (edge.supervisor); the next event restarts it.
+        # Reports a crash of the recorder (edge.runtime.supervisor); the next event restarts it.
         self.on_task: Callable[[str, asyncio.Task[None]], None] = lambda name, task: None
 
     # --- from ingest ---------------------------------------------------------

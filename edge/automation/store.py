@@ -22,10 +22,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from edge import keys
 from edge.core.automation import AutomationEvent
 from edge.errors import StoreError
-from edge.stores import connect, lua
+from edge.stores import connect, keys, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 MEMORY_RING = 10_000
@@ -188,7 +187,7 @@ return #ARGV / 4
 
 
 class RedisAutomation:
-    """Streams, deadlines and dead letters in Redis (layout in ``edge.keys``)."""
+    """Streams, deadlines and dead letters in Redis (layout in ``edge.stores.keys``)."""
 
     def __init__(
         self, client: RedisClient, *, maxlen: int = 100_000, owns_client: bool = False

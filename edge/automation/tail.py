@@ -6,10 +6,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from edge import keys
 from edge.automation.store import RedisAutomation
 from edge.core.automation import AutomationEvent
-from edge.stores import connect
+from edge.stores import connect, keys
 
 
 def line(entry_id: str, event: AutomationEvent) -> str:

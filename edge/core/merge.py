@@ -8,7 +8,7 @@ customer verifies on, land on one profile.
 
 A merge takes three compare-and-set writes, each of one profile (so each is
 one atomic single-slot operation, on Redis Cluster too), driven by
-``edge.aliases``:
+``edge.stores.aliases``:
 
 1. **seal** the device profile: ``merged_into = <customer>``,
    ``merge_pending = True``. From then on nothing is applied to it: a writer
@@ -22,7 +22,7 @@ one atomic single-slot operation, on Redis Cluster too), driven by
    (``merge_pending = False``): its data now lives in one place.
 
 A crash between 1 and 2 leaves a sealed, pending device profile: whoever
-opens it next finishes the merge first (``edge.aliases.Aliases.resolve``).
+opens it next finishes the merge first (``edge.stores.aliases.Aliases.resolve``).
 
 How fields combine (``merge``): counters are added; lists are unioned per key
 (views and totals added), most recent first and bounded as usual; the earliest

@@ -1,6 +1,6 @@
 """A compiled site: the plain, frozen configuration the core takes.
 
-``edge.sites`` (the loader) builds it from a site folder's YAML files once per
+``edge.config.sites`` (the loader) builds it from a site folder's YAML files once per
 configuration version; the core reads it and never parses anything. It holds
 data and compiled forms only (conditions, templates, the catalog, regexes): no
 file handles, connections or clocks.

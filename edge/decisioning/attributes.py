@@ -23,7 +23,7 @@ from edge.core.intelligence import days_to_birthday
 from edge.core.profile import Profile, Touch
 from edge.widgets.text import language
 
-if TYPE_CHECKING:  # edge.sites compiles campaigns, which use this module
+if TYPE_CHECKING:  # edge.config.sites compiles campaigns, which use this module
     from edge.core.catalog import Catalog
     from edge.core.site import Site
 

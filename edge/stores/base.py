@@ -4,7 +4,7 @@ Invariant: a write succeeds only when the stored version still equals the
 version the writer read (0 = "no profile yet"), and then the version grows by
 exactly one. Two writers that read the same version cannot both succeed, so no
 update is ever lost: the loser re-reads and re-applies its events
-(``edge.ledger``). Writes are batched: a store turns a list of writes into
+(``edge.stores.ledger``). Writes are batched: a store turns a list of writes into
 as few round trips as it can (one pipeline for Redis).
 
 Erasure (``forget``) leaves a tombstone: for its lifetime, a write that would

@@ -33,7 +33,7 @@ Whatever the topology, a client built here keeps edge's invariants:
   counts it and a visitor gets the store-unavailable fallback, not an error;
 * MULTI is not used on Redis Cluster (redis-py runs each queued command of a
   cluster transaction in a thread of its own): what must be atomic is one Lua
-  script over keys of one hash slot (``edge.keys``).
+  script over keys of one hash slot (``edge.stores.keys``).
 """
 
 from __future__ import annotations

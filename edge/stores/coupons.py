@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from edge import keys
 from edge.errors import StoreError
-from edge.stores import lua
+from edge.stores import keys, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 

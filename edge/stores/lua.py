@@ -7,7 +7,7 @@ redis-py's own ``Script`` objects send ``SCRIPT EXISTS`` before every pipeline
 on one server, and cannot load a script a cluster pipeline is missing.
 
 Every script's keys go in KEYS, never built inside the script, and all of
-them carry one hash tag (``edge.keys``): on Redis Cluster a script runs on the
+them carry one hash tag (``edge.stores.keys``): on Redis Cluster a script runs on the
 node owning that slot, and a key of another slot would fail with CROSSSLOT.
 """
 

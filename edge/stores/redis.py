@@ -2,7 +2,7 @@
 Redis server, a Redis Cluster or the master Sentinel names (the URL forms are
 in ``edge.stores.connect``, which builds the client every Redis user shares).
 
-A profile is one hash (see ``edge.keys``): ``v`` its version, ``p`` its
+A profile is one hash (see ``edge.stores.keys``): ``v`` its version, ``p`` its
 msgpack bytes. A write is one Lua compare-and-set (atomic on the server, and
 single-slot on Redis Cluster thanks to the key's hash tag); a batch of writes
 is one pipeline, so one round trip carries every profile a flush has (on a
@@ -14,7 +14,7 @@ redis-py's default pool does raise, and that error would reach visitors. On
 a cluster a gate in front of the client does the same (``edge.stores.connect``).
 
 Every call has a deadline (``socket_timeout_s``, ``connect_timeout_s``; no
-redis-py retries) and goes through a circuit breaker (``edge.breaker``): after
+redis-py retries) and goes through a circuit breaker (``edge.runtime.breaker``): after
 a few consecutive connection failures or timeouts the store fails at once
 (``StoreUnavailable``) instead of letting each caller wait out a dead server,
 then probes with one call after a cool-down (docs/operations.md, "Store
@@ -28,11 +28,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, cast
 
-from edge import keys
-from edge.breaker import CircuitBreaker
 from edge.core.profile import Profile, decode_profile, encode_profile
 from edge.errors import StoreError
-from edge.stores import connect, lua
+from edge.runtime.breaker import CircuitBreaker
+from edge.stores import connect, keys, lua
 from edge.stores.base import Conflict, Stored, StoreUnavailable, Write
 from edge.stores.connect import OUTAGE_ERRORS, REDIS_ERRORS, RedisClient
 

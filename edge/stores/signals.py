@@ -34,10 +34,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from edge import keys
 from edge.core.signals import KINDS, PAIR_KINDS, SignalKind, SignalUpdate
 from edge.errors import StoreError
-from edge.stores import connect, lua
+from edge.stores import connect, keys, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 MAX_PARTNERS = 100
@@ -170,7 +169,7 @@ TRENDING = lua.Script(TRENDING_SCRIPT)
 
 
 class RedisSignalStore:
-    """Signals in Redis sorted sets (layout in ``edge.keys``), shared by all nodes.
+    """Signals in Redis sorted sets (layout in ``edge.stores.keys``), shared by all nodes.
 
     ``trim_probability`` is the share of writes to a set that also trim it;
     ``trending_cache_s`` how long one 24-bucket sum is reused (0: never).

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from edge import keys
 from edge.core.stats import FIELDS, StatUpdate, Table
 from edge.errors import StoreError
+from edge.stores import keys
 from edge.stores.connect import REDIS_ERRORS, RedisClient
 
 KEEP_DAYS = 400

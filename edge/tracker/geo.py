@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import maxminddb
 
+from edge.config.settings import IPNetwork, parse_trusted_proxies
 from edge.errors import GeoError
-from edge.tracker.limits import IPNetwork, client_address, parse_trusted_proxies
+from edge.tracker.limits import client_address
 
 if TYPE_CHECKING:
-    from edge.settings import Settings
+    from edge.config.settings import Settings
 
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _NOT_A_COUNTRY = frozenset({"XX", "T1", "ZZ"})  # unknown, Tor, user-assigned "unknown"

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from edge.aliases import Aliases
-from edge.breaker import by_deadline
+from edge.config.registry import SiteRegistry
+from edge.config.settings import Settings
 from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor
@@ -22,9 +22,9 @@ from edge.core.updates import check_event, widget_refusal
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import NO_PAGE, Decision, decide, reveal_refusal
 from edge.errors import ProtocolError
-from edge.ledger import Hot, Ledger
-from edge.registry import SiteRegistry
-from edge.settings import Settings
+from edge.runtime.breaker import by_deadline
+from edge.stores.aliases import Aliases
+from edge.stores.ledger import Hot, Ledger
 from edge.tracker import protocol as p
 from edge.tracker.admission import Admission
 from edge.tracker.geo import Geo
@@ -240,7 +240,7 @@ class Ingest:
 
         ``holder.hot`` is None when nothing may be stored (no consent): events
         are then acknowledged and dropped. A verified identify moves the holder
-        to the customer's profile (``edge.aliases``) before it is applied.
+        to the customer's profile (``edge.stores.aliases``) before it is applied.
         Beacons (``page=None``) get a bare ``ack``: their page is going away.
         Raises ``TimeoutError`` if the store did not take the events within
         ``ack_timeout_s``, ``StoreUnavailable`` at once when it is known to
@@ -380,7 +380,7 @@ class Ingest:
             new = await self.aliases.resolve(site, ctx.visitor, now)
         else:
             new = await self.aliases.link(site, ctx.visitor, target, now)
-        holder.hot = new  # never sealed: customer profiles are not (edge.aliases)
+        holder.hot = new  # never sealed: customer profiles are not (edge.stores.aliases)
         self.ledger.release(old)
 
     async def _reveal(

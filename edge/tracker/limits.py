@@ -30,8 +30,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from enum import StrEnum
 
+from edge.config.settings import IPNetwork
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 IPV6_GROUP_PREFIX = 64  # IPv6 clients share limits per /64
 UNKNOWN_ADDRESS = "unknown"  # no peer address at all (a Unix socket): one shared key
@@ -100,23 +101,6 @@ class LoopStalls:
 
 
 # --- the client address ---------------------------------------------------------
-
-
-def parse_trusted_proxies(value: str | None) -> tuple[IPNetwork, ...]:
-    """``"127.0.0.1, ::1, 10.0.0.0/8"`` -> networks. None or "" trusts no proxy.
-    Raises ``ValueError`` naming the bad entry."""
-    networks: list[IPNetwork] = []
-    for entry in (value or "").split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(
-                f"trusted_proxies: {entry!r} is not an IP address or network"
-            ) from None
-    return tuple(networks)
 
 
 def _ip(value: str) -> IPAddress | None:

@@ -26,7 +26,7 @@ import contextlib
 import resource
 from dataclasses import dataclass
 
-from edge.settings import Settings
+from edge.config.settings import Settings
 
 SPARE_SHARE = 4  # a quarter of the reserve may hold connections over the budget
 SPARE_TIMEOUT_S = 1.0  # a connection over the budget must send its request within this

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from edge.settings import Settings
+from edge.config.settings import Settings
 from edge.tracker.limits import WARN_INTERVAL_S, LoopStalls
 from edge.tracker.openfiles import Budget, open_files_limit
 

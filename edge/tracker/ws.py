@@ -1,5 +1,5 @@
 """The WebSocket endpoint ``/ws?site=<id>``: a thin shell around the protocol
-(``protocol``), the profile ledger (``edge.ledger``) and the decision hook.
+(``protocol``), the profile ledger (``edge.stores.ledger``) and the decision hook.
 
 Per connection: refuse a bad site or Origin before accepting (HTTP 403), and
 a client address over its limits (HTTP 429, edge.tracker.limits), wait for a
@@ -42,7 +42,6 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from edge.breaker import by_deadline
 from edge.core.context import VisitContext
 from edge.core.site import Site
 from edge.decisioning.attributes import Page
@@ -55,8 +54,9 @@ from edge.errors import (
     StoreError,
 )
 from edge.ids import new_id
-from edge.ledger import Hot
+from edge.runtime.breaker import by_deadline
 from edge.stores.base import StoreUnavailable
+from edge.stores.ledger import Hot
 from edge.tracker import preview
 from edge.tracker import protocol as p
 from edge.tracker.geo import UNKNOWN, Location

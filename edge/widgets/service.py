@@ -11,7 +11,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edge.breaker import by_deadline
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.signals import SignalKind, SignalUpdate, signal_updates
@@ -20,8 +19,9 @@ from edge.core.stats import StatUpdate, stat_updates
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import Campaign
 from edge.decisioning.engine import Decision
-from edge.ledger import Applied
+from edge.runtime.breaker import by_deadline
 from edge.stores.coupons import CouponPools
+from edge.stores.ledger import Applied
 from edge.stores.signals import SignalStore
 from edge.stores.stats import StatsStore
 from edge.widgets.coupons import generated_code, read_pool
@@ -69,7 +69,7 @@ class WidgetService:
         self._low: dict[str, dict[str, int]] = {}  # site -> campaign -> codes left, when low
         self.on_coupon: Callable[[Site, str, str, str | None], None] = lambda *issued: None
         self.signals_dropped = 0  # signal updates naming a product not in the catalog
-        # Reports a crash of the recorder (edge.supervisor); the next event restarts it.
+        # Reports a crash of the recorder (edge.runtime.supervisor); the next event restarts it.
         self.on_task: Callable[[str, asyncio.Task[None]], None] = lambda name, task: None
 
     # --- rendering -------------------------------------------------------------

@@ -16,9 +16,9 @@ import pytest
 import redis as redis_sync
 import yaml
 
+from edge.config.sites import load_site
 from edge.core.experiment import newcombe
 from edge.core.stats import StatUpdate, day_of
-from edge.sites import load_site
 from edge.stores.stats import RedisStats
 from tests.client import Visitor, new_id
 from tests.helpers import PROFILES, ROOT, EdgeServer, RedisServer, edge_server

@@ -9,10 +9,10 @@ import pytest
 
 from edge.admin import page
 from edge.admin.stats import last_days, summarize
+from edge.config.sites import load_site
 from edge.core.experiment import newcombe, wilson
 from edge.core.stats import Table
 from edge.decisioning.campaigns import Campaign, Variant
-from edge.sites import load_site
 from tests.helpers import PROFILES
 
 TZ = ZoneInfo("Europe/Warsaw")

@@ -17,10 +17,10 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from edge import keys
 from edge.admin import segments as members
 from edge.core.automation import AutomationEvent
 from edge.core.profile import Membership, Profile
+from edge.stores import keys
 from edge.stores.base import ProfileStore, Write
 from edge.stores.memory import MemoryStore
 from edge.stores.redis import RedisStore

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from edge.sites import Site, load_site
+from edge.config.sites import Site, load_site
 from tests.helpers import PROFILES, RedisServer
 
 

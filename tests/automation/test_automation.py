@@ -19,6 +19,7 @@ from edge.automation.service import AutomationService
 from edge.automation.store import MemoryAutomation, RedisAutomation
 from edge.automation.tail import tail
 from edge.automation.webhooks import verify
+from edge.config.sites import Site, load_site
 from edge.core import offers
 from edge.core.automation import AutomationEvent, abandoned, deadline, derive
 from edge.core.context import VisitContext
@@ -26,7 +27,6 @@ from edge.core.profile import Profile
 from edge.core.updates import apply, new_profile
 from edge.decisioning.attributes import Page, build
 from edge.decisioning.engine import decide
-from edge.sites import Site, load_site
 from edge.tracker import protocol as p
 from tests.client import new_id
 from tests.helpers import PROFILES

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from edge import keys
 from edge.core.automation import AutomationEvent
+from edge.stores import keys
 from tests.client import BROWSER_HEADERS, new_id
 from tests.helpers import PROFILES, EdgeServer, RedisServer, edge_server
 

@@ -13,13 +13,13 @@ import pytest
 
 from edge.automation import schema
 from edge.automation.config import automation_of
+from edge.config.sites import Site
 from edge.core import offers
 from edge.core.automation import AutomationEvent, cart_payload, derive, timed
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.updates import apply, new_profile
 from edge.decisioning.config import AUTOMATION_EVENTS
-from edge.sites import Site
 from edge.tracker import protocol as p
 from tests.client import new_id
 

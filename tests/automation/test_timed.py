@@ -14,13 +14,13 @@ import redis.asyncio as aioredis
 from edge.automation.config import automation_of
 from edge.automation.service import AutomationService
 from edge.automation.store import MemoryAutomation, RedisAutomation, member
+from edge.config.sites import Site
 from edge.core.automation import AutomationEvent, compile_automation
 from edge.core.context import VisitContext
 from edge.core.intelligence import churn_risk
 from edge.core.profile import Profile
 from edge.core.updates import apply
 from edge.decisioning.config import AutomationConfig
-from edge.sites import Site
 from edge.tracker import protocol as p
 from tests.client import new_id
 

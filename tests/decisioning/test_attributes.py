@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.updates import apply
 from edge.decisioning.attributes import Page, build
 from edge.decisioning.conditions import compile_condition
-from edge.sites import Site, load_site
 from edge.tracker import protocol as p
 from tests.helpers import PROFILES
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.errors import ConfigError
-from edge.sites import Site, load_site
 
 SITE_YAML = "site: {id: shop, timezone: Europe/Warsaw}\n"
 

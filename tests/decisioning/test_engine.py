@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from edge.config.sites import Site, load_site
 from edge.core import offers
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
@@ -25,7 +26,6 @@ from edge.core.updates import apply, new_profile
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import Decision, Decisions, decide
 from edge.errors import ConfigError
-from edge.sites import Site, load_site
 from edge.tracker.protocol import parse_event
 
 TZ = ZoneInfo("Europe/Warsaw")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.config.sites import load_site
 from edge.decisioning.config import WIDGETS
-from edge.sites import load_site
 from tests.decisioning.test_campaign_config import only_problem, write_site
 
 

@@ -1,4 +1,4 @@
-"""The answer deadline in process: ``edge.breaker.by_deadline``, the widget
+"""The answer deadline in process: ``edge.runtime.breaker.by_deadline``, the widget
 service's recommendation signals read from a store that never answers, and
 the ledger's stall limit on a write that never returns."""
 
@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from edge.breaker import CircuitBreaker, StallWatch, by_deadline
+from edge.config.sites import load_site, load_sites
 from edge.core.context import VisitContext
 from edge.core.signals import SignalKind, SignalUpdate
 from edge.decisioning.attributes import Page
-from edge.ledger import Ledger
-from edge.sites import load_site, load_sites
+from edge.runtime.breaker import CircuitBreaker, StallWatch, by_deadline
 from edge.stores.base import Conflict, StoreUnavailable, Write
 from edge.stores.coupons import MemoryPools
+from edge.stores.ledger import Ledger
 from edge.stores.memory import MemoryStore
 from edge.stores.stats import MemoryStats
 from edge.tracker import protocol as p

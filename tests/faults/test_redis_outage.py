@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from edge import keys
 from edge.core.profile import decode_profile
+from edge.stores import keys
 from tests.client import Visitor
 from tests.helpers import EdgeServer, edge_server, free_port, wait_until
 

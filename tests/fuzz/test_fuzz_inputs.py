@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from edge.config.sites import load_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile, decode_profile, encode_profile
 from edge.core.updates import apply
 from edge.errors import MalformedFrame, ProtocolError
-from edge.sites import load_site
 from edge.tracker import protocol as p
 from tests.client import BROWSER_UA, new_id
 from tests.fuzz.conftest import rss_kib

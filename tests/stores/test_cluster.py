@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.crc import key_slot
 
-from edge import keys
 from edge.admin import privacy
 from edge.automation.store import RedisAutomation
 from edge.automation.tail import tail
@@ -24,6 +23,7 @@ from edge.core.automation import AutomationEvent
 from edge.core.signals import SignalUpdate
 from edge.core.stats import StatUpdate
 from edge.core.updates import new_profile
+from edge.stores import keys
 from edge.stores.base import Write
 from edge.stores.connect import EdgeCluster
 from edge.stores.coupons import RedisPools
@@ -41,7 +41,7 @@ def slot(key: str) -> int:
 
 
 def test_each_atomic_group_is_one_slot() -> None:
-    """What a script touches shares one hash tag (edge.keys); the rest spreads."""
+    """What a script touches shares one hash tag (edge.stores.keys); the rest spreads."""
     site, visitor, campaign = "demo", new_id(), "launch"
     groups = [
         [keys.profile(site, visitor), keys.tombstone(site, visitor)],

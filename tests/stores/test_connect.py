@@ -10,9 +10,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
-from edge import keys
 from edge.cli import main
 from edge.errors import BadRedisUrl, EdgeError, StoreError
+from edge.stores import keys
 from edge.stores.base import StoreUnavailable
 from edge.stores.connect import (
     ClientOptions,

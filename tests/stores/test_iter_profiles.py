@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge import keys
 from edge.core.profile import Profile, encode_profile
 from edge.core.updates import new_profile
 from edge.errors import StoreError
+from edge.stores import keys
 from edge.stores.base import ProfileStore, Write
 from edge.stores.memory import MemoryStore
 from edge.stores.redis import SCAN_CHUNK, RedisStore

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from edge import keys
 from edge.core.profile import decode_profile
+from edge.stores import keys
 from tests.client import Visitor, new_id
 from tests.helpers import PROFILES, EdgeServer, RedisServer, edge_server
 

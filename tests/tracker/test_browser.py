@@ -12,8 +12,8 @@ import pytest
 import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Page
 
-from edge import keys
 from edge.core.profile import Profile, decode_profile
+from edge.stores import keys
 from tests.browser import DESKTOP_CHROME, new_page, poll, storage, tracker_state, wait_acked
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server, free_port
 

@@ -28,9 +28,9 @@ import pytest_asyncio
 import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
-from edge import keys
+from edge.config.sites import load_site
 from edge.core.profile import CampaignState, decode_profile
-from edge.sites import load_site
+from edge.stores import keys
 from tests.browser import TIMEOUT_MS, poll, tracker_state, wait_acked
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
 

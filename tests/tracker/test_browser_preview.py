@@ -22,8 +22,8 @@ import pytest_asyncio
 import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Page
 
+from edge.config.sites import load_site
 from edge.core import preview
-from edge.sites import load_site
 from tests.browser import DESKTOP_CHROME, TIMEOUT_MS, storage, wait_acked
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
 

@@ -14,11 +14,10 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
+from edge.config.settings import Settings, parse_trusted_proxies
 from edge.core.profile import Profile
 from edge.errors import GeoError
-from edge.settings import Settings
 from edge.tracker.geo import UNKNOWN, Geo, Location
-from edge.tracker.limits import parse_trusted_proxies
 from tests.client import Visitor, open_socket
 from tests.helpers import ROOT, EdgeServer, edge_server
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from edge.settings import Settings
+from edge.config.settings import Settings, parse_trusted_proxies
 from edge.tracker.limits import (
     AddressLimits,
     Limit,
@@ -26,7 +26,6 @@ from edge.tracker.limits import (
     TokenBucket,
     address_key,
     client_address,
-    parse_trusted_proxies,
     refusal_warning,
 )
 from tests.client import BROWSER_UA, Visitor, new_id, open_socket

@@ -16,10 +16,10 @@ import pytest
 import redis as redis_py
 from websockets.asyncio.client import connect
 
-from edge import keys
+from edge.config.sites import Site, load_site
 from edge.core import preview
 from edge.core.preview import Grant
-from edge.sites import Site, load_site
+from edge.stores import keys
 from tests.client import Visitor, new_id, open_socket
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
 

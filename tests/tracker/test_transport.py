@@ -22,7 +22,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from edge.settings import Settings
+from edge.config.settings import Settings
 from edge.tracker.openfiles import Budget
 from tests.client import Visitor, open_socket
 from tests.helpers import ROOT, EdgeServer, edge_server, free_port

@@ -25,8 +25,8 @@ import pytest_asyncio
 import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
-from edge import keys
 from edge.core.profile import CampaignState, decode_profile
+from edge.stores import keys
 from tests.browser import DESKTOP_CHROME, TIMEOUT_MS, new_page, poll
 from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
 

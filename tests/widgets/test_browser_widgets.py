@@ -24,10 +24,10 @@ import redis as redis_py
 from playwright.async_api import Browser, BrowserContext, Dialog, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from edge import keys
+from edge.config.sites import load_site
 from edge.core.profile import Profile, decode_profile
 from edge.decisioning.engine import frequency_cap
-from edge.sites import load_site
+from edge.stores import keys
 from tests.browser import TIMEOUT_MS, poll, tracker_state, wait_acked
 from tests.helpers import PROFILES as DEMO_PROFILES
 from tests.helpers import ROOT, EdgeServer, RedisServer, edge_server, free_port

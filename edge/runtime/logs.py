@@ -129,8 +129,8 @@ def log_config(level: str = "info", *, json_lines: bool = False) -> dict[str, An
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "text": {"()": "edge.logs.SafeFormatter"},
-            "json": {"()": "edge.logs.JsonFormatter"},
+            "text": {"()": "edge.runtime.logs.SafeFormatter"},
+            "json": {"()": "edge.runtime.logs.JsonFormatter"},
         },
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level.upper()},

@@ -1,7 +1,7 @@
 """Site configuration: ``profiles/<site>/*.yaml`` validated into a ``Site``.
 
 Every ``*.yaml`` file in a site's folder is read with ``safe_load`` semantics
-and merged (see ``edge.yamlsource``), validated with pydantic, and compiled
+and merged (see ``edge.config.yamlsource``), validated with pydantic, and compiled
 into a frozen ``Site`` that the hot path reads without any parsing. Problems
 are reported all at once, each as ``file:line: path: message``.
 """
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.config.yamlsource import Located, YamlProblem, load_merged
 from edge.core.automation import compile_automation
 from edge.core.catalog import Catalog, load_catalog
 from edge.core.intelligence import compile_intelligence
@@ -35,7 +36,6 @@ from edge.decisioning.config import WIDGETS, DecisioningConfig, IntelligenceConf
 from edge.errors import ConfigError
 from edge.widgets.check import check_widgets
 from edge.widgets.render import Renderer
-from edge.yamlsource import Located, YamlProblem, load_merged
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,18 @@ names (``_s`` seconds, ``_bytes``, ``_per_s``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge.tracker.limits import parse_trusted_proxies
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class Settings:
     reload_interval_s: float = 2.0  # how often profiles/ is checked for changes; 0: never
     # How long the running server waits for a reload (run off the event loop)
     # before it reports it as overdue in /healthz; it is left to finish, and no
-    # other reload starts meanwhile (edge.registry, docs/configuration.md "Limits").
+    # other reload starts meanwhile (edge.config.registry, docs/configuration.md "Limits").
     reload_timeout_s: float = 10.0
     # operations (docs/operations.md)
     log_json: bool = False  # one JSON object per log line
@@ -199,3 +200,20 @@ def _convert(name: str, raw: str, default: Any) -> Any:
     if isinstance(default, Path):
         return Path(raw)
     return raw or None
+
+
+def parse_trusted_proxies(value: str | None) -> tuple[IPNetwork, ...]:
+    """``"127.0.0.1, ::1, 10.0.0.0/8"`` -> networks. None or "" trusts no proxy.
+    Raises ``ValueError`` naming the bad entry."""
+    networks: list[IPNetwork] = []
+    for entry in (value or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"trusted_proxies: {entry!r} is not an IP address or network"
+            ) from None
+    return tuple(networks)

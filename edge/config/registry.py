@@ -7,7 +7,7 @@ problems are logged and shown in ``/healthz`` until fixed.
 
 A running server never reloads on its event loop: ``reload_in_background``
 runs ``reload()`` in a thread of its own and waits at most a time budget
-(``reload_timeout_s``). Loading is bounded (``edge.yamlsource``, the template
+(``reload_timeout_s``). Loading is bounded (``edge.config.yamlsource``, the template
 checks), so that budget is a backstop for what no bound covers, such as a
 file system that stops answering. A Python thread cannot be stopped: one that
 runs over its budget is left to finish, marked ``daemon`` so that it never
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.config.sites import load_site
 from edge.core.site import Site
 from edge.errors import ConfigError
-from edge.sites import load_site
 
 log = logging.getLogger(__name__)
 

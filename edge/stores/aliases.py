@@ -21,7 +21,7 @@ import asyncio
 from edge.core.merge import compact, merge, seal
 from edge.core.profile import Profile
 from edge.core.site import Site
-from edge.ledger import Hot, Ledger
+from edge.stores.ledger import Hot, Ledger
 
 
 class Aliases:

@@ -33,7 +33,7 @@ Invariants, for each hot profile ``h`` (``check_invariants`` tests them):
   once left it dirty with nothing pending, and the flusher died on it);
   every waiter waits for an update not yet stored (``target > h.flushed``);
   at most one write of ``h`` is in flight (there is one flusher), and the
-  flusher runs under ``edge.supervisor``: a bug in it is logged, counted and
+  flusher runs under ``edge.runtime.supervisor``: a bug in it is logged, counted and
   restarted, never a silent end of all storing.
 """
 
@@ -46,15 +46,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from edge.breaker import StallWatch
 from edge.core.context import VisitContext
 from edge.core.events import Event
 from edge.core.profile import Profile
 from edge.core.site import Site
 from edge.core.updates import apply
 from edge.errors import ProfileMoved, StoreError
+from edge.runtime.breaker import StallWatch
+from edge.runtime.supervisor import Supervisor
 from edge.stores.base import ProfileStore, Stored, StoreUnavailable, Write
-from edge.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

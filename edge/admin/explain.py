@@ -10,13 +10,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edge.config.sites import load_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile, from_wire
 from edge.decisioning.attributes import Page
 from edge.decisioning.engine import decide
 from edge.errors import ConfigError
 from edge.ids import new_id
-from edge.sites import load_site
 from edge.tracker.useragent import classify
 from edge.widgets.service import nothing_to_recommend
 

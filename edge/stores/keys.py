@@ -42,7 +42,7 @@ def profile_pattern(site: str) -> str:
     """``edge:p:{<site>:*}``: a SCAN MATCH pattern for every profile key of one
     site (``ProfileStore.iter_profiles``). Braces are literal in Redis glob
     patterns; the glob characters ``* ? [ ] \\`` are escaped in the site id, which
-    its validation (``edge.sites.SITE_ID``) already keeps free of them. Site ids
+    its validation (``edge.config.sites.SITE_ID``) already keeps free of them. Site ids
     contain no ``:``, so the pattern matches no other site's keys; tombstones
     (``edge:gone:``) have another prefix. On Redis Cluster the keys of one site
     are spread over every node (the tag holds the visitor), so a scan visits all

@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edge.breaker import STATE_VALUES
+from edge.runtime.breaker import STATE_VALUES
 
 if TYPE_CHECKING:
-    from edge.supervisor import Supervisor
+    from edge.runtime.supervisor import Supervisor
     from edge.tracker.ingest import Ingest
     from edge.tracker.limits import AddressLimits
 
@@ -169,7 +169,7 @@ class _LimitsCollector(Collector):
 
 
 class _SupervisorCollector(Collector):
-    """Background tasks that crashed and were restarted (edge.supervisor)."""
+    """Background tasks that crashed and were restarted (edge.runtime.supervisor)."""
 
     def __init__(self, supervisor: Supervisor, pid: str) -> None:
         self.supervisor = supervisor
