@@ -13,7 +13,7 @@ same shape, or a serpextract wheel.
 The new list must compile (``edge.core.source.compile_engines``) and still
 know Google, Bing and DuckDuckGo before it replaces the old one; otherwise
 nothing changes. The script prints what changed; then update the version in
-README.md here and run tests/tracker/test_source.py.
+README.md here and run tests/core/test_source.py.
 """
 
 from __future__ import annotations

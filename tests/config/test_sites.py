@@ -14,7 +14,7 @@ from edge.core.identity import hash_email
 from edge.core.profile import Bounds
 from edge.errors import ConfigError
 
-DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "profiles" / "demo"
 GOOD = """\
 site:
   id: shop

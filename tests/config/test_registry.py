@@ -17,6 +17,7 @@ import pytest
 from edge.config.registry import SiteRegistry
 from edge.config.sites import Site, load_site
 from edge.errors import ConfigError
+from tests.config.test_sites import GOOD, write_site
 from tests.helpers import PROFILES, ROOT, edge_server, wait_until
 from tests.test_reload import (
     BILLION_LAUGHS,
@@ -26,7 +27,6 @@ from tests.test_reload import (
     rewrite,
     widget_at,
 )
-from tests.test_sites import GOOD, write_site
 
 LOOPS = "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}"
 

@@ -34,7 +34,7 @@ OTHER_TAB = "beef0a9b2d3e4f5061728394a5b6c717"
 SECRET = b"s3cret-for-tests"
 T0 = 1_700_000_000.0
 SHOP = "https://shop.example"
-DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "profiles" / "demo"
 BOOKKEEPING = {"streams", "event_ids", "last_seen", "events", "session"}
 
 

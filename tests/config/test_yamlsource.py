@@ -20,7 +20,7 @@ from edge.config.yamlsource import (
     load_file,
 )
 
-DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "profiles" / "demo"
 
 # The classic: nine lines, each nine aliases of the line before: 9**9 strings.
 BILLION_LAUGHS = """\

@@ -42,7 +42,7 @@ TAB = "f00d0a9b2d3e4f5061728394a5b6c717"
 SECRET = b"s3cret-for-tests"
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 SHOP = "https://shop.example"
-DEMO = Path(__file__).resolve().parent.parent / "profiles" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "profiles" / "demo"
 CTX = VisitContext(visitor=VISITOR, session=TAB, url=f"{SHOP}/", referrer=None)
 RULES = [
     {"event": "page_view", "path": "^/p/", "points": 2},
