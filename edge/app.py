@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
         )
         app.state.automation = automation
         app.state.ingest.automate = automation.observe
+        app.state.ingest.automate_change = automation.changed
         widgets.on_coupon = automation.coupon_issued
         ledger.on_stored = widgets.count  # campaign statistics, as stored
         widgets.on_task = automation.on_task = supervisor.watch
@@ -264,7 +265,8 @@ def tune_gc() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    import os  # EXPERIMENT
+    gc.set_threshold(*(int(x) for x in os.environ.get("GCX", "50000,20,100").split(",")))
 
 
 async def _watch(registry: SiteRegistry, widgets: WidgetService, settings: Settings) -> None:

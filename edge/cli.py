@@ -25,6 +25,7 @@ from edge.errors import ConfigError
 
 if TYPE_CHECKING:
     from edge.core.rfm import Proposal
+    from edge.core.site import Site
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "events": events,
         "rfm": rfm,
         "preview": preview,
+        "segments": segments,
     }[args.command]
     return handler(args)
 
@@ -141,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _rfm_parser(commands)
     _preview_parser(commands)
+    _segments_parser(commands)
 
     sch = commands.add_parser("schema", help="write the JSON Schema of site files")
     sch.add_argument("--output", type=Path, help="file to write (default: standard output)")
@@ -498,6 +501,109 @@ async def _rfm_proposal(url: str, site: str, now: float) -> tuple[Proposal | Non
     finally:
         await store.close()
     return propose(customers, scanned), scanned
+
+
+def _segments_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = commands.add_parser(
+        "segments",
+        help="kept segments (docs/operations.md, Segment members)",
+        description="Recompute every profile's kept segments (membership: true) now: a "
+        "backfill after a segment became kept. Through a running server's admin API "
+        "(--server, with EDGE_ADMIN_TOKEN; any store, events to the stream and webhooks) "
+        "or on a Redis store directly (--redis; events to the stream only).",
+    )
+    actions = cmd.add_subparsers(dest="action", required=True)
+    ref = actions.add_parser("refresh", help="recompute membership of every profile")
+    ref.add_argument("--site", required=True)
+    ref.add_argument("--redis", dest="redis_url", metavar="URL", help="the Redis store")
+    ref.add_argument("--server", metavar="URL", help="a running server's base URL")
+    ref.add_argument("--profiles", type=Path, default=Path("profiles"))
+
+
+def segments(args: argparse.Namespace) -> int:
+    """``edge segments refresh``: the JSON report on standard output."""
+    if args.server:
+        return _admin_post(
+            "edge segments refresh", args.server, f"/admin/sites/{args.site}/segments/refresh"
+        )
+    url = args.redis_url or os.environ.get("EDGE_REDIS_URL")
+    if not url:
+        print(
+            "edge segments refresh: no store given. The embedded store lives inside the "
+            "running server process: use --server http://127.0.0.1:8000 (with "
+            "EDGE_ADMIN_TOKEN), or --redis URL for a Redis store.",
+            file=sys.stderr,
+        )
+        return 2
+    import asyncio
+
+    from edge.config.sites import load_site
+    from edge.errors import StoreError
+
+    try:
+        site = load_site(args.profiles / args.site)
+        if site.id != args.site:
+            raise ConfigError([f"{args.profiles / args.site}: site id is {site.id!r}"])
+        report = asyncio.run(_refresh_on_redis(url, site))
+    except (StoreError, ValueError, ConfigError, TimeoutError) as exc:
+        print(f"edge segments refresh: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report))
+    return 0
+
+
+async def _refresh_on_redis(url: str, site: Site) -> dict[str, object]:
+    import time
+
+    from edge.admin.segments import refresh
+    from edge.automation.store import RedisAutomation
+    from edge.core.automation import AutomationEvent, segment_events
+    from edge.core.profile import Profile
+    from edge.stores.ledger import Ledger
+    from edge.stores.redis import RedisStore
+
+    store = RedisStore.from_url(url)
+    ledger = Ledger(store)
+    ledger.start()
+    kept = {s.id for s in site.decisioning.kept}
+    events: list[AutomationEvent] = []
+
+    def changed(site: Site, before: Profile | None, after: Profile | None, now: float) -> None:
+        if after is not None:
+            events.extend(segment_events(site.id, before, after, now, kept))
+
+    try:
+        done = await refresh(ledger, site, time.time(), 30.0, changed)
+        await ledger.stop()
+        if events:
+            maxlen = Settings.from_env().automation_stream_maxlen
+            await RedisAutomation(store.client, maxlen=maxlen).publish(site.id, events)
+    finally:
+        await store.close()
+    return {"site": site.id, "profiles_read": done.profiles_read, "changed": done.changed}
+
+
+def _admin_post(command: str, server: str, path: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    token = os.environ.get("EDGE_ADMIN_TOKEN")
+    if not token:
+        print(f"{command}: --server needs EDGE_ADMIN_TOKEN", file=sys.stderr)
+        return 2
+    request = urllib.request.Request(
+        server.rstrip("/") + path, method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            sys.stdout.write(answer.read().decode() + "\n")
+    except urllib.error.HTTPError as exc:
+        print(f"{command}: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _preview_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

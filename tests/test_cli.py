@@ -253,3 +253,80 @@ def test_rfm_propose_on_a_redis_cluster(
     assert "quintiles of 150 profiles with orders (160 profiles read)" in captured.out
     rfm = IntelligenceConfig.model_validate(yaml.safe_load(captured.out)["intelligence"]).rfm
     assert rfm.recency_days == sorted(set(rfm.recency_days))
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_segments_refresh_backfills_membership_on_redis(
+    kind: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Profiles stored before high-value was kept enter it by the backfill,
+    through compare-and-set, with one segment_entered each on the stream; a
+    second run changes nothing."""
+    import asyncio
+
+    from edge.core.automation import AutomationEvent
+    from edge.core.profile import Profile
+    from edge.stores import keys
+    from edge.stores.base import Write
+    from edge.stores.redis import RedisStore
+
+    if kind == "redis":
+        url = request.getfixturevalue("redis").url.replace("/0", "/7")
+    else:
+        url = request.getfixturevalue("cluster").url
+    site = "seg" + kind
+    big, small = "a1" * 16, "b2" * 16
+
+    async def setup() -> None:
+        store = RedisStore.from_url(url)
+        try:
+            await store.client.delete(keys.automation_stream(site))
+            for visitor in (big, small):
+                await store.erase(site, visitor)
+            writes = [
+                Write(site, v, 0, Profile(visitor=v, created_at=1.0, orders=1, revenue=r), None)
+                for v, r in ((big, 350.0), (small, 20.0))
+            ]
+            assert await store.commit(writes) == [None, None]
+        finally:
+            await store.close()
+
+    async def stored() -> tuple[list[str], list[AutomationEvent]]:
+        store = RedisStore.from_url(url)
+        try:
+            loaded = await store.load(site, big)
+            assert loaded is not None
+            entries = await store.client.xrange(keys.automation_stream(site))
+            events = [AutomationEvent.from_fields(fields) for _, fields in entries]
+            return [m.id for m in loaded.profile.segments], events
+        finally:
+            await store.close()
+
+    asyncio.run(setup())
+    profiles = Path(request.getfixturevalue("tmp_path"))
+    shutil.copytree(PROFILES / "demo", profiles / site)
+    site_file = profiles / site / "site.yaml"
+    site_file.write_text(site_file.read_text().replace("id: demo", f"id: {site}"))
+    args = ["segments", "refresh", "--site", site, "--redis", url, "--profiles", str(profiles)]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "site": site,
+        "profiles_read": 2,
+        "changed": 1,
+    }
+    segments, events = asyncio.run(stored())
+    assert segments == ["high-value"]
+    assert [(e.type, e.visitor, dict(e.payload)) for e in events] == [
+        ("segment_entered", big, {"segment": "high-value"})
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] == 0
+    assert len(asyncio.run(stored())[1]) == 1
+
+
+def test_segments_refresh_without_a_store_points_to_the_server(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDGE_REDIS_URL", raising=False)
+    assert main(["segments", "refresh", "--site", "demo"]) == 2
+    assert "--server" in capsys.readouterr().err

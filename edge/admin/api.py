@@ -31,6 +31,7 @@ from edge.core.context import VisitContext
 from edge.core.identity import customer_visitor
 from edge.core.profile import Profile
 from edge.core.properties import PropertyError, Scalar, checked_values, set_properties
+from edge.core.segments import refreshed
 from edge.core.site import Site
 from edge.decisioning.attributes import Page
 from edge.decisioning.campaigns import KeptSegment
@@ -233,8 +234,10 @@ async def properties(request: Request) -> Response:
     try:
         if hot.current is None and customer is None:
             raise Problem(404, "nothing stored about this visitor")
-        change = _setting(values, hot.visitor, customer, now)
+        change = _setting(values, hot.visitor, customer, site, now)
+        before = hot.current
         future = ingest.ledger.submit_change(hot, change, site, now)
+        ingest.automate_change(site, before, hot.current, now)  # segment_entered / _left
         try:
             profile = await ingest.ledger.settle(future, ingest.settings.ack_timeout_s)
         except TimeoutError:
@@ -250,11 +253,12 @@ async def properties(request: Request) -> Response:
 
 
 def _setting(
-    values: dict[str, Scalar | None], visitor: str, customer: str | None, now: float
+    values: dict[str, Scalar | None], visitor: str, customer: str | None, site: Site, now: float
 ) -> Callable[[Profile | None], Profile | None]:
     """The pure change ``properties`` queues (re-applied after a lost
     compare-and-set): a sealed profile is left alone, a missing customer
-    profile is created."""
+    profile is created, and the kept segments are recomputed with the new
+    properties (edge.core.segments), so count and export see it at once."""
 
     def change(profile: Profile | None) -> Profile | None:
         if profile is None:
@@ -270,7 +274,7 @@ def _setting(
             )
         if profile.sealed:
             return profile
-        return set_properties(profile, values)
+        return refreshed(set_properties(profile, values), site, now)
 
     return change
 
@@ -405,6 +409,23 @@ async def segment_count(request: Request) -> Response:
     )
 
 
+async def segment_refresh(request: Request) -> Response:
+    """Recompute every profile's kept segments now (a backfill, e.g. after a
+    segment became kept): ``{"site", "profiles_read", "changed", "at"}``."""
+    ingest, site = _ingest(request), _site(request)
+    now = ingest.clock()
+    try:
+        done = await members_.refresh(
+            ingest.ledger, site, now, ingest.settings.ack_timeout_s, ingest.automate_change
+        )
+    except TimeoutError:
+        raise Problem(503, "not stored in time; it will be (refreshing again is safe)") from None
+    log.info("admin: segments refreshed on site %s (%d changed)", site.id, done.changed)
+    return _json(
+        {"site": site.id, "profiles_read": done.profiles_read, "changed": done.changed, "at": now}
+    )
+
+
 async def segment_members(request: Request) -> Response:
     """A page of members (JSON, ``cursor`` and ``limit``), or every member
     as NDJSON (``format=ndjson``), streamed as the profiles are read."""
@@ -507,6 +528,7 @@ routes: list[BaseRoute] = [
     Route("/sites/{site}/customers/{customer}/properties", _guard(properties), methods=["PATCH"]),
     Route("/sites/{site}/explain", _guard(explain), methods=["GET"]),
     Route("/sites/{site}/preview", _guard(preview_link), methods=["POST"]),
+    Route("/sites/{site}/segments/refresh", _guard(segment_refresh), methods=["POST"]),
     Route("/sites/{site}/segments/{segment}", _guard(segment_count), methods=["GET"]),
     Route("/sites/{site}/segments/{segment}/members", _guard(segment_members), methods=["GET"]),
     Route("/reload", _guard(reload), methods=["POST"]),

@@ -20,16 +20,18 @@ customer's profile is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard, cast
 
 from edge.core.profile import Profile, decode_profile
-from edge.core.segments import member_of
+from edge.core.segments import member_of, refreshed
+from edge.core.site import Site
 from edge.errors import StoreError
 from edge.stores import keys
 from edge.stores.base import ProfileStore
 from edge.stores.connect import REDIS_ERRORS, EdgeCluster, RedisClient, is_cluster
+from edge.stores.ledger import Ledger
 from edge.stores.redis import RedisStore
 
 MAX_LIMIT = 1000
@@ -67,6 +69,50 @@ async def members(store: ProfileStore, site: str, segment: str) -> AsyncIterator
         found = record(profile, segment)
         if found is not None:
             yield found
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    profiles_read: int
+    changed: int  # profiles whose stored membership changed
+
+
+Changed = Callable[[Site, Profile | None, Profile | None, float], None]
+
+
+async def refresh(
+    ledger: Ledger, site: Site, now: float, timeout_s: float, changed: Changed
+) -> Refresh:
+    """Recompute every profile's kept membership at ``now`` (a backfill: a
+    segment newly kept, a clock-driven condition crossed while the visitor
+    was away). One pass over the site's profiles; a profile whose membership
+    would change is written through the ledger (``submit_change``: a
+    compare-and-set, the recomputation re-applied on what is stored after a
+    lost one, so visitors' tabs and other processes writing meanwhile lose
+    nothing). ``changed(site, before, after, now)`` gets each change once,
+    for its ``segment_entered`` / ``segment_left``."""
+    read = done = 0
+
+    def change(profile: Profile | None) -> Profile | None:
+        if profile is None or profile.sealed:
+            return profile
+        return refreshed(profile, site, now)
+
+    async for profile in ledger.store.iter_profiles(site.id):
+        read += 1
+        if profile.sealed or refreshed(profile, site, now) is profile:
+            continue
+        hot = await ledger.open(site.id, profile.visitor)
+        try:
+            before = hot.current
+            future = ledger.submit_change(hot, change, site, now)
+            if hot.current is not before:  # (it stays pending if the store is slow)
+                done += 1
+                changed(site, before, hot.current, now)
+            await ledger.settle(future, timeout_s)
+        finally:
+            ledger.release(hot)
+    return Refresh(read, done)
 
 
 async def count(store: ProfileStore, site: str, segment: str) -> tuple[int, int]:

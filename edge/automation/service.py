@@ -26,6 +26,7 @@ from edge.core.automation import (
     customer_of,
     deadline,
     derive,
+    segment_events,
     timed,
 )
 from edge.core.profile import Profile
@@ -99,6 +100,24 @@ class AutomationService:
         if deadlines:
             self._deadlines.setdefault(site.id, []).extend(deadlines)
         if events or deadlines:
+            self._sites[site.id] = site
+            if self._recorder is None or self._recorder.done():
+                self._recorder = asyncio.get_running_loop().create_task(self._record())
+                self.on_task("automation-recorder", self._recorder)
+
+    def changed(
+        self, site: Site, before: Profile | None, after: Profile | None, now: float
+    ) -> None:
+        """Queue the automation events of a stored change that is no event
+        (``Ledger.submit_change``: a property set by the admin API, a
+        membership backfill): what it did to kept segments. Called once per
+        change, with the hot copy before and after it, like ``observe``."""
+        if after is None or after is before:
+            return
+        kept = {s.id for s in site.decisioning.kept}
+        events = segment_events(site.id, before, after, now, kept)
+        if events:
+            self._events.setdefault(site.id, []).extend(events)
             self._sites[site.id] = site
             if self._recorder is None or self._recorder.done():
                 self._recorder = asyncio.get_running_loop().create_task(self._record())

@@ -195,13 +195,16 @@ def derive(
         emit("winback_returned", days_away=round(away, 1))
     if isinstance(event, p.Widget) and event.action == "convert" and _counted(before, after, event):
         emit("widget_converted", campaign=event.campaign, variant=event.variant, step=event.step)
-    out += _segment_events(site, before, after, now, kept)
+    out += segment_events(site, before, after, now, kept)
     return out
 
 
-def _segment_events(
+def segment_events(
     site: str, before: Profile | None, after: Profile, now: float, kept: Collection[str] | None
 ) -> list[AutomationEvent]:
+    """``segment_entered`` / ``segment_left`` of one stored change: of an
+    event (``derive``), or of a change with no event (a property set by the
+    admin API, a membership backfill: ``AutomationService.changed``)."""
     old = before.segments if before is not None else ()
     if after.segments is old:  # edge.core.segments keeps the tuple when nothing changed
         return []

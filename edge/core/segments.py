@@ -2,7 +2,8 @@
 
 A segment with ``membership: true`` (docs/configuration.md, "Segments") is
 evaluated whenever an event is applied to a profile (``edge.core.updates.apply``
-calls ``refreshed``) and the answer is kept on the profile as
+calls ``refreshed``; so do the admin API's property change and the backfill,
+``edge.admin.segments.refresh``) and the answer is kept on the profile as
 ``segments``: one ``Membership(id, since)`` per segment the visitor is in,
 ``since`` being when they entered it. Pure: a function of the new profile,
 the site's configuration and ``now``, so a replayed event (which ``apply``

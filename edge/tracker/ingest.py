@@ -202,6 +202,10 @@ class Ingest:
     counters: Counters = field(default_factory=Counters)
     latency: Callable[[str, float], None] = lambda site, seconds: None
     automate: Callable[[Site, Sequence[Any], float], None] = lambda site, applied, now: None
+    # the automation events of a stored change that is no event (AutomationService.changed)
+    automate_change: Callable[[Site, Profile | None, Profile | None, float], None] = (
+        lambda site, before, after, now: None
+    )
     geo: Geo = field(default_factory=Geo)  # country and region of a visit (edge.tracker.geo)
     aliases: Aliases = field(init=False)
     admission: Admission = field(init=False)

@@ -250,3 +250,105 @@ def test_what_is_no_kept_segment_is_told_apart(server: tuple[EdgeServer, str | N
     assert bad.status_code == 400
     anonymous = httpx.get(f"{running.http}/admin/sites/demo/segments/high-value", timeout=10)
     assert anonymous.status_code == 401
+
+
+# --- membership computed without an event: properties, and the backfill --------------
+
+
+def patch(running: EdgeServer, visitor: str, body: dict[str, Any]) -> httpx.Response:
+    url = f"{running.http}/admin/sites/demo/visitors/{visitor}/properties"
+    return httpx.patch(url, json=body, headers=AUTH, timeout=10)
+
+
+def kinds_of(url: str, visitor: str) -> list[tuple[str, str]]:
+    return [
+        (e.type, str(e.payload["segment"]))
+        for e in stream_events(url, visitor)
+        if e.type.startswith("segment_")
+    ]
+
+
+async def test_a_property_set_by_the_admin_api_enters_a_kept_segment_at_once(
+    server: tuple[EdgeServer, str | None],
+) -> None:
+    """The visitor does not come back: the PATCH itself recomputes membership
+    (count and export see it) and emits segment_entered / segment_left, once each."""
+    running, url = server
+    tab = Visitor(running.ws)
+    await tab.connect(consent=True)
+    await tab.track(tab.event("page_view", url="http://127.0.0.1/demo"))
+    await tab.close()
+    assert patch(running, tab.visitor, {"loyalty_points": 620}).status_code == 200
+    listed = {m["visitor"] for m in api_members(running, "loyal-members")}
+    assert tab.visitor in listed
+    assert patch(running, tab.visitor, {"loyalty_points": 700}).status_code == 200  # still in
+    assert patch(running, tab.visitor, {"loyalty_points": 10}).status_code == 200
+    assert tab.visitor not in {m["visitor"] for m in api_members(running, "loyal-members")}
+    if url is not None:
+        await until(lambda: len(kinds_of(url, tab.visitor)) >= 2)
+        await asyncio.sleep(0.2)  # nothing more comes
+        assert kinds_of(url, tab.visitor) == [
+            ("segment_entered", "loyal-members"),
+            ("segment_left", "loyal-members"),
+        ]
+
+
+def post(running: EdgeServer, path: str, headers: dict[str, str] = AUTH) -> httpx.Response:
+    return httpx.post(f"{running.http}{path}", headers=headers, timeout=30)
+
+
+def api_members(running: EdgeServer, segment: str) -> list[dict[str, Any]]:
+    lines = api(running, f"/sites/demo/segments/{segment}/members", format="ndjson")
+    assert lines.status_code == 200, lines.text
+    return [json.loads(line) for line in lines.text.splitlines()]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def fresh(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[EdgeServer, str | None, Path]]:
+    """A server on a copy of the demo whose high-value segment is not kept yet."""
+    shutil.copytree(PROFILES / "demo", tmp_path / "demo")
+    segments = tmp_path / "demo" / "segments.yaml"
+    kept = "    membership: true\n    condition:\n      orders.revenue"
+    text = segments.read_text()
+    assert kept in text
+    segments.write_text(text.replace(kept, "    condition:\n      orders.revenue"))
+    url = None
+    if request.param == "redis":
+        url = request.getfixturevalue("redis").url.replace("/0", "/6")
+        redis_sync.Redis.from_url(url).flushdb()
+    env = {"EDGE_ADMIN_TOKEN": TOKEN, "EDGE_MAX_MESSAGES_PER_S": "100000"}
+    with edge_server(redis_url=url, profiles=tmp_path, env=env) as running:
+        yield running, url, segments
+
+
+async def test_a_newly_kept_segment_is_backfilled_by_refresh(
+    fresh: tuple[EdgeServer, str | None, Path],
+) -> None:
+    running, url, segments = fresh
+    big = await buy(running, 350.0)
+    small = await buy(running, 20.0)
+    text = segments.read_text()
+    segments.write_text(
+        text.replace(
+            "    condition:\n      orders.revenue",
+            "    membership: true\n    condition:\n      orders.revenue",
+        )
+    )
+    reload = post(running, "/admin/reload")
+    assert reload.status_code == 200, reload.text
+    assert api_members(running, "high-value") == []  # nobody came back yet
+    refresh = post(running, "/admin/sites/demo/segments/refresh")
+    assert refresh.status_code == 200, refresh.text
+    assert refresh.json()["changed"] == 1 and refresh.json()["profiles_read"] >= 2
+    assert {m["visitor"] for m in api_members(running, "high-value")} == {big}
+    again = post(running, "/admin/sites/demo/segments/refresh")
+    assert again.json()["changed"] == 0
+    if url is not None:
+        await until(lambda: kinds_of(url, big))
+        await asyncio.sleep(0.2)
+        assert kinds_of(url, big) == [("segment_entered", "high-value")]
+        assert kinds_of(url, small) == []
+    anonymous = post(running, "/admin/sites/demo/segments/refresh", headers={})
+    assert anonymous.status_code == 401

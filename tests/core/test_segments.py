@@ -7,6 +7,7 @@ time; what changed is the automation events ``segment_entered`` and
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from edge.config.sites import Site, SiteFile, compile_site, load_site
 from edge.core.automation import AutomationEvent, derive
 from edge.core.context import VisitContext
 from edge.core.profile import Membership, Profile, decode_profile, encode_profile
-from edge.core.segments import member_of, membership
+from edge.core.properties import set_properties
+from edge.core.segments import member_of, membership, refreshed
 from edge.core.updates import apply
+from edge.decisioning.attributes import KNOWN, PER_PAGE
 from edge.decisioning.campaigns import Problems, compile_decisioning
 from edge.errors import ConfigError
 from edge.tracker import protocol as p
@@ -200,3 +203,40 @@ def test_a_kept_segment_may_not_depend_on_the_page_view(tmp_path: Path, attribut
     (problem,) = caught.value.problems
     assert f"segments.yaml:6: segments[1].condition['{attribute}']: " in problem
     assert "membership: true" in problem and "one page view" in problem
+
+
+def test_a_kept_segment_may_name_custom_properties(tmp_path: Path) -> None:
+    """``props.*`` is the profile's (docs/configuration.md, "What counts"):
+    a kept segment on it loads, and a property set by the admin API's change
+    (set_properties, then membership recomputed) enters and leaves it."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "site.yaml").write_text(
+        f"site:\n  id: shop\n  allowed_origins: ['{SHOP}']\nproperties:\n  points: int\n"
+    )
+    (folder / "segments.yaml").write_text(
+        "segments:\n"
+        "  - id: loyal\n"
+        "    membership: true\n"
+        "    condition: {props.points: {$gte: 500}}\n"
+    )
+    site = load_site(folder)
+    assert [s.id for s in site.decisioning.kept] == ["loyal"]
+    profile = Profile(visitor=VISITOR, created_at=T0)
+    entered = refreshed(set_properties(profile, {"points": 620}), site, T0 + 5)
+    assert entered.segments == (Membership("loyal", T0 + 5),)
+    still = refreshed(set_properties(entered, {"points": 900}), site, T0 + 9)
+    assert still.segments == entered.segments  # since: when it entered
+    left = refreshed(set_properties(still, {"points": None}), site, T0 + 20)
+    assert left.segments == ()
+
+
+def test_the_documented_namespaces_of_kept_segments_are_the_allowed_ones() -> None:
+    """docs/configuration.md lists what a kept segment may name: every
+    namespace but the per-page ones, ``segments`` and ``event`` (refused)."""
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    section = doc.split("### Segments kept on the profile", 1)[1]
+    counts = section.split("- **What counts**:", 1)[1].split("A kept segment", 1)[0]
+    documented = set(re.findall(r"`([a-z_]+)`", counts))
+    allowed = set(KNOWN) - PER_PAGE - {"segments", "event"}
+    assert documented == allowed
