@@ -226,13 +226,16 @@ def decide_preview(
     page: Page | None = None,
     device: Mapping[str, Any] | None = None,
     unavailable: frozenset[str] = frozenset(),
+    events: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Decisions:
     """What a preview tab is shown, and the trace of why: the granted
     campaign first, in its placement whatever the engine would say; then
     what the engine decides for the visitor (its copy of the profile) with
     that campaign live, except what the preview's placement already holds.
     The trace says what was forced, what the campaign would meet live, then
-    every other campaign, as ``edge explain`` does. Pure."""
+    every other campaign, as ``edge explain`` does. ``events``: the
+    ``event.*`` attributes of each ``event:<name>`` trigger (the props of the
+    custom event that asked, as the ordinary path reads them). Pure."""
     campaign = site.decisioning.by_id[grant.campaign]
     shown = forced(campaign, grant)
     live_site = as_live(site, campaign)
@@ -254,6 +257,7 @@ def decide_preview(
             device=device,
             unavailable=unavailable,
             explain=True,
+            event=(events or {}).get(trigger),
         )
         taken = {d.campaign for d in decided.items if _displaced(d, shown)}
         label = "live" if campaign.status == "active" else "if it were live"

@@ -21,6 +21,7 @@ placeholder ``PREVIEW``: no pool code is claimed, no ``coupon_issued`` sent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from edge.core.profile import Profile
 from edge.core.updates import apply
 from edge.errors import PreviewRefused
 from edge.tracker import protocol as p
-from edge.tracker.ingest import check_batch, may_store, next_page, triggers
+from edge.tracker.ingest import check_batch, event_of, may_store, next_page, triggers
 from edge.tracker.useragent import classify
 from edge.widgets.service import Shown, coupon_message, coupon_of, nothing_to_recommend
 
@@ -142,7 +143,7 @@ async def answer(conn: Connection, session: PreviewSession, message: dict[str, A
         items: list[dict[str, Any]] = []
         trace: list[str] = []
         if session.grant is not None:
-            items, trace = await _decide(conn, session, wanted, now)
+            items, trace = await _decide(conn, session, wanted, now, accepted)
         reply = p.decisions(items, seq=batch.highest_seq)
         reply["preview"] = {**session.info(), "trace": trace}
     for frame in (*before, *errors, reply):
@@ -150,7 +151,11 @@ async def answer(conn: Connection, session: PreviewSession, message: dict[str, A
 
 
 async def _decide(
-    conn: Connection, session: PreviewSession, wanted: list[str], now: float
+    conn: Connection,
+    session: PreviewSession,
+    wanted: list[str],
+    now: float,
+    accepted: Sequence[p.Event],
 ) -> tuple[list[dict[str, Any]], list[str]]:
     ctx, site, ingest, page = conn.ctx, conn.site, conn.ingest, conn.page
     assert ctx is not None and session.grant is not None
@@ -168,6 +173,7 @@ async def _decide(
         page=page,
         device=classify(ctx.user_agent).to_attributes(),
         unavailable=unavailable,
+        events={t: e for t in wanted if (e := event_of(t, site, accepted)) is not None},
     )
     if profile is not None:  # what the tab may report on, as offers do (on the copy)
         decided = [(d.campaign, d.variant, d.step) for d in result.items]

@@ -21,7 +21,7 @@ from edge.core import preview
 from edge.core.preview import Grant
 from edge.stores import keys
 from tests.client import Visitor, new_id, open_socket
-from tests.helpers import EdgeServer, RedisServer, demo_without_campaigns, edge_server
+from tests.helpers import PROFILES, EdgeServer, RedisServer, demo_without_campaigns, edge_server
 
 TOKEN = "admin-token-for-preview-tests-01"
 PAGE = "http://127.0.0.1/demo"
@@ -332,4 +332,34 @@ async def test_the_admin_api_signs_links_this_server_accepts(shop: EdgeServer) -
     tab = Visitor(shop.ws)
     [welcome] = await preview_hello(tab, link["token"])
     assert welcome["preview"]["variant"] == "b"
+    await tab.close()
+
+
+@pytest.fixture(scope="module")
+def demo_shop() -> Iterator[EdgeServer]:
+    """The demo as shipped (embedded store)."""
+    env = {"EDGE_ADMIN_TOKEN": TOKEN, "EDGE_MAX_MESSAGES_PER_S": "100000"}
+    with edge_server(profiles=PROFILES, env=env) as server:
+        yield server
+
+
+async def test_a_preview_decides_with_the_custom_events_props(demo_shop: EdgeServer) -> None:
+    """The demo's wishlist-shipping (audience event.price > 100) previewed: the
+    trace of the wishlist_add decision reads the event's price, as the live
+    path does."""
+    tab = Visitor(demo_shop.ws)
+    await preview_hello(tab, token_for(PROFILES, "wishlist-shipping"), consent=True)
+    await tab.track(tab.event("page_view", url=PAGE))
+
+    async def wishlist(price: float) -> list[str]:
+        props = {"sku": "LMP-01", "price": price}
+        answers = await tab.track(tab.event("custom", name="wishlist_add", props=props))
+        [answer] = [a for a in answers if a["type"] == "decisions"]
+        head = "on event:wishlist_add: campaign wishlist-shipping, live:"
+        return [line for line in answer["preview"]["trace"] if line.startswith(head)]
+
+    [dear] = await wishlist(149.0)
+    assert "audience matched" in dear, dear
+    [cheap] = await wishlist(20.0)
+    assert "audience failed at event.price" in cheap, cheap
     await tab.close()
