@@ -366,23 +366,34 @@ def days_to_birthday(birthday: str | None, today: date) -> int | None:
 # --- the attributes ----------------------------------------------------------------
 
 
-def attributes(profile: Profile, cfg: Intelligence, now: float) -> dict[str, Any]:
-    """The ``rfm``, ``score``, ``interests`` and ``lifecycle`` namespaces."""
-    scores = rfm_scores(profile, cfg, now)
-    value = score_value(profile, cfg, now)
-    interests = interest_scores(profile, cfg, now)
-    risk = churn_risk(profile, cfg, now)
-    return {
-        "rfm": (
+NAMESPACES = frozenset({"rfm", "score", "interests", "lifecycle"})
+
+
+def attributes(
+    profile: Profile, cfg: Intelligence, now: float, only: frozenset[str] = NAMESPACES
+) -> dict[str, Any]:
+    """The ``rfm``, ``score``, ``interests`` and ``lifecycle`` namespaces, or
+    just those in ``only`` (segments kept on the profile are recomputed on
+    every applied event, and need only what their conditions name)."""
+    out: dict[str, Any] = {}
+    if "rfm" in only:
+        scores = rfm_scores(profile, cfg, now)
+        out["rfm"] = (
             {"r": scores[0], "f": scores[1], "m": scores[2], "segment": rfm_segment(*scores)}
             if scores
             else {"r": None, "f": None, "m": None, "segment": NO_SEGMENT}
-        ),
-        "score": {"value": round(value, 2), "hot": value >= cfg.threshold},
-        "interests": {"top": list(interests)[:TOP_INTERESTS], "scores": interests},
-        "lifecycle": {
+        )
+    if "score" in only:
+        value = score_value(profile, cfg, now)
+        out["score"] = {"value": round(value, 2), "hot": value >= cfg.threshold}
+    if "interests" in only:
+        interests = interest_scores(profile, cfg, now)
+        out["interests"] = {"top": list(interests)[:TOP_INTERESTS], "scores": interests}
+    if "lifecycle" in only:
+        risk = churn_risk(profile, cfg, now)
+        out["lifecycle"] = {
             "stage": lifecycle_stage(profile, cfg, now, risk),
             "churn_risk": risk,
             "winback": winback(profile, cfg),
-        },
-    }
+        }
+    return out

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edge.core.automation import abandoned
 from edge.core.context import VisitContext
+from edge.core.intelligence import NAMESPACES as INTELLIGENCE_NAMESPACES
 from edge.core.intelligence import attributes as intelligence_attributes
 from edge.core.intelligence import days_to_birthday
 from edge.core.profile import Profile, Touch
@@ -103,7 +104,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
 # What one page view brings rather than the profile: a segment kept on the
 # profile (``membership: true``, edge.core.segments) may not name these.
 PER_PAGE = frozenset({"page", "device", "time", "geo"})
-_INTELLIGENCE = frozenset({"rfm", "score", "interests", "lifecycle"})
+_INTELLIGENCE = INTELLIGENCE_NAMESPACES
 CAMPAIGN_FIELDS = frozenset({"impressions", "clicks", "closes", "conversions", "step"})
 
 
@@ -214,8 +215,9 @@ def of_profile(profile: Profile, site: Site, now: float, roots: frozenset[str]) 
             attrs["cart"]["abandoned"] = abandoned(profile, site.automation, now)
         if "orders" in roots:
             attrs["orders"].update(_bought(profile, site.catalog, now))
-    if roots & _INTELLIGENCE:
-        attrs.update(intelligence_attributes(profile, site.intelligence, now))
+    wanted = roots & _INTELLIGENCE
+    if wanted:
+        attrs.update(intelligence_attributes(profile, site.intelligence, now, wanted))
     return attrs
 
 
