@@ -26,8 +26,8 @@ const get = (a, k) => { try { const v = w[a].getItem(k); if (v != null) return v
 const put = (a, k, v) => { mem[k] = v; try { v == null ? w[a].removeItem(k) : w[a].setItem(k, v) } catch (e) {} };
 const save = () => put(S, 'edge_outbox', JSON.stringify(outbox));
 
-// consent: true, null (buffer), false
-let consent, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
+// consent: true, null (buffer), false; ok: given (edge('consent', true))
+let consent, ok, vid, sid, seq = 0, sent, beaconed, outbox = [], pending = [], subs = {};
 let ws, ready, tries = 0, timer, flushT, dead, viewed, hold = 0, hsent = 0, pv;
 
 const emit = (name, ...a) => (subs[name] || []).forEach(f => safe(f)(...a));
@@ -100,24 +100,24 @@ const send = m => { try { ws.send(JSON.stringify(m)) } catch (e) {} };
 
 // leaving: beacon the outbox, keep it
 const beacon = () => pv || batches(outbox.filter(e => e.seq > beaconed), b => {
-  if (nav.sendBeacon(http + '/collect' + q, JSON.stringify({ type: 'events', visitor: vid, session: sid, consent: true, events: b }))) beaconed = last(b);
+  if (nav.sendBeacon(http + '/collect' + q, JSON.stringify({ type: 'events', visitor: vid, session: sid, consent: ok, events: b }))) beaconed = last(b);
 });
 
 const connect = () => {
   if (ws || dead || consent !== true) return;
   clearTimeout(timer);
   const s = ws = new WebSocket(http.replace(/^http/, 'ws') + '/ws' + q);
-  // the first batch rides with the hello: decisions one round trip after open
+  // the first batch rides with the hello
   s.onopen = safe(() => { let first = []; hsent = 0; batches(outbox, b => first.length || (first = b));
     first.length && Date.now() >= hold && (hsent = last(first));
     send({ type: 'hello', v: 1, visitor: vid, session: sid, url: url(), ...page(),
-      screen: [screen.width, screen.height], lang: nav.language, page_lang: d.documentElement.lang, consent: true, preview: pv, events: hsent ? first : undefined }) });
+      screen: [screen.width, screen.height], lang: nav.language, page_lang: d.documentElement.lang, consent: ok, preview: pv, events: hsent ? first : undefined }) });
   s.onmessage = safe(e => recv(JSON.parse(e.data)));
   s.onclose = safe(e => {
     if (ws != s) return;
     ws = ready = 0;
     if (e.code == 1008 || e.code == 1009) { dead = 1; return warn('closed by server', e.code, '- not reconnecting') }
-    // 1013 (busy): at least the retry the server named, then the usual backoff
+    // 1013 (busy): the server's retry, then backoff
     const busy = e.code == 1013 ? +(/retry in (\d+)/.exec(e.reason) || [])[1] || 1e3 : 0;
     timer = setTimeout(safe(connect), busy + Math.random() * Math.min(3e4, 500 * 2 ** tries++));
   });
@@ -145,7 +145,7 @@ const recv = m => {
     (m.items = m.items || []).forEach(it => it.html = htmls[it.campaign] = it.html || htmls[it.campaign]), show(m.items, full), emit(t, m.items, m)) : emit(t, m);
 };
 
-// --- widgets: the server decides whether, the tracker when -------------------
+// widgets: the server decides whether, the tracker when
 let css = '', armed = {}, popup, shown = {}, htmls = {}, decided = 0, away = 0, gone = 0;
 const t0 = Date.now(), slotWait = +attr('slot-timeout') || 1000;
 // a slot out of sight can be filled late: nobody sees its content change
@@ -188,12 +188,12 @@ const fire = it => {
     else if (!popup) h = popup = host(it);
   } else {
     const el = d.querySelector('[data-edge-slot="' + CSS.escape(it.placement) + '"]');
-    // a filled slot keeps its widget for the page view: no swapping, no flicker
+    // a filled slot keeps its widget: no flicker
     if (!el || el.edgeShown || Date.now() - t0 > slotWait && !unseen(el)) return;
     el.edgeShown = 1;
     // a holdout keeps the slot as it is; its impression: the slot on screen
     if (it.holdout) return seen(el, imp);
-    // keep the slot's height: a smaller widget must not pull the page up
+    // keep the slot's height
     el.style.minHeight = el.offsetHeight + 'px'; h = host(it, el);
   }
   h && seen(h.shadowRoot.querySelector(':not(style)') || h, imp);
@@ -234,7 +234,7 @@ const api = w.edge = safe((cmd, a, b) => {
   else if (cmd == 'on') typeof b == 'function' && (subs[a] = subs[a] || []).push(b);
   else if (cmd != 'consent') warn('unknown command', cmd);
   else if (!a) { consent = false; stop() }
-  else if (consent !== true) { consent = true; dead = 0; start(); viewed || track('page_view', page()) }
+  else if (!ok) ok = true, consent ? ws && (ws.close(), ws = ready = 0, connect()) : (consent = true, dead = 0, start(), viewed || track('page_view', page()));
 });
 api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, connected: !!ready, decidedMs: decided });
 
@@ -242,7 +242,7 @@ api.state = () => ({ visitor: vid, session: sid, seq, outbox: outbox.length, con
 consent = nav.globalPrivacyControl === true ? false : attr('consent') == 'required' ? null : true;
 const on = (t, n, f, o) => t.addEventListener(n, safe(f), o);
 on(w, 'pagehide', () => { beacon(); gone = 1; away = 0; sid && put(S, 'edge_live') });
-// back/forward cache: the page lives on; re-read the counter, re-mark the tab
+// bfcache: re-read the counter, re-mark the tab
 on(w, 'pageshow', e => { gone = 0; e.persisted && sid && (seq = Math.max(seq, +get(S, 'edge_seq') || 0), put(S, 'edge_live', 1)) });
 // away: hidden, not left (pagehide)
 on(d, 'visibilitychange', () => d.hidden && (away = !gone, beacon()));

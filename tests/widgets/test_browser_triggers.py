@@ -354,3 +354,31 @@ async def test_a_site_requiring_consent_stores_and_shows_nothing_before_it(
     finally:
         await ctx.close()
     assert not page_errors, page_errors
+
+
+async def test_a_site_requiring_consent_stores_nothing_from_a_page_that_does_not_ask_for_it(
+    browser: Browser, consent_shop: EdgeServer, redis_url: str, page_errors: list[str]
+) -> None:
+    """The page does not say consent is required, so the tracker connects and
+    tracks; the server's ``require_consent`` still stores nothing until the
+    shopper consents, and then the tracker says so in a new hello."""
+    ctx = await shopper(browser, consent_shop)
+    client = redis_py.Redis.from_url(redis_url)
+    try:
+        page = await new_page(ctx, page_errors)
+        await page.goto(f"{consent_shop.http}/demo/t/plain")
+        await page.wait_for_function(ACKED)
+        me = await visitor(page)
+        await page.evaluate(CART)
+        await page.wait_for_function(ACKED)  # acknowledged, and dropped: no consent
+        assert not client.exists(keys.profile("demo", me))
+        await page.evaluate("edge('consent', true)")
+        await page.evaluate(CART.replace("qty: 1", "qty: 2"))
+        await page.wait_for_function(ACKED)
+        stored = decode_profile(client.hget(keys.profile("demo", me), "p"))  # type: ignore[arg-type]
+        assert stored.pageviews == 0  # the page view before consent was not kept
+        assert [(line.sku, line.qty) for line in stored.cart.lines] == [("LMP-01", 2)]
+    finally:
+        client.close()
+        await ctx.close()
+    assert not page_errors, page_errors
