@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from edge.core.automation import abandoned
@@ -24,9 +24,28 @@ from edge.core.intelligence import days_to_birthday
 from edge.core.profile import Profile, Touch
 from edge.widgets.text import language
 
-if TYPE_CHECKING:  # edge.config.sites compiles campaigns, which use this module
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from edge.core.automation import Automation
     from edge.core.catalog import Catalog
-    from edge.core.site import Site
+    from edge.core.intelligence import Intelligence
+
+
+class Site(Protocol):
+    """What attributes read of a compiled site (``edge.core.site.Site``). A
+    protocol, not that class: the site holds the compiled campaigns, whose
+    compiler checks conditions with this module, and an import back would
+    close a circle."""
+
+    @property
+    def timezone(self) -> ZoneInfo: ...
+    @property
+    def automation(self) -> Automation: ...
+    @property
+    def catalog(self) -> Catalog | None: ...
+    @property
+    def intelligence(self) -> Intelligence: ...
 
 DAY_S = 86400.0
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.core import offers
 from edge.core.preview import PREVIEW_CODE, Grant, decide_preview, refusal, verify
@@ -36,7 +36,33 @@ from edge.tracker.useragent import classify
 from edge.widgets.service import Shown, coupon_message, coupon_of, nothing_to_recommend
 
 if TYPE_CHECKING:
-    from edge.tracker.ws import Connection
+    import asyncio
+
+    from edge.core.context import VisitContext
+    from edge.core.site import Site
+    from edge.decisioning.attributes import Page
+    from edge.stores.ledger import Hot
+    from edge.tracker.ingest import Ingest
+
+
+class Connection(Protocol):
+    """What a preview uses of its connection (``edge.tracker.ws.Connection``,
+    which imports this module: a protocol here instead of an import back)."""
+
+    site: Site
+    ctx: VisitContext | None
+    bot: bool
+    hot: Hot | None
+    opening: asyncio.Task[Hot] | None
+    loop: asyncio.AbstractEventLoop
+    preview: PreviewSession | None
+    page: Page
+    ingest: Ingest
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+    async def load(self, deadline: float, *, patient: bool = False) -> bool: ...
+    def may_store(self) -> bool: ...
+    def _release_late(self, opening: asyncio.Task[Hot]) -> None: ...
 
 
 

@@ -30,7 +30,7 @@ from edge.tracker.limits import WARN_INTERVAL_S, LoopStalls
 from edge.tracker.openfiles import Budget, open_files_limit
 
 if TYPE_CHECKING:
-    from edge.tracker.http_protocol import HttpProtocol
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,19 @@ STALL_S = 0.25  # ... and a tick this late means the loop stood still
 # The ASGI scope extension through which ws.py reaches the connection's
 # counters: scope["extensions"][ARRIVALS]["protocol"] is an ``Arrivals``.
 ARRIVALS = "edge.arrivals"
+
+
+class Spare(Protocol):
+    """A connection waiting for its request that may be evicted
+    (``edge.tracker.http_protocol.HttpProtocol``, which imports this module:
+    a protocol here instead of an import back)."""
+
+    done: bool
+
+    @property
+    def transport(self) -> asyncio.BaseTransport: ...
+
+    def leave_spares(self) -> None: ...
 
 
 class Arrivals(Protocol):
@@ -74,7 +87,7 @@ class _Process:
         self.budget = Budget.of(open_files_limit(), self.settings)
         self.counters = TransportCounters()
         # Spare connections still waiting for their request, oldest first.
-        self.waiting_spares: dict[HttpProtocol, None] = {}
+        self.waiting_spares: dict[Spare, None] = {}
         self._stalls: LoopStalls | None = None
         self._warned_at: float | None = None
 
