@@ -116,7 +116,7 @@ def test_a_later_consent_and_its_withdrawal_are_handed_on(keeping: Site) -> None
 def test_consent_of_a_visitor_without_a_kept_email_or_customer_id_is_not_sent(
     site: Site,
 ) -> None:
-    v = Visitor(site)
+    v = Visitor(dataclasses.replace(site, keep_email=False))  # the demo keeps emails
     v.send(identify("ann@example.com"), NOW)
     assert v.send(identify("ann@example.com", marketing_consent=True), NOW + 1) == []
 

@@ -123,8 +123,14 @@ async def test_a_slow_reload_runs_off_the_event_loop_and_sigterm_still_stops_the
         assert report["config"] == {"last_reload": "ok", "error": None}
         assert report["sites"]["demo"]["version"] == first
         problems = report["sites"]["demo"]["problems"]
-        assert len(problems) == len(builtin_banners(demo / "campaigns.yaml"))
-        assert all("template: the check rendering took longer than" in p for p in problems)
+        # each banner on the slow template is reported as slow until the site's
+        # whole template budget is spent; then one problem says the rest was not checked
+        slow = [p for p in problems if "template: the check rendering took longer than" in p]
+        rest = [p for p in problems if p not in slow]
+        banners = builtin_banners(demo / "campaigns.yaml")
+        assert 1 <= len(slow) <= len(banners)
+        assert len(rest) <= 1 and (rest or len(slow) == len(banners)), problems
+        assert all("not checked: the templates took more than" in p for p in rest)
         assert await decided(server.ws) == ["bestsellers"]
 
         # SIGTERM while a reload is over its budget: the server stops at once.
@@ -193,18 +199,22 @@ def test_edge_check_reports_bombs_as_problem_lines(tmp_path: Path) -> None:
         f"error {profiles / 'laughs' / 'bomb.yaml'}:6: stands for more than 200000 values "
         "once its aliases are expanded"
     )
-    banners = [
-        (name, campaign)
-        for name in ("loops", "overflow")
-        for campaign in builtin_banners(campaigns[name])
-    ]
-    for (name, campaign), error in zip(banners, errors[2:], strict=True):
-        index, line = widget_at(campaigns[name], campaign)
-        assert error.startswith(
-            f"error {campaigns[name]}:{line}: campaigns[{index}].widget: template: "
-        )
-    assert "time budget" in errors[2]
-    overflow_first = 2 + len(builtin_banners(campaigns["loops"]))
-    assert "TemplateLimit: range() of more than 10000 numbers" in errors[overflow_first]
+    of = {n: [e for e in errors if e.startswith(f"error {path}:")] for n, path in campaigns.items()}
+    assert len(errors) == 2 + len(of["loops"]) + len(of["overflow"])
+    # loops: each banner is slow until the site's template budget is spent; then
+    # one line says the rest was not checked
+    loops = [e for e in of["loops"] if "not checked: the templates took more than" not in e]
+    not_checked = len(of["loops"]) - len(loops)
+    assert not_checked <= 1
+    assert not_checked or len(loops) == len(builtin_banners(campaigns["loops"]))
+    for name, lines in (("loops", loops), ("overflow", of["overflow"])):
+        for campaign, error in zip(builtin_banners(campaigns[name]), lines, strict=False):
+            index, line = widget_at(campaigns[name], campaign)
+            assert error.startswith(
+                f"error {campaigns[name]}:{line}: campaigns[{index}].widget: template: "
+            )
+    assert loops and all("time budget" in e for e in loops)
+    assert len(of["overflow"]) == len(builtin_banners(campaigns["overflow"]))
+    assert all("TemplateLimit: range() of more than 10000 numbers" in e for e in of["overflow"])
     assert all(line.startswith("error ") for line in errors)
     assert result.stdout == ""
