@@ -24,6 +24,7 @@ from edge.config.settings import Settings
 from edge.errors import ConfigError
 
 if TYPE_CHECKING:
+    from edge.config.registry import SiteRegistry
     from edge.core.rfm import Proposal
     from edge.core.site import Site
 
@@ -229,9 +230,7 @@ def check(args: argparse.Namespace) -> int:
     exit 1 if there is any. A file can only make it report problems."""
     import logging
 
-    from edge.config.registry import SiteRegistry
-
-    registry = SiteRegistry(args.profiles)
+    registry = _registry_to_check(args.profiles)
     quiet = logging.getLogger("edge.config.registry")  # its log lines would repeat ours
     quiet.disabled, was = True, quiet.disabled
     try:
@@ -251,6 +250,18 @@ def check(args: argparse.Namespace) -> int:
     if late is not None and late[0] is None:  # stuck outside any one site
         print(f"error {late[1]}", file=sys.stderr)
     return 1 if problems or late is not None else 0
+
+
+def _registry_to_check(folder: Path) -> SiteRegistry:
+    """The profiles folder's sites, or one site's alone when ``folder`` is a
+    site folder (it has YAML files of its own: ``edge check profiles/demo``)."""
+    from edge.config.registry import SiteRegistry
+
+    if folder.is_dir() and any(folder.glob("*.yaml")):
+        if folder.name in ("", ".", ".."):
+            folder = folder.resolve()
+        return SiteRegistry(folder.parent, only=folder.name)
+    return SiteRegistry(folder)
 
 
 def explain(args: argparse.Namespace) -> int:

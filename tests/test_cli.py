@@ -38,6 +38,28 @@ def test_check_lists_every_problem_and_fails(
     assert f"error {bad / 'site.yaml'}:4: site.colour: unknown key 'colour'" in errors
 
 
+def test_check_accepts_one_site_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``edge check profiles/demo`` checks that site alone; it once took the
+    site folder for a profiles folder (``error profiles/demo/templates: no
+    *.yaml files``). A broken sibling site is not its business."""
+    shutil.copytree(PROFILES / "demo", tmp_path / "demo")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "site.yaml").write_text("site:\n  id: broken\n  colour: red\n")
+    assert main(["check", str(tmp_path / "demo")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ok    demo (configuration ")
+    assert "error" not in captured.err
+    assert main(["check", str(tmp_path / "broken")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"error {tmp_path / 'broken' / 'site.yaml'}:3: site.colour: unknown key" in captured.err
+    monkeypatch.chdir(tmp_path / "demo")
+    assert main(["check", "."]) == 0
+    assert capsys.readouterr().out.startswith("ok    demo (configuration ")
+
+
 def test_schema_file_is_current() -> None:
     committed = json.loads((PROFILES / "schema.json").read_text())
     assert committed == site_config_schema(), "run: edge schema --output profiles/schema.json"

@@ -44,6 +44,7 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 @dataclass
 class SiteRegistry:
     profiles: Path
+    only: str | None = None  # load this site folder alone (``edge check profiles/demo``)
     sites: dict[str, Site] = field(default_factory=dict)
     problems: dict[str, list[str]] = field(default_factory=dict)
     reloads: int = 0
@@ -83,7 +84,9 @@ class SiteRegistry:
         if not self.profiles.is_dir():
             raise ConfigError([f"{self.profiles}: profiles folder not found"])
         folders = {
-            p.name: p for p in self.profiles.iterdir() if p.is_dir() and not p.name.startswith(".")
+            p.name: p
+            for p in self.profiles.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and self.only in (None, p.name)
         }
         changed = False
         for name in set(self._prints) - set(folders):
