@@ -592,6 +592,26 @@ class MachineMeter:
         return busy, (steal - s0) / spent * 100 * cores
 
 
+async def sample_processes(
+    point: dict[str, Any],
+    own_cpu: CpuMeter,
+    machine: MachineMeter,
+    server_cpu: CpuMeter | None,
+    redis: RedisMeter | None,
+) -> None:
+    """Add the CPU of the generator, the machine and the server (with its
+    RSS) and Redis's figures to a per-second ``point``."""
+    point["loadgen_cpu_pct"] = own_cpu.sample()[0]
+    point["machine_cpu_pct"], point["machine_steal_pct"] = machine.sample()
+    if server_cpu is not None:
+        cpu, rss, nproc = server_cpu.sample()
+        point.update(server_cpu_pct=cpu, server_rss_mb=rss, server_processes=nproc)
+    if redis is not None:
+        with contextlib.suppress(Exception):
+            for k, v in (await redis.sample()).items():
+                point[f"redis_{k}"] = v
+
+
 class RedisMeter:
     """Redis ops/s, used memory and CPU from ``INFO``."""
 
@@ -952,15 +972,7 @@ class LoadGenerator:
         }
         phase.acked_interval = 0
         phase.refused_mark = phase.refused
-        point["loadgen_cpu_pct"] = self.own_cpu.sample()[0]
-        point["machine_cpu_pct"], point["machine_steal_pct"] = self.machine.sample()
-        if self.server_cpu is not None:
-            cpu, rss, nproc = self.server_cpu.sample()
-            point.update(server_cpu_pct=cpu, server_rss_mb=rss, server_processes=nproc)
-        if self.redis is not None:
-            with contextlib.suppress(Exception):
-                for k, v in (await self.redis.sample()).items():
-                    point[f"redis_{k}"] = v
+        await sample_processes(point, self.own_cpu, self.machine, self.server_cpu, self.redis)
         return point
 
     async def phase_run(self, rate: float, duration_s: float, warmup_s: float) -> dict[str, Any]:

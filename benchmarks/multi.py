@@ -45,6 +45,7 @@ from benchmarks.load import (
     process_tree,
     progress_line,
     raise_nofile_limit,
+    sample_processes,
     summarize,
 )
 
@@ -353,15 +354,7 @@ class MultiGenerator:
             "measuring": now >= phase.measure_from,
             "generators_reporting": len(parts),
         }
-        point["loadgen_cpu_pct"] = self.own_cpu.sample()[0]
-        point["machine_cpu_pct"], point["machine_steal_pct"] = self.machine.sample()
-        if self.server_cpu is not None:
-            cpu, rss, nproc = self.server_cpu.sample()
-            point.update(server_cpu_pct=cpu, server_rss_mb=rss, server_processes=nproc)
-        if self.redis is not None:
-            with contextlib.suppress(Exception):
-                for k, v in (await self.redis.sample()).items():
-                    point[f"redis_{k}"] = v
+        await sample_processes(point, self.own_cpu, self.machine, self.server_cpu, self.redis)
         point["loadgen_loop_lag_ms"] = max(p["lag_s"] for p in parts.values()) * 1000
         phase.timeline.append(point)
         so_far.add(interval)

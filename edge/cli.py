@@ -373,31 +373,12 @@ async def _privacy_on_redis(args: argparse.Namespace, url: str) -> dict[str, obj
 
 
 def _privacy_via_server(args: argparse.Namespace) -> int:
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
-    token = os.environ.get("EDGE_ADMIN_TOKEN")
-    if not token:
-        print("edge privacy: --server needs EDGE_ADMIN_TOKEN", file=sys.stderr)
-        return 2
     site = urllib.parse.quote(args.site, safe="")
-    url = f"{args.server.rstrip('/')}/admin/sites/{site}/visitors/{args.visitor}"
-    request = urllib.request.Request(
-        url,
-        method="DELETE" if args.action == "erase" else "GET",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            sys.stdout.write(answer.read().decode() + "\n")
-    except urllib.error.HTTPError as exc:
-        print(f"edge privacy: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"edge privacy: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    method = "DELETE" if args.action == "erase" else "GET"
+    path = f"/admin/sites/{site}/visitors/{args.visitor}"
+    return _admin_call("edge privacy", args.server, path, method=method, timeout_s=30)
 
 
 def events(args: argparse.Namespace) -> int:
@@ -534,7 +515,7 @@ def _segments_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
 def segments(args: argparse.Namespace) -> int:
     """``edge segments refresh``: the JSON report on standard output."""
     if args.server:
-        return _admin_post(
+        return _admin_call(
             "edge segments refresh", args.server, f"/admin/sites/{args.site}/segments/refresh"
         )
     url = args.redis_url or os.environ.get("EDGE_REDIS_URL")
@@ -594,7 +575,11 @@ async def _refresh_on_redis(url: str, site: Site) -> dict[str, object]:
     return {"site": site.id, "profiles_read": done.profiles_read, "changed": done.changed}
 
 
-def _admin_post(command: str, server: str, path: str) -> int:
+def _admin_call(
+    command: str, server: str, path: str, *, method: str = "POST", timeout_s: float = 600
+) -> int:
+    """One admin API call on a running server with ``EDGE_ADMIN_TOKEN``: its
+    answer to stdout; exit 2 without the token, 1 when the call failed."""
     import urllib.error
     import urllib.request
 
@@ -603,10 +588,10 @@ def _admin_post(command: str, server: str, path: str) -> int:
         print(f"{command}: --server needs EDGE_ADMIN_TOKEN", file=sys.stderr)
         return 2
     request = urllib.request.Request(
-        server.rstrip("/") + path, method="POST", headers={"Authorization": f"Bearer {token}"}
+        server.rstrip("/") + path, method=method, headers={"Authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=600) as answer:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             sys.stdout.write(answer.read().decode() + "\n")
     except urllib.error.HTTPError as exc:
         print(f"{command}: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)

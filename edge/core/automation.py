@@ -24,11 +24,11 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from edge.core import events as p
 from edge.core.intelligence import DAY_S, Intelligence, expected_interval_days, winback
 from edge.core.profile import Cart, Membership, Profile
+from edge.core.source import url_path
 from edge.decisioning.config import AutomationConfig
 from edge.decisioning.config import AutomationEvent as EventKind
 
@@ -184,7 +184,7 @@ def derive(
             items=items,
         )
     if isinstance(event, p.PageView) and cfg.watched:
-        path = _path(event.url)
+        path = url_path(event.url)
         if path is not None and any(pattern.search(path) for pattern in cfg.watched):
             emit("watched_page_visited", path=path)
     if after.score_crossed_at is not None and (before is None or before.score_crossed_at is None):
@@ -275,15 +275,6 @@ def _new_visit(before: Profile | None, after: Profile) -> bool:
         or before.session is None
         or before.session.started_at != after.session.started_at
     )
-
-
-def _path(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return urlsplit(url).path or "/"
-    except ValueError:
-        return None
 
 
 Deadline = tuple[Literal["schedule"], float] | tuple[Literal["cancel"], None] | None

@@ -244,6 +244,16 @@ def _strip_www(host: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
+def url_path(url: str | None) -> str | None:
+    """The path of ``url`` (``/`` for none), or None for no or a broken URL."""
+    if not url:
+        return None
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return None
+
+
 def _host(url: str | None) -> str | None:
     if not url:
         return None

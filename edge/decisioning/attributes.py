@@ -22,6 +22,7 @@ from edge.core.intelligence import NAMESPACES as INTELLIGENCE_NAMESPACES
 from edge.core.intelligence import attributes as intelligence_attributes
 from edge.core.intelligence import days_to_birthday
 from edge.core.profile import Profile, Touch
+from edge.core.source import url_path
 from edge.widgets.text import language
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def _session(profile: Profile, now: float) -> dict[str, Any]:
         "campaign": session.campaign if session else None,
         "referrer_domain": session.referrer_domain if session else None,
         "search_phrase": session.term if session else None,
-        "landing_page": _path(session.landing) if session else None,
+        "landing_page": url_path(session.landing) if session else None,
         "landing_url": session.landing if session else None,
         "referrer": session.referrer if session else None,
         "pages": list(session.pages) if session else [],
@@ -399,15 +400,8 @@ def _touch(touch: Touch | None, now: float) -> dict[str, Any]:
         "campaign": touch.campaign,
         "search_phrase": touch.term,
         "referrer_domain": touch.referrer_domain,
-        "landing_page": _path(touch.landing),
+        "landing_page": url_path(touch.landing),
         "days_ago": _days(touch.at, now) if touch.at else None,
     }
 
 
-def _path(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return urlsplit(url).path or "/"
-    except ValueError:
-        return None
