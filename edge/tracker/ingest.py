@@ -188,8 +188,8 @@ class Counters:
     # "What clients cannot do"): not_offered, robot, consent_required, not_eligible
     refusals: dict[str, int] = field(default_factory=dict)
 
-    def refuse(self, code: str) -> None:
-        self.refusals[code] = self.refusals.get(code, 0) + 1
+    def refuse(self, code: str, count: int = 1) -> None:
+        self.refusals[code] = self.refusals.get(code, 0) + count
 
 
 @dataclass
@@ -312,8 +312,8 @@ class Ingest:
         self, batch: p.Batch, site: Site, prior: Profile | None, stored: bool, now: float
     ) -> tuple[list[dict[str, Any]], list[p.Event]]:
         errors, accepted, not_offered = check_batch(batch, site, prior, stored, now)
-        for _ in range(not_offered):
-            self.counters.refuse("not_offered")
+        if not_offered:
+            self.counters.refuse("not_offered", not_offered)
         return errors, accepted
 
     async def _settle(self, futures: Sequence[asyncio.Future[Profile | None]]) -> Profile | None:
