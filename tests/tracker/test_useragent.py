@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 import time
 from pathlib import Path
 
@@ -127,6 +128,35 @@ def test_android_model_names_are_not_crawler_names() -> None:
             "(KHTML, like Gecko) Chrome/18.0.1025.166 Safari/535.19"
         )
         assert not classify(ua).is_bot, ua
+
+
+def test_the_grouped_crawler_list_finds_what_the_flat_list_finds() -> None:
+    """Rule 4's regex is crawlerdetect's patterns lower-cased and grouped by
+    leading characters (useragent._grouped). On what rule 4 searches of
+    every vendored bot and current browser (the UA lower-cased, without the
+    exclusions and the Android model), it must find a name exactly when
+    crawlerdetect's patterns as one case-insensitive alternation do."""
+    from crawlerdetect.providers.crawlers import data as crawlers
+
+    flat = re.compile("|".join(crawlers), re.I)
+    names = ("bots.json", "browsers.json", "matomo-bots.json", "intoli-browsers.json")
+    searched = [
+        useragent._LIST_EXCLUSIONS.sub("", useragent._ANDROID_COMMENT_RE.sub("", ua.lower()))
+        for name in names
+        for ua in _load(name)
+    ]
+    assert len(searched) > 9_000
+    grouped = useragent._LIST_CRAWLERS
+    differ = [s for s in searched if (grouped.search(s) is None) != (flat.search(s) is None)]
+    assert differ == []
+
+
+def test_grouping_keeps_what_applies_to_a_leading_character() -> None:
+    grouped = useragent._grouped(["ab", "ac", "a+z", "x|y", "\\/q", "\\/r", "d"], 3)
+    assert grouped == "a(?:b|c)|/(?:q|r)|d|a+z|x|y"
+    pattern = re.compile(grouped)
+    assert pattern.fullmatch("aaz") and pattern.fullmatch("/q") and pattern.fullmatch("y")
+    assert useragent._lowered_pattern("Zend\\\\Http\\D") == "zend\\\\http\\D"
 
 
 def test_bots_have_bot_device_type() -> None:
