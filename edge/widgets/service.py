@@ -76,14 +76,11 @@ class WidgetService:
 
     def unavailable(self, site: Site) -> frozenset[str]:
         """Campaigns the engine must pass over: empty pools, missing secrets."""
-        missing = set(self._empty.get(site.id, ()))
-        if site.secret is None:
-            missing.update(
-                c.id
-                for c in site.decisioning.by_id.values()
-                if _coupon(c).get("source") == "generated"
-            )
-        return frozenset(missing)
+        empty = self._empty.get(site.id)
+        if site.secret is not None:
+            return frozenset(empty) if empty else frozenset()
+        generated = _generated_coupons(site.decisioning.by_id)
+        return generated | empty if empty else generated
 
     async def render(
         self,
@@ -415,6 +412,23 @@ def _history_campaigns(
         _HISTORY_OF.clear()
     _HISTORY_OF[id(campaigns)] = (campaigns, tuple(found))
     return tuple(found)
+
+
+# by_id mapping id -> (the mapping, the ids of its campaigns with generated
+# coupons, drafts included), as _HISTORY_OF: once per compiled configuration.
+_GENERATED_OF: dict[int, tuple[Mapping[str, Campaign], frozenset[str]]] = {}
+
+
+def _generated_coupons(campaigns: Mapping[str, Campaign]) -> frozenset[str]:
+    """The campaigns whose coupons are generated (they need the site's secret)."""
+    cached = _GENERATED_OF.get(id(campaigns))
+    if cached is not None and cached[0] is campaigns:
+        return cached[1]
+    found = frozenset(c.id for c in campaigns.values() if _coupon(c).get("source") == "generated")
+    if len(_GENERATED_OF) >= 64:
+        _GENERATED_OF.clear()
+    _GENERATED_OF[id(campaigns)] = (campaigns, found)
+    return found
 
 
 def _widgets(campaign: Campaign) -> list[Mapping[str, Any]]:
