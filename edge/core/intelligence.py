@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from urllib.parse import urlsplit
 
 from edge.core.profile import Interest, Profile
+from edge.core.source import url_path
 from edge.decisioning.config import IntelligenceConfig
 
 DAY_S = 86400.0
@@ -164,20 +164,11 @@ def event_points(rules: tuple[ScoreRule, ...], event: Any, url: str | None) -> f
             continue
         if rule.path is not None:
             if path is None:
-                path = _path(url)
+                path = url_path(url) or "/"
             if rule.path.search(path) is None:
                 continue
         points += rule.points
     return points
-
-
-def _path(url: str | None) -> str:
-    if not url:
-        return "/"
-    try:
-        return urlsplit(url).path or "/"
-    except ValueError:
-        return "/"
 
 
 # --- interests -----------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from edge.core import events as p
 from edge.core import offers, segments
@@ -44,7 +43,7 @@ from edge.core.profile import (
 )
 from edge.core.properties import checked_event_props
 from edge.core.site import Site
-from edge.core.source import DIRECT, Source, classify
+from edge.core.source import DIRECT, Source, classify, url_path
 from edge.decisioning.campaigns import Campaign
 from edge.errors import InvalidMessage
 
@@ -214,19 +213,10 @@ def _front(item: T, items: tuple[T, ...], same: Callable[[T], bool], bound: int)
     return (item, *(i for i in items if not same(i)))[:bound]
 
 
-def _path(url: str | None) -> str:
-    if not url:
-        return "/"
-    try:
-        return urlsplit(url).path or "/"
-    except ValueError:
-        return "/"
-
-
 def _page_view(
     profile: Profile, session: Session, event: Any, ctx: VisitContext, site: Site, now: float
 ) -> Changes:
-    pages = (_path(event.url or ctx.url), *session.pages[: site.bounds.session_pages - 1])
+    pages = (url_path(event.url or ctx.url) or "/", *session.pages[: site.bounds.session_pages - 1])
     return {
         "pageviews": profile.pageviews + 1,
         "session": evolve(session, {"pageviews": session.pageviews + 1, "pages": pages}),

@@ -9,7 +9,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
@@ -36,6 +36,9 @@ from edge.widgets.render import RenderError
 from edge.widgets.text import page_language
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")  # a compiled configuration object (_PerConfig)
+V = TypeVar("V")
 
 CACHE_SIZE = 2048
 Shown = tuple[str, str, int]  # a widget sent: (campaign, arm, step)
@@ -387,48 +390,51 @@ def nothing_to_recommend(
     )
 
 
-# campaigns tuple id -> (the tuple, its history campaigns); the tuple is kept so
-# that its id is not reused while the entry lives. A site's campaigns change
-# only on a reload, so this holds a handful of entries.
-_HISTORY_OF: dict[int, tuple[tuple[Campaign, ...], tuple[tuple[str, list[Mapping[str, Any]]], ...]]]
-_HISTORY_OF = {}
+class _PerConfig(Generic[C, V]):
+    """``compute(config)`` worked out once per compiled configuration object,
+    not per event. Keyed by the object's id, and holding the object so that
+    its id is not reused while the entry lives; a site's configuration
+    changes only on a reload, so a handful of entries (at most 64)."""
+
+    def __init__(self, compute: Callable[[C], V]) -> None:
+        self.compute = compute
+        self.entries: dict[int, tuple[C, V]] = {}
+
+    def __call__(self, config: C) -> V:
+        cached = self.entries.get(id(config))
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        value = self.compute(config)
+        if len(self.entries) >= 64:
+            self.entries.clear()
+        self.entries[id(config)] = (config, value)
+        return value
 
 
-def _history_campaigns(
+def _find_history_campaigns(
     campaigns: tuple[Campaign, ...],
 ) -> tuple[tuple[str, list[Mapping[str, Any]]], ...]:
-    """The campaigns every widget of which is a block of the shopper's own
-    history, with those widgets: the only ones ``nothing_to_recommend`` can
-    pass over (worked out once per compiled configuration, not per event)."""
-    cached = _HISTORY_OF.get(id(campaigns))
-    if cached is not None and cached[0] is campaigns:
-        return cached[1]
     found = []
     for campaign in campaigns:
         widgets = _widgets(campaign)
         if all(is_history_block(w) for w in widgets):  # none at all: passed over too
             found.append((campaign.id, widgets))
-    if len(_HISTORY_OF) >= 64:
-        _HISTORY_OF.clear()
-    _HISTORY_OF[id(campaigns)] = (campaigns, tuple(found))
     return tuple(found)
 
 
-# by_id mapping id -> (the mapping, the ids of its campaigns with generated
-# coupons, drafts included), as _HISTORY_OF: once per compiled configuration.
-_GENERATED_OF: dict[int, tuple[Mapping[str, Campaign], frozenset[str]]] = {}
+_history_campaigns = _PerConfig(_find_history_campaigns)
+"""The campaigns every widget of which is a block of the shopper's own
+history, with those widgets: the only ones ``nothing_to_recommend`` can pass
+over."""
 
 
-def _generated_coupons(campaigns: Mapping[str, Campaign]) -> frozenset[str]:
-    """The campaigns whose coupons are generated (they need the site's secret)."""
-    cached = _GENERATED_OF.get(id(campaigns))
-    if cached is not None and cached[0] is campaigns:
-        return cached[1]
-    found = frozenset(c.id for c in campaigns.values() if _coupon(c).get("source") == "generated")
-    if len(_GENERATED_OF) >= 64:
-        _GENERATED_OF.clear()
-    _GENERATED_OF[id(campaigns)] = (campaigns, found)
-    return found
+def _find_generated_coupons(campaigns: Mapping[str, Campaign]) -> frozenset[str]:
+    return frozenset(c.id for c in campaigns.values() if _coupon(c).get("source") == "generated")
+
+
+_generated_coupons = _PerConfig(_find_generated_coupons)
+"""The campaigns (drafts included, from ``Decisioning.by_id``) whose coupons
+are generated: they need the site's secret."""
 
 
 def _widgets(campaign: Campaign) -> list[Mapping[str, Any]]:
