@@ -4,32 +4,16 @@ task that crashes is restarted and shown in /readyz and /metrics."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import httpx
 
 from edge.app import create_app
 from edge.config.settings import Settings
 from edge.core.context import VisitContext
-from edge.stores.base import Conflict, Write
-from edge.stores.memory import MemoryStore
 from edge.tracker import protocol as p
 from tests.client import new_id
 from tests.helpers import PROFILES
-
-
-class BuggyStore(MemoryStore):
-    """Its first commit raises an error that is no StoreError: a bug."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bugs = 1
-
-    async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
-        if self.bugs:
-            self.bugs -= 1
-            raise KeyError("a bug below the ledger")
-        return await super().commit(writes)
+from tests.runtime.test_supervisor import BuggyStore
 
 
 async def test_a_crashed_flusher_is_restarted_and_reported() -> None:
