@@ -48,6 +48,7 @@ class Site(Protocol):
     @property
     def intelligence(self) -> Intelligence: ...
 
+
 DAY_S = 86400.0
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -179,6 +180,9 @@ def condition_paths(condition: Any) -> Iterator[tuple[tuple[str | int, ...], str
             yield (key,), key
 
 
+ALL = frozenset(KNOWN)
+
+
 def build(
     profile: Profile | None,
     ctx: VisitContext,
@@ -186,41 +190,43 @@ def build(
     now: float,
     page: Page,
     device: Mapping[str, Any],
+    roots: frozenset[str] = ALL,
 ) -> dict[str, Any]:
-    """The attributes for one decision (``segments`` is filled in by the engine)."""
-    local = datetime.fromtimestamp(now, site.timezone)
-    time_attrs = {
-        "hour": local.hour,
-        "minute": local.minute,
-        "weekday": WEEKDAY_NAMES[local.weekday()],
-        "date": local.date().isoformat(),
-        "month": local.month,
-        "day": local.day,
-    }
-    url = page.url or ctx.url
-    attrs: dict[str, Any] = {
-        "page": {**_page(url, page), "lang": language(ctx.page_lang) or None},
-        "device": device,
-        "time": time_attrs,
-        "segments": [],
-        "geo": {"country": ctx.country, "region": ctx.region},
-    }
-    if profile is None:
-        profile = Profile(visitor=ctx.visitor, created_at=now, first_seen=now, last_seen=now)
-    attrs.update(_profile_attrs(profile, now))
-    visitor = attrs["visitor"]
-    visitor["first_name"] = profile.first_name
-    visitor["tier"] = profile.tier
-    visitor["days_to_birthday"] = days_to_birthday(profile.birthday, local.date())
-    attrs["cart"]["abandoned"] = abandoned(profile, site.automation, now)
-    attrs["orders"].update(_bought(profile, site.catalog, now))
-    attrs.update(intelligence_attributes(profile, site.intelligence, now))
+    """The attributes for one decision (``segments`` is filled in by the engine).
+
+    Only the namespaces in ``roots`` are sure to be there (``ALL``: every
+    one, for explaining): a decision passes the namespaces its site's
+    conditions name (``Decisioning.roots``), since building the profile's
+    namespaces is most of the cost of a decision and most sites name few."""
+    attrs: dict[str, Any] = {"segments": []}
+    if "time" in roots:
+        local = datetime.fromtimestamp(now, site.timezone)
+        attrs["time"] = {
+            "hour": local.hour,
+            "minute": local.minute,
+            "weekday": WEEKDAY_NAMES[local.weekday()],
+            "date": local.date().isoformat(),
+            "month": local.month,
+            "day": local.day,
+        }
+    if "page" in roots:
+        lang = language(ctx.page_lang) or None
+        attrs["page"] = {**_page(page.url or ctx.url, page), "lang": lang}
+    if "device" in roots:
+        attrs["device"] = device
+    if "geo" in roots:
+        attrs["geo"] = {"country": ctx.country, "region": ctx.region}
+    if not roots.isdisjoint(_OF_PROFILE):
+        if profile is None:
+            profile = Profile(visitor=ctx.visitor, created_at=now, first_seen=now, last_seen=now)
+        attrs.update(of_profile(profile, site, now, roots))
     return attrs
 
 
 def of_profile(profile: Profile, site: Site, now: float, roots: frozenset[str]) -> dict[str, Any]:
-    """The attributes of the profile alone (no page, device, time or geo), as
-    ``build`` makes them, for segments kept on the profile (edge.core.segments).
+    """The attributes of the profile alone (no page, device, time or geo): the
+    profile's part of ``build``, and the attributes of segments kept on the
+    profile (edge.core.segments).
     Only the namespaces in ``roots`` are sure to be there: this runs on every
     applied event, so the others are not built."""
     attrs = {name: make(profile, now) for name, make in _BUILDERS.items() if name in roots}
@@ -385,10 +391,7 @@ _BUILDERS: dict[str, Callable[[Profile, float], dict[str, Any]]] = {
     "events": _events,
     "props": _props,
 }
-
-
-def _profile_attrs(profile: Profile, now: float) -> dict[str, Any]:
-    return {name: make(profile, now) for name, make in _BUILDERS.items()}
+_OF_PROFILE = frozenset(_BUILDERS) | _INTELLIGENCE
 
 
 def _touch(touch: Touch | None, now: float) -> dict[str, Any]:
@@ -403,5 +406,3 @@ def _touch(touch: Touch | None, now: float) -> dict[str, Any]:
         "landing_page": url_path(touch.landing),
         "days_ago": _days(touch.at, now) if touch.at else None,
     }
-
-

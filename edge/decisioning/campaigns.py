@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.core.properties import NO_DECLARATIONS, Declarations
-from edge.decisioning.attributes import PER_PAGE, condition_paths, unknown_attribute
+from edge.decisioning.attributes import ALL, PER_PAGE, condition_paths, unknown_attribute
 from edge.decisioning.conditions import ConditionError, compile_condition
 from edge.decisioning.config import (
     DEFAULT_ATTRIBUTION_DAYS,
@@ -220,6 +220,9 @@ class Decisioning:
     clause_tests: tuple[Predicate, ...] = ()  # every distinct audience entry, by slot
     kept: tuple[KeptSegment, ...] = ()  # membership: true, in configuration order
     kept_roots: frozenset[str] = frozenset()  # the namespaces their conditions name
+    # The namespaces a decision builds: those the campaigns' audiences name,
+    # and the segments' when an audience names segments (edge.decisioning.engine).
+    roots: frozenset[str] = ALL
 
 
 NO_CAMPAIGNS = Decisioning()
@@ -278,7 +281,22 @@ def compile_decisioning(
         tuple(table.tests),
         tuple(kept),
         frozenset(roots) if kept else frozenset(),
+        _decision_roots(config),
     )
+
+
+def _decision_roots(config: DecisioningConfig) -> frozenset[str]:
+    """The namespaces a decision must build: every one a campaign's audience
+    names (active or not: a status change recompiles anyway), and when one
+    names ``segments``, every one a segment's condition names."""
+    roots = _named([c.audience for c in config.campaigns])
+    if "segments" in roots:
+        roots |= _named([s.condition for s in config.segments])
+    return frozenset(roots)
+
+
+def _named(conditions: list[Mapping[str, Any]]) -> set[str]:
+    return {path.split(".")[0] for c in conditions for _, path in condition_paths(c)}
 
 
 def _profile_roots(condition: Mapping[str, Any], where: Where, problems: Problems) -> set[str]:

@@ -101,10 +101,12 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
     decisioning = site.decisioning
     if not decisioning.campaigns and not explain:
         return NOTHING
-    attributes = attrs_.build(profile, ctx, site, now, page, device or {})
+    roots = attrs_.ALL if explain else decisioning.roots
+    attributes = attrs_.build(profile, ctx, site, now, page, device or {}, roots)
     if event is not None:
         attributes["event"] = event
-    attributes["segments"] = [sid for sid, test in decisioning.segments if test(attributes)]
+    if "segments" in roots:
+        attributes["segments"] = [sid for sid, test in decisioning.segments if test(attributes)]
     states = {s.id: s for s in profile.campaigns} if profile is not None else {}
     popup_block: list[str | None] = []  # computed once, when a pop-up first asks
     taken: dict[str, str] = {}
