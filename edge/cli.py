@@ -212,6 +212,7 @@ def serve(args: argparse.Namespace) -> int:
         # so that worker processes import them too).
         http=transport.HTTP_PROTOCOL,
         ws=transport.WS_PROTOCOL,
+        loop=transport.EVENT_LOOP,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,

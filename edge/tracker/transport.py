@@ -6,7 +6,9 @@ websockets-sansio), with what a client must not be able to do to the server
   and the open-files budget (edge.tracker.openfiles), before any handshake;
 - edge.tracker.ws_protocol: frame limits counted on arrival (pings too), and
   refusals (1008, and 1007 for text that is not UTF-8) that close only after
-  the messages before the refused frame are answered.
+  the messages before the refused frame are answered;
+- edge.tracker.eventloop: uvloop with listening sockets accepted in batches,
+  so that a saturated loop still takes new connections in.
 
 This module holds what they share in one worker process: the settings, the
 budget, the counters, and the watch that tells when the event loop stood
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 # import the classes themselves.
 HTTP_PROTOCOL = "edge.tracker.http_protocol:HttpProtocol"
 WS_PROTOCOL = "edge.tracker.ws_protocol:WebSocketProtocol"
+EVENT_LOOP = "edge.tracker.eventloop:new_loop"  # uvloop, accepting in batches
 
 LINGER_S = 1.0  # after a refusal, the client's bytes are dropped this long before the close
 TICK_S = 0.1  # the loop-stall watch ticks this often ...
