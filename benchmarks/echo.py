@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.app import tune_gc
 from edge.config.settings import Settings
+from edge.tracker.transport import EVENT_LOOP
 
 
 async def echo(ws: WebSocket) -> None:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        loop="uvloop",
+        loop=EVENT_LOOP,  # edge serve's: uvloop, accepting in batches
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
