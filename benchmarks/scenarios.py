@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import serverside
 from benchmarks.load import ROOT, Config, check_loopback, raise_nofile_limit
 from benchmarks.multi import make_generator
 
@@ -329,15 +330,27 @@ async def overload_phases(args: argparse.Namespace, cfg: Config) -> dict[str, An
     gen = make_generator(cfg)
     await gen.start()
     base = cfg.label
+    http = "http" + cfg.base_ws[2:]
+    seen = [await asyncio.to_thread(serverside.scrape, http)]
     try:
         gen.cfg.label = f"{base} baseline @{capacity / 2:.0f}/s"
         baseline = await gen.phase_run(capacity / 2, args.phase_s, args.warmup_s)
+        seen.append(await asyncio.to_thread(serverside.scrape, http))
         gen.cfg.label = f"{base} overload @{capacity * args.factor:.0f}/s"
         overload = await gen.phase_run(capacity * args.factor, args.duration_s, 0.0)
+        seen.append(await asyncio.to_thread(serverside.scrape, http))
         gen.cfg.label = f"{base} recovery @{capacity / 2:.0f}/s"
         recovery = await gen.phase_run(capacity / 2, args.phase_s, 0.0)
+        seen.append(await asyncio.to_thread(serverside.scrape, http))
     finally:
         await gen.stop()
+    phases = (baseline, overload, recovery)
+    for phase, before, after in zip(phases, seen[:-1], seen[1:], strict=True):
+        phase["server_side"] = {
+            "messages": serverside.messages(before, after),
+            "p50_le_ms": serverside.quantile_bound_ms(before, after, 0.50),
+            "p99_le_ms": serverside.quantile_bound_ms(before, after, 0.99),
+        }
     normal_ms = max(baseline["latency_ms"]["p99"], args.p99_limit_ms)
     back_at = None
     for point in recovery["timeline"]:
@@ -601,12 +614,15 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
         f"Capacity taken as {o['capacity']:.0f} events/s; offered {o['factor']:g}x that in "
         "the overload phase. *Admitted*: acknowledged at the first try; *refused*: answered "
         "`busy` (then resent after `retry_ms` and acknowledged: counted in goodput, their "
-        "latency apart).",
+        "latency apart). Latency runs from each event's scheduled time, so it includes the "
+        "generator's own queue; *server-side* is the server's histogram "
+        "`edge_message_seconds` (receiving a message to answering it) over the phase, as "
+        "the bucket bounds its quantiles fall in.",
         "",
         "| phase | offered/s | goodput/s | admitted p50 / p99 ms | opening p99 ms | refused "
         "(busy) | resent p99 ms | store_unavailable | other failures | server CPU % | server "
-        "RSS MiB (peak) | loadgen CPU % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "RSS MiB (peak) | loadgen CPU % | server-side p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in o["phases"].items():
         lat = p["latency_ms"]
@@ -619,7 +635,7 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
             f"{p['session_opening_latency_ms']['p99']:.0f} | {p['refused_busy']} | "
             f"{p['retried_latency_ms']['p99']:.0f} | {unavailable} | {other} | "
             f"{p['server_cpu_pct'] or 0:.0f} | {p['server_rss_mb'] or 0:.0f} | "
-            f"{p['loadgen_cpu_pct'] or 0:.0f} |"
+            f"{p['loadgen_cpu_pct'] or 0:.0f} | {_server_side(p.get('server_side'))} |"
         )
     back = o["recovered_after_s"]
     lines += [
@@ -630,6 +646,13 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _server_side(figures: dict[str, Any] | None) -> str:
+    """The server's own message time (edge_message_seconds), as bucket bounds."""
+    if not figures or figures["p50_le_ms"] is None:
+        return "n/a"
+    return f"≤ {figures['p50_le_ms']:g} / ≤ {figures['p99_le_ms']:g}"
 
 
 def _merge(dicts: Any) -> dict[str, int]:
