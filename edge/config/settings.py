@@ -75,6 +75,11 @@ class Settings:
     # retry_ms, about busy_retry_s); 0 turns it off.
     admission_wait_s: float = 0.05
     busy_retry_s: float = 1.0
+    # Messages (and beacons) one worker handles at once, at most: one more is
+    # refused "busy" too. Each one admitted is work in every turn of the event
+    # loop until it is answered, so this bounds how long an admitted message
+    # waits (about max_in_flight x the CPU of one). 0: no bound.
+    max_in_flight: int = 128
     # store
     ack_timeout_s: float = 10.0
     # How long a WebSocket message waits for a store that answers nothing (a
@@ -137,6 +142,8 @@ class Settings:
             raise ValueError("admin_token must be at least 16 characters")
         if self.answer_deadline_s <= 0:
             raise ValueError("answer_deadline_s must be above 0")
+        if self.max_in_flight < 0:
+            raise ValueError("max_in_flight must be 0 (no bound) or more")
         self._check_address_limits()
         self._check_transport()
         if self.redis_breaker_failures < 1:

@@ -23,14 +23,29 @@ handling what it admits at full speed: goodput stays near capacity.
 
 Either over ``max_wait_s`` (``EDGE_ADMISSION_WAIT_S``, 50 ms) refuses. The
 loop-lag monitor is one timer every ``TICK_S``.
+
+Neither bounds what happens *after* admission: with thousands of connections
+each allowed one message in hand, a saturated process held thousands at once,
+every turn of its loop did a little of each, and admitted messages took 250 to
+500 ms (issue 13, ``edge_message_seconds`` at 4x capacity). So at most
+``max_in_flight`` (``EDGE_MAX_IN_FLIGHT``, 128) are handled at once; one more
+is refused like the others. By Little's law that bounds an admitted message's
+time to about ``max_in_flight`` times the CPU of one message. The default is
+about what one worker answers in 100 ms at full speed: 64 held that bound at
+4x capacity, but also refused messages at 800 events/s while a store write
+was slow, since a message waiting for the store is in flight too (and it is
+answered by the answer deadline anyway). A message is in
+flight while it is stored and decided, not while its answer is sent: a client
+that does not read could otherwise hold its place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 TICK_S = 0.02
 SMOOTHING = 0.2  # weight of the newest tick in the average lateness
@@ -83,11 +98,14 @@ class Admission:
         retry_s: float,
         lag: LoopLag | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_in_flight: int = 0,
     ) -> None:
         self.max_wait_s = max_wait_s  # 0: admission control off
         self.retry_s = retry_s
         self.lag = lag or LoopLag(clock)
         self.clock = clock
+        self.max_in_flight = max_in_flight  # 0: no bound
+        self.in_flight = 0  # admitted, not yet answered (``holding``)
         self.refused = 0
 
     def start(self) -> None:
@@ -95,12 +113,26 @@ class Admission:
             self.lag.start()
 
     def admits(self, waited_s: float) -> bool:
+        """Whether to handle a message now; its work is then done inside
+        ``holding()``."""
+        if self.max_in_flight > 0 and self.in_flight >= self.max_in_flight:
+            self.refused += 1
+            return False
         if self.max_wait_s <= 0:
             return True
         if waited_s <= self.max_wait_s and self.lag.lag_s() <= self.max_wait_s:
             return True
         self.refused += 1
         return False
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """An admitted message, counted in flight until it is answered."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     def retry_ms(self) -> int:
         """When to try again: ``retry_s``, jittered by up to half of it."""

@@ -118,7 +118,9 @@ async def collect(request: Request) -> Response:
         ingest.counters.bots += 1
     if bot or not may_store(site, ctx.consent):  # acknowledged, and nothing is kept
         return _answer(p.ack(batch.highest_seq), 200, origin)
-    return await _store(ingest, site, batch, ctx, origin)
+    # In flight from here: not while the body was read, at the client's pace.
+    with ingest.admission.holding():
+        return await _store(ingest, site, batch, ctx, origin)
 
 
 async def _store(

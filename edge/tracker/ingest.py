@@ -212,7 +212,11 @@ class Ingest:
 
     def __post_init__(self) -> None:
         self.aliases = Aliases(self.ledger, self.settings.ack_timeout_s)
-        self.admission = Admission(self.settings.admission_wait_s, self.settings.busy_retry_s)
+        self.admission = Admission(
+            self.settings.admission_wait_s,
+            self.settings.busy_retry_s,
+            max_in_flight=self.settings.max_in_flight,
+        )
 
     async def open(self, site: Site, visitor: str) -> Hot:
         """The visitor's hot profile: its own, or its customer's once aliased."""

@@ -311,15 +311,18 @@ class Connection:
             loaded = self.hot is not None or not self.may_store()
             if not loaded and not await self.load(deadline, patient=True):
                 raise StoreUnavailable("profile store unavailable")
-            errors, answer = await self.ingest.process(
-                self,
-                batch,
-                self.ctx,
-                self.site,
-                page=None if self.bot else self.page,
-                deadline=deadline,
-                sent=self.sent,
-            )
+            # In flight while stored and decided; not while the answer is
+            # sent, at the pace of a client that may not read it.
+            with self.ingest.admission.holding():
+                errors, answer = await self.ingest.process(
+                    self,
+                    batch,
+                    self.ctx,
+                    self.site,
+                    page=None if self.bot else self.page,
+                    deadline=deadline,
+                    sent=self.sent,
+                )
         except (TimeoutError, StoreError):
             await self.fallback(batch)
             self.ingest.latency(self.site.id, time.perf_counter() - started)

@@ -15,7 +15,7 @@ import pytest
 
 from edge.tracker.admission import Admission, LoopLag
 from tests.client import Visitor
-from tests.helpers import EdgeServer, edge_server
+from tests.helpers import EdgeServer, edge_server, redis_server
 
 
 async def test_the_loop_lag_is_seen_while_it_lasts() -> None:
@@ -48,6 +48,51 @@ async def test_admission_by_wait_and_by_lag() -> None:
     assert 1000 <= admission.retry_ms() <= 1500
     admission.lag.stop()
     assert Admission(0.0, 1.0).admits(10.0)  # 0: off
+
+
+def test_admission_by_messages_in_flight() -> None:
+    admission = Admission(0.0, 1.0, max_in_flight=2)  # the wait and lag rules off
+    with admission.holding():
+        assert admission.admits(0.0)
+        with admission.holding():
+            assert not admission.admits(0.0)  # two in hand: a third waits its turn
+            assert admission.refused == 1
+        assert admission.admits(0.0)
+    assert admission.in_flight == 0
+    with pytest.raises(RuntimeError), admission.holding():
+        raise RuntimeError("a failed message leaves its place too")
+    assert admission.in_flight == 0
+    assert Admission(0.0, 1.0, max_in_flight=0).admits(0.0)  # 0: no bound
+
+
+async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
+    """One message in flight (EDGE_MAX_IN_FLIGHT=1), waiting for a store whose
+    writes are paused: another visitor's message is refused ``busy`` at once,
+    not queued behind it, and is stored when resent."""
+    # Deadlines past the pause: the first stays in flight until it is stored.
+    env = {
+        "EDGE_MAX_IN_FLIGHT": "1",
+        "EDGE_ANSWER_DEADLINE_S": "5",
+        "EDGE_REDIS_SOCKET_TIMEOUT_S": "5",
+        "EDGE_MAX_MESSAGES_PER_S": "1000",
+    }
+    with redis_server() as redis, edge_server(redis_url=redis.url, env=env) as server:
+        first, second = Visitor(server.ws), Visitor(server.ws)
+        await first.connect()
+        await second.connect()
+        waiting, refused = first.event("custom", name="a"), second.event("custom", name="b")
+        redis.cli("CLIENT", "PAUSE", "1500", "WRITE")  # reads and PING are still answered
+        await first.send({"type": "events", "events": [waiting]})
+        await asyncio.sleep(0.3)
+        await second.send({"type": "events", "events": [refused]})
+        answer = await asyncio.wait_for(second.recv(), 1.0)
+        assert answer["code"] == "busy" and "ack" not in answer, answer
+        stored = await asyncio.wait_for(first.recv(), 5.0)  # once writes resume
+        assert stored["ack"] == 1, stored
+        await second.send({"type": "events", "events": [refused]})  # the resend
+        assert (await asyncio.wait_for(second.recv(), 5.0))["ack"] == 1
+        await first.close()
+        await second.close()
 
 
 @pytest.fixture(scope="module")
