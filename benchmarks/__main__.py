@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("conditions", help="compiled conditions vs GrowthBook's SDK")
     c.add_argument("--calls", type=int, default=50_000)
     c.add_argument("--repeat", type=int, default=3)
+    s = commands.add_parser("store", help="a private Redis: CPU per batch of profile writes")
+    s.add_argument("--batches", type=int, default=4_000)
+    s.add_argument("--size", type=int, default=1, help="writes per batch")
+    s.add_argument("--repeat", type=int, default=3)
     n = commands.add_parser("network", help="a real browser: time to the first decision per RTT")
     n.add_argument("--rtt-ms", default="40,80,120,200")
     n.add_argument("--loads", type=int, default=10)
@@ -38,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         decisions.run_decide(campaigns_count=args.campaigns, calls=args.calls, repeat=args.repeat)
     elif args.command == "conditions":
         decisions.run_conditions(calls=args.calls, repeat=args.repeat)
+    elif args.command == "store":
+        from benchmarks import store  # a private redis-server, as the scenarios start
+
+        store.run(batches=args.batches, size=args.size, repeat=args.repeat)
     elif args.command == "network":
         from benchmarks import network  # playwright, and the tests' proxy and server fixtures
 

@@ -42,7 +42,12 @@ class Script:
         Queued as a raw command: redis-py's cluster pipeline refuses its
         ``evalsha`` method (a guard from clients that could not route it), yet
         routes a raw EVALSHA by its KEYS like any keyed command."""
-        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        pipe.execute_command(*self.command(keys, args))
+
+    def command(self, keys: Sequence[str], args: Sequence[Arg] = ()) -> tuple[Arg, ...]:
+        """The EVALSHA command that runs it, for a batch sent by other means
+        (``edge.stores.lane``)."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     async def load(self, client: Any) -> None:
         await client.script_load(self.source)

@@ -28,12 +28,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, cast
 
+from redis.asyncio import Redis
+
 from edge.core.profile import Profile, decode_profile, encode_profile
 from edge.errors import StoreError
 from edge.runtime.breaker import CircuitBreaker
 from edge.stores import connect, keys, lua
 from edge.stores.base import Conflict, Stored, StoreUnavailable, Write
 from edge.stores.connect import OUTAGE_ERRORS, REDIS_ERRORS, RedisClient
+from edge.stores.lane import Lane
 
 # KEYS[1] profile, KEYS[2] its erasure tombstone; ARGV[1] expected version,
 # ARGV[2] payload, ARGV[3] TTL in ms (0: persist). Returns 1 on success (or when
@@ -72,8 +75,20 @@ return deleted
 class RedisStore:
     kind = "redis"
 
-    def __init__(self, client: RedisClient, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        breaker: CircuitBreaker | None = None,
+        *,
+        own_connection: bool = True,
+    ) -> None:
+        """``own_connection``: the ledger's writes on a connection of their own
+        (``edge.stores.lane``); never on a cluster, and off only to compare
+        (``python -m benchmarks store``)."""
         self._client = client
+        self._lane: Lane | None = None
+        if own_connection and isinstance(client, Redis):
+            self._lane = Lane(client.connection_pool)
         self.breaker = breaker or CircuitBreaker()
         self.errors = 0  # failed calls, the breaker's fast failures included
 
@@ -88,6 +103,7 @@ class RedisStore:
         connect_timeout_s: float = 1.0,
         breaker_failures: int = 3,
         breaker_cooldown_s: float = 0.5,
+        own_connection: bool = True,
     ) -> RedisStore:
         """Any URL form of ``edge.stores.connect`` (``BadRedisUrl`` otherwise)."""
         client = connect.open_client(
@@ -100,7 +116,7 @@ class RedisStore:
             ),
         )
         breaker = CircuitBreaker(failures=breaker_failures, cooldown_s=breaker_cooldown_s)
-        return cls(client, breaker)
+        return cls(client, breaker, own_connection=own_connection)
 
     @property
     def available(self) -> bool:
@@ -119,6 +135,8 @@ class RedisStore:
         try:
             if probe:  # after an outage, pooled connections are dead: start afresh
                 await connect.start_afresh(self._client)
+                if self._lane is not None:
+                    await self._lane.reset()
             yield
         except OUTAGE_ERRORS as exc:
             self.errors += 1
@@ -168,12 +186,19 @@ class RedisStore:
         return [None if reply == 1 else Conflict(_stored(*reply)) for reply in replies]
 
     async def _cas_batch(self, payloads: Sequence[tuple[str, str, int, bytes, int]]) -> list[Any]:
-        """One EVALSHA per write in one pipeline. Only the writes that got
-        NOSCRIPT are sent again: the others ran, and a second compare-and-set
-        of theirs would lose to their own first one."""
+        """One EVALSHA per write in one batch (on the lane, or in a pipeline on
+        a cluster). Only the writes that got NOSCRIPT are sent again: the
+        others ran, and a second compare-and-set of theirs would lose to their
+        own first one."""
+        commands = [
+            CAS.command([key, gone], [expected, payload, ttl_ms])
+            for key, gone, expected, payload, ttl_ms in payloads
+        ]
+        if self._lane is not None:
+            return await self._lane.run(commands)
         async with self._client.pipeline(transaction=False) as pipe:
-            for key, gone, expected, payload, ttl_ms in payloads:
-                CAS.queue(pipe, [key, gone], [expected, payload, ttl_ms])
+            for command in commands:
+                pipe.execute_command(*command)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
@@ -222,6 +247,8 @@ class RedisStore:
             await connect.ping(self._client)
 
     async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.reset()
         await connect.close_client(self._client)
 
     @property
