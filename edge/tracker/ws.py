@@ -368,7 +368,7 @@ def _arrivals(ws: Socket) -> Arrivals | None:
     if extension is None:
         _warn_unguarded()
         return None
-    arrivals: Arrivals = extension["protocol"]
+    arrivals: Arrivals | None = extension.get("protocol")  # None: closed already
     return arrivals
 
 

@@ -1,8 +1,8 @@
-"""What an open WebSocket keeps (edge/tracker/ws_protocol.py,
+"""What a WebSocket keeps (edge/tracker/ws_protocol.py,
 edge/tracker/http_protocol.py): the HTTP protocol it was upgraded from is
-freed at once, not left to the collector, and the handshake's headers are not
-kept. An in-process uvicorn with edge's protocols and a bare echo app, so the
-objects can be counted."""
+freed at once, not left to the collector, the handshake's headers are not
+kept, and a closed one is freed at once too. An in-process uvicorn with
+edge's protocols and a bare echo app, so the objects can be counted."""
 
 from __future__ import annotations
 
@@ -84,5 +84,27 @@ async def test_an_open_websocket_keeps_no_http_protocol_nor_handshake_headers() 
                 assert len(protocol.request.headers) == 0
                 assert len(protocol.response.headers) == 0
                 assert any(name == b"x-pad" for name, _ in protocol.scope["headers"])
+            del sockets, protocol
+    finally:
+        gc.enable()
+
+
+async def test_a_closed_websocket_is_freed_without_the_collector() -> None:
+    """Its scope holds a way back to the protocol (edge.tracker.transport's
+    ARRIVALS): emptied at close, or the whole connection waits for a full
+    collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        async with served() as url:
+            for i in range(OPEN):
+                async with connect(url) as ws:
+                    await ws.send(f"m{i}")
+                    assert await ws.recv() == f"m{i}"
+            for _ in range(500):  # the server sees each close a moment later
+                if not alive(WebSocketProtocol):
+                    break
+                await asyncio.sleep(0.01)
+            assert alive(WebSocketProtocol) == []
     finally:
         gc.enable()
