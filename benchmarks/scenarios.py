@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import serverside
-from benchmarks.load import ROOT, Config, check_loopback, raise_nofile_limit
+from benchmarks.load import HEAD_S, ROOT, Config, check_loopback, raise_nofile_limit
 from benchmarks.multi import make_generator
 
 SCENARIOS = [
@@ -358,12 +358,25 @@ async def overload_phases(args: argparse.Namespace, cfg: Config) -> dict[str, An
             back_at = point["t"]
         elif point["p99_ms"] > 1.5 * normal_ms:
             back_at = None
+    # The per-second rule is noisy at half capacity (a second's p99 is one of
+    # its few slowest events): how often the baseline itself breaks it says
+    # how much to trust it. The recovery's first HEAD_S, taken together, is
+    # the target's own question (p99 back to normal within 5 s), judged
+    # against the normal p99 itself, without the 1.5x.
+    baseline_seconds = [p for p in baseline["timeline"] if p["measuring"]]
+    head = recovery["head_latency_ms"]
     return {
         "capacity": capacity,
         "factor": args.factor,
         "phases": {"baseline": baseline, "overload": overload, "recovery": recovery},
         "normal_p99_ms": normal_ms,
         "recovered_after_s": back_at,
+        "baseline_seconds": len(baseline_seconds),
+        "baseline_seconds_over": sum(p["p99_ms"] > 1.5 * normal_ms for p in baseline_seconds),
+        "recovery_head_s": HEAD_S,
+        "recovery_head_events": head["count"],
+        "recovery_head_p99_ms": head["p99"],
+        "recovered_within_head": head["count"] > 0 and head["p99"] <= normal_ms,
     }
 
 
@@ -642,7 +655,15 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
         "",
         f"Back to normal (per-second p99 within 1.5x of {o['normal_p99_ms']:.1f} ms, and "
         f"staying there) {f'{back:.0f} s' if back is not None else 'not'} into the recovery "
-        "phase.",
+        f"phase. The baseline broke the same rule in {o['baseline_seconds_over']} of its "
+        f"{o['baseline_seconds']} seconds (at this rate a second's p99 is one of its few "
+        "slowest events).",
+        "",
+        f"The first {o['recovery_head_s']:.0f} s of the recovery taken together "
+        f"({o['recovery_head_events']} events): p99 {o['recovery_head_p99_ms']:.2f} ms "
+        f"against a normal {o['normal_p99_ms']:.1f} ms (the baseline's p99 or the limit, "
+        f"whichever is higher): back within {o['recovery_head_s']:.0f} s: "
+        f"{'yes' if o['recovered_within_head'] else 'no'}.",
         "",
     ]
     return lines
