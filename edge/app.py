@@ -256,16 +256,21 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     return EdgeApp(app)
 
 
-# The collector's thresholds (gc.set_threshold): young, middle, old. Measured
-# with the echo reference over 1,000 connections (benchmarks/RESULTS.md,
-# "The collector"): a young generation of 50,000 objects took 17 ms of CPU a
-# pass (up to 87 ms, freeing closed sessions) and held the echo to 1,000
-# messages/s at p99 <= 10 ms; at 700 a young pass takes about 0.1 ms (at most
-# 8), a middle one (every 4th) about 0.6 ms (at most 16), and the echo holds
-# 2,000. The old generation, a pass over the whole heap (about 50 ms), runs
-# after 1,000 middle passes and only when a quarter of the heap is new since
-# the last one (CPython's own rule): every few minutes, not every few seconds.
-GC_THRESHOLDS = (700, 4, 1000)
+# The collector's thresholds (gc.set_threshold): young, middle, old. What a
+# pass costs is what it walks: at 1,000 events/s over 1,000 connections each
+# connection's waiting state (its coroutines, the message it holds, its hot
+# profile's tuples) lives about a second, so it outlives the young pass and
+# is walked once by a middle one. At (700, 4, 1000) a middle pass came about
+# every 1.3 s and walked some 30,000 such objects: 8-19 ms of CPU, the p99 of
+# the steady benchmark (11-12 ms). At (200, 2, 8000) the same objects are
+# walked in passes of at most about 1.3 ms (young ones at most 0.6 ms), for
+# no more collector CPU in all (it fell: 340 against 550 ms in 25 s): steady
+# p99 4.0-4.3 ms (benchmarks/RESULTS.md, "The collector"). The old
+# generation, a pass over the whole heap (30-50 ms), runs after 8,000 middle
+# passes (about every 5 minutes at that rate) and only when a quarter of the
+# heap is new since the last one (CPython's own rule). A young generation of
+# 50,000 (an earlier setting) took 17 ms a pass, up to 87.
+GC_THRESHOLDS = (200, 2, 8000)
 
 
 def tune_gc() -> None:
