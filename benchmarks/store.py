@@ -53,21 +53,18 @@ async def _measure(url: str, batches: int, size: int, repeat: int) -> dict[str, 
         "pooled pipeline": RedisStore.from_url(url, own_connection=False),
     }
     template = grown_profile("5f" * 16)
-    versions: dict[tuple[str, str], int] = {}
+    versions: dict[str, int] = {}
     cpu_us: dict[str, list[float]] = {name: [] for name in stores}
 
     async def block(name: str, store: RedisStore) -> float:
         started = time.process_time()
         for b in range(BLOCK):
-            writes = []
-            for w in range(size):
-                key = (name, f"v{b % 50:03d}{w:03d}")
-                writes.append(Write("bench", key[0] + key[1], versions.get(key, 0), template, 3600))
+            visitors = [f"{name}v{b % 50:03d}{w:03d}" for w in range(size)]
+            writes = [Write("bench", v, versions.get(v, 0), template, 3600) for v in visitors]
             results = await store.commit(writes)
-            for write, result in zip(writes, results, strict=True):
+            for visitor, result in zip(visitors, results, strict=True):
                 assert result is None, "a benchmark write lost its compare-and-set"
-                key = (name, write.visitor[len(name) :])
-                versions[key] = versions.get(key, 0) + 1
+                versions[visitor] = versions.get(visitor, 0) + 1
         return (time.process_time() - started) / BLOCK * 1e6
 
     for name, store in stores.items():  # warm-up: connections, scripts loaded
@@ -97,4 +94,3 @@ def run(*, batches: int, size: int, repeat: int) -> None:
         )
     own, pooled = (statistics.median(v) for v in cpu_us.values())
     print(f"own connection / pooled pipeline: {own / pooled:.2f}")
-

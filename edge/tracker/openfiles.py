@@ -73,10 +73,11 @@ class Budget:
             reserve += settings.redis_max_connections + LEDGER_CONNECTIONS
         connections = open_files - reserve
         if connections < 1:
+            redis = f" + EDGE_REDIS_MAX_CONNECTIONS + {LEDGER_CONNECTIONS}"
             raise ValueError(
                 f"the open-file limit ({open_files}) leaves no room for client connections "
                 f"after the reserve ({reserve}: EDGE_OPEN_FILES_RESERVE"
-                f"{' + EDGE_REDIS_MAX_CONNECTIONS + 1' if settings.redis_url else ''}); "
+                f"{redis if settings.redis_url else ''}); "
                 "raise the limit (ulimit -n, LimitNOFILE=) or EDGE_MAX_OPEN_FILES"
             )
         return cls(open_files, reserve, connections, settings.open_files_reserve // SPARE_SHARE)

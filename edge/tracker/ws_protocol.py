@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, WebSocketDisconnectEvent
+from uvicorn._types import ASGIReceiveEvent, WebSocketDisconnectEvent
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -124,10 +124,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.arrivals_extension = {"protocol": self}
             self.scope.setdefault("extensions", {})[ARRIVALS] = self.arrivals_extension
 
-    async def send(self, message: ASGISendEvent) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.accept" and self.handshake_complete:
-            self.response.headers.clear()  # sent: kept by uvicorn, no longer read
+    def start_keepalive(self) -> None:
+        # uvicorn calls this once, right after the handshake's answer went out:
+        # the answer's headers, kept by uvicorn, are no longer read. (Here, not
+        # in an override of ``send``, which would add a layer to every message.)
+        self.response.headers.clear()
+        super().start_keepalive()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.refusal_timer is not None:
