@@ -9,8 +9,7 @@ files"). So client connections get a budget below the process's limit:
   at start (``edge serve``; worker processes inherit it), or sets it to
   ``max_open_files`` when that is above 0;
 - ``Budget.of`` keeps ``open_files_reserve`` descriptors (plus the Redis
-  pool's ``redis_max_connections`` and the ledger's own connection with
-  ``--redis``) from client connections:
+  pool's ``redis_max_connections`` with ``--redis``) from client connections:
   log files, reloads of ``profiles/``, webhooks, the listening socket;
 - a connection beyond ``Budget.connections`` is one of the ``spare`` ones
   (a quarter of the reserve): it may only ask for ``/healthz``, ``/readyz``
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 
 from edge.config.settings import Settings
 
-LEDGER_CONNECTIONS = 1  # the ledger's writes on their own connection (edge.stores.lane)
 SPARE_SHARE = 4  # a quarter of the reserve may hold connections over the budget
 SPARE_TIMEOUT_S = 1.0  # a connection over the budget must send its request within this
 # The kernel's own ceiling (fs.nr_open's default) when the hard limit is
@@ -70,14 +68,13 @@ class Budget:
         """Raises ``ValueError`` when the limit leaves no room for clients."""
         reserve = settings.open_files_reserve
         if settings.redis_url:
-            reserve += settings.redis_max_connections + LEDGER_CONNECTIONS
+            reserve += settings.redis_max_connections
         connections = open_files - reserve
         if connections < 1:
-            redis = f" + EDGE_REDIS_MAX_CONNECTIONS + {LEDGER_CONNECTIONS}"
             raise ValueError(
                 f"the open-file limit ({open_files}) leaves no room for client connections "
                 f"after the reserve ({reserve}: EDGE_OPEN_FILES_RESERVE"
-                f"{redis if settings.redis_url else ''}); "
+                f"{' + EDGE_REDIS_MAX_CONNECTIONS' if settings.redis_url else ''}); "
                 "raise the limit (ulimit -n, LimitNOFILE=) or EDGE_MAX_OPEN_FILES"
             )
         return cls(open_files, reserve, connections, settings.open_files_reserve // SPARE_SHARE)

@@ -260,10 +260,9 @@ def test_the_budget_keeps_the_reserve_and_the_redis_pool() -> None:
     embedded = Settings.from_env({"EDGE_OPEN_FILES_RESERVE": "100"})
     assert Budget.of(1024, embedded) == Budget(1024, 100, 924, 25)
     on_redis = embedded.with_(redis_url="redis://127.0.0.1:6379/0", redis_max_connections=32)
-    # the pool, and the ledger's own connection (edge.stores.lane)
-    assert Budget.of(1024, on_redis) == Budget(1024, 133, 891, 25)
+    assert Budget.of(1024, on_redis) == Budget(1024, 132, 892, 25)
     with pytest.raises(ValueError, match="leaves no room"):
-        Budget.of(133, on_redis)
+        Budget.of(132, on_redis)
     for bad in (
         {"EDGE_REQUEST_TIMEOUT_S": "0"},
         {"EDGE_MAX_HEADER_BYTES": "100"},
