@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge.stores import lane as lane_module
 from edge.stores.lane import Lane
 from tests.helpers import RedisServer
 
@@ -52,15 +52,36 @@ async def test_a_batch_on_a_killed_connection_fails_and_the_next_reconnects(
     await lane.reset()
 
 
-async def test_an_idle_connection_is_checked_before_use(
-    pool: BlockingConnectionPool, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+async def test_a_connection_closed_while_kept_is_replaced_not_failed(
+    pool: BlockingConnectionPool, redis: RedisServer
 ) -> None:
     lane = Lane(pool)
     await kill(lane, redis)
-    monkeypatch.setattr(lane_module, "IDLE_CHECK_S", 0.0)  # every use is after idling
-    await asyncio.sleep(0.05)  # idle: the loop has seen the server's end of stream
-    assert await lane.run([("PING",)]) == [b"PONG"]  # reconnected, not failed
+    await asyncio.sleep(0.05)  # the loop has seen the server's end of stream
+    assert await lane.run([("PING",)]) == [b"PONG"]  # a new connection, not a failure
     await lane.reset()
+
+
+async def test_a_late_reply_fails_its_batch_by_the_deadline(redis: RedisServer) -> None:
+    pool = BlockingConnectionPool.from_url(redis.url, max_connections=2, socket_timeout=0.2)
+    lane = Lane(pool)
+    with pytest.raises(RedisTimeoutError):
+        await lane.run([("BLPOP", "lane:nothing", "1")])  # answers after 1 s
+    assert await lane.run([("ECHO", "next")]) == [b"next"]  # not the BLPOP's late nil
+    await lane.reset()
+    await pool.aclose()
+
+
+async def test_error_replies_are_redis_py_s_classes_and_decoding_follows_the_pool(
+    redis: RedisServer,
+) -> None:
+    pool = BlockingConnectionPool.from_url(redis.url, max_connections=2, decode_responses=True)
+    lane = Lane(pool)
+    replies = await lane.run([("EVALSHA", "0" * 40, 0), ("ECHO", "text")])
+    assert isinstance(replies[0], NoScriptError)  # lua.missing finds it, as in a pipeline
+    assert replies[1] == "text"
+    await lane.reset()
+    await pool.aclose()
 
 
 async def test_a_cancelled_batch_leaves_no_reply_for_the_next(pool: BlockingConnectionPool) -> None:
