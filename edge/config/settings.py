@@ -80,6 +80,11 @@ class Settings:
     # loop until it is answered, so this bounds how long an admitted message
     # waits (about max_in_flight x the CPU of one). 0: no bound.
     max_in_flight: int = 128
+    # While the event loop runs late (this process is busy), the bound above
+    # is tightened to what fits this much time at the CPU one answered
+    # message costs here, measured (edge.tracker.admission). 0: the bound
+    # above alone.
+    in_flight_budget_s: float = 0.05
     # store
     ack_timeout_s: float = 10.0
     # How long a WebSocket message waits for a store that answers nothing (a
@@ -144,6 +149,8 @@ class Settings:
             raise ValueError("answer_deadline_s must be above 0")
         if self.max_in_flight < 0:
             raise ValueError("max_in_flight must be 0 (no bound) or more")
+        if self.in_flight_budget_s < 0:
+            raise ValueError("in_flight_budget_s must be 0 (off) or more")
         self._check_address_limits()
         self._check_transport()
         if self.redis_breaker_failures < 1:

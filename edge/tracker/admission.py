@@ -31,12 +31,23 @@ every turn of its loop did a little of each, and admitted messages took 250 to
 ``max_in_flight`` (``EDGE_MAX_IN_FLIGHT``, 128) are handled at once; one more
 is refused like the others. By Little's law that bounds an admitted message's
 time to about ``max_in_flight`` times the CPU of one message. The default is
-about what one worker answers in 100 ms at full speed: 64 held that bound at
-4x capacity, but also refused messages at 800 events/s while a store write
-was slow, since a message waiting for the store is in flight too (and it is
-answered by the answer deadline anyway). A message is in
-flight while it is stored and decided, not while its answer is sent: a client
-that does not read could otherwise hold its place.
+about what one worker answers in 100 ms at full speed on the machine it was
+measured on: 64 held that bound at 4x capacity, but also refused messages at
+800 events/s while a store write was slow, since a message waiting for the
+store is in flight too (and it is answered by the answer deadline anyway). A
+message is in flight while it is stored and decided, not while its answer is
+sent: a client that does not read could otherwise hold its place.
+
+That ceiling is a number of messages, and what they cost depends on the
+machine (on one 1.5x slower, 128 in flight took 100-250 ms). So while the
+process is busy (its loop runs at least ``BUSY_LAG_S`` late) the bound is
+tightened to what fits ``budget_s`` (``EDGE_IN_FLIGHT_BUDGET_S``, 50 ms) at
+the CPU one answered message costs this process, measured: its CPU time over
+the messages it answered, every ``WINDOW_S`` (refusals and connections
+included, so it errs on the small side), never under ``MIN_IN_FLIGHT``.
+While the loop is on time the ceiling alone applies: messages piling up
+behind a slow store write are the store's delay, which the answer deadline
+handles, not this process's overload.
 """
 
 from __future__ import annotations
@@ -49,6 +60,10 @@ from collections.abc import Callable, Iterator
 
 TICK_S = 0.02
 SMOOTHING = 0.2  # weight of the newest tick in the average lateness
+BUSY_LAG_S = 0.005  # a loop this late is busy: the in-flight bound is tightened
+WINDOW_S = 1.0  # the CPU per answered message is measured over this much time ...
+MIN_ANSWERED = 20  # ... when at least this many were answered in it
+MIN_IN_FLIGHT = 16  # the tightened bound never goes below this
 
 
 class LoopLag:
@@ -99,14 +114,21 @@ class Admission:
         lag: LoopLag | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = 0,
+        budget_s: float = 0.0,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.max_wait_s = max_wait_s  # 0: admission control off
         self.retry_s = retry_s
         self.lag = lag or LoopLag(clock)
         self.clock = clock
         self.max_in_flight = max_in_flight  # 0: no bound
+        self.budget_s = budget_s  # 0: the ceiling alone, busy or not
+        self.cpu_clock = cpu_clock
         self.in_flight = 0  # admitted, not yet answered (``holding``)
         self.refused = 0
+        self.answered = 0  # admitted and answered, ever
+        self.busy_limit = max_in_flight  # the bound while busy (``in_flight_limit``)
+        self._window = (clock(), cpu_clock(), 0)  # (started, CPU then, answered then)
 
     def start(self) -> None:
         if self.max_wait_s > 0:
@@ -115,7 +137,7 @@ class Admission:
     def admits(self, waited_s: float) -> bool:
         """Whether to handle a message now; its work is then done inside
         ``holding()``."""
-        if self.max_in_flight > 0 and self.in_flight >= self.max_in_flight:
+        if self.max_in_flight > 0 and self.in_flight >= self.in_flight_limit():
             self.refused += 1
             return False
         if self.max_wait_s <= 0:
@@ -133,6 +155,30 @@ class Admission:
             yield
         finally:
             self.in_flight -= 1
+            self.answered += 1
+
+    def in_flight_limit(self) -> int:
+        """The bound on messages in flight now: ``max_in_flight``, or while
+        the loop is busy, what fits ``budget_s`` (the module docstring)."""
+        if self.budget_s <= 0:
+            return self.max_in_flight
+        self._measure()
+        if self.lag.lag_s() < BUSY_LAG_S:
+            return self.max_in_flight
+        return self.busy_limit
+
+    def _measure(self) -> None:
+        started, cpu_then, answered_then = self._window
+        now = self.clock()
+        if now - started < WINDOW_S:
+            return
+        cpu = self.cpu_clock()
+        answered = self.answered - answered_then
+        if answered >= MIN_ANSWERED:
+            per_message_s = max(cpu - cpu_then, 1e-9) / answered
+            fits = round(self.budget_s / per_message_s)
+            self.busy_limit = max(MIN_IN_FLIGHT, min(self.max_in_flight, fits))
+        self._window = (now, cpu, self.answered)
 
     def retry_ms(self) -> int:
         """When to try again: ``retry_s``, jittered by up to half of it."""

@@ -216,6 +216,7 @@ class Ingest:
             self.settings.admission_wait_s,
             self.settings.busy_retry_s,
             max_in_flight=self.settings.max_in_flight,
+            budget_s=self.settings.in_flight_budget_s,
         )
 
     async def open(self, site: Site, visitor: str) -> Hot:

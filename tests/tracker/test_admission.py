@@ -5,6 +5,7 @@ never lets an acknowledgement cover an event that was not stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -63,6 +64,80 @@ def test_admission_by_messages_in_flight() -> None:
         raise RuntimeError("a failed message leaves its place too")
     assert admission.in_flight == 0
     assert Admission(0.0, 1.0, max_in_flight=0).admits(0.0)  # 0: no bound
+
+
+class SetLag(LoopLag):
+    """A loop as late as the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late_s = 0.0
+
+    def lag_s(self) -> float:
+        return self.late_s
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.cpu = 10.0
+
+    def wall(self) -> float:
+        return self.now
+
+    def process(self) -> float:
+        return self.cpu
+
+
+def answer(admission: Admission, count: int, cpu_s_each: float, clocks: Clocks) -> None:
+    for _ in range(count):
+        with admission.holding():
+            clocks.cpu += cpu_s_each
+
+
+def test_a_busy_process_bounds_messages_in_flight_by_their_measured_cpu() -> None:
+    lag, clocks = SetLag(), Clocks()
+    admission = Admission(
+        0.05,
+        1.0,
+        lag=lag,
+        clock=clocks.wall,
+        cpu_clock=clocks.process,
+        max_in_flight=128,
+        budget_s=0.05,
+    )
+    answer(admission, 100, 0.002, clocks)  # 2 ms of CPU per answered message
+    clocks.now += 1.0  # a window has passed
+    assert admission.in_flight_limit() == 128  # on time: the ceiling alone
+    lag.late_s = 0.02  # busy: 50 ms of work at 2 ms a message
+    assert admission.in_flight_limit() == 25
+    with contextlib.ExitStack() as held:
+        for _ in range(25):
+            held.enter_context(admission.holding())
+        assert not admission.admits(0.0)  # the 26th waits: refused busy
+        lag.late_s = 0.0
+        assert admission.admits(0.0)  # on time again: a slow store is not our overload
+    answer(admission, 200, 0.0001, clocks)  # cheap messages now ...
+    clocks.now += 1.0
+    lag.late_s = 0.02
+    assert admission.in_flight_limit() == 128  # ... 500 would fit: the ceiling
+    answer(admission, 100, 0.05, clocks)  # very dear ones ...
+    clocks.now += 1.0
+    assert admission.in_flight_limit() == 16  # ... never under the floor
+    answer(admission, 5, 0.0001, clocks)  # too few answered to measure:
+    clocks.now += 1.0
+    assert admission.in_flight_limit() == 16  # the last measure stands
+
+
+def test_the_busy_bound_is_off_with_no_budget() -> None:
+    lag, clocks = SetLag(), Clocks()
+    admission = Admission(
+        0.05, 1.0, lag=lag, clock=clocks.wall, cpu_clock=clocks.process, max_in_flight=128
+    )
+    answer(admission, 100, 0.002, clocks)
+    clocks.now += 1.0
+    lag.late_s = 0.02
+    assert admission.in_flight_limit() == 128
 
 
 async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
