@@ -175,9 +175,15 @@ class Lane:
             await self._give_back()
 
     async def _give_back(self) -> None:
-        conn, self._conn, self._replies = self._conn, None, None
+        conn, replies = self._conn, self._replies
+        self._conn = self._replies = None
+        if replies is not None:
+            # Closed at once, without TLS's goodbye: nothing more is read from
+            # a connection given up on, and a graceful TLS close would leave
+            # its socket open for round trips after the lane has moved on.
+            replies.transport.abort()
         if conn is not None:
-            await conn.disconnect(nowait=True)  # closes the transport, whoever reads it
+            await conn.disconnect(nowait=True)
             await self._pool.release(conn)
 
 

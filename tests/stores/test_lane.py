@@ -5,7 +5,9 @@ cancelled batch never leaves a half-read connection behind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import BlockingConnectionPool
@@ -14,7 +16,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.stores.lane import Lane
-from tests.helpers import RedisServer
+from tests.helpers import RedisServer, free_port, wait_until
 
 
 @pytest.fixture
@@ -108,3 +110,65 @@ async def test_batches_from_two_tasks_do_not_mix(pool: BlockingConnectionPool) -
     )
     assert results == [[f"{i}a".encode(), f"{i}b".encode()] for i in range(20)]
     await lane.reset()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A redis-server that speaks TLS only, with a certificate made here."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            *files,
+            *subject,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *("redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+            *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ping = ["redis-cli", "--tls", "--cacert", str(cert), "-p", str(port), "ping"]
+    try:
+        wait_until(
+            lambda: subprocess.run(ping, capture_output=True, timeout=5).stdout.strip() == b"PONG",
+            10,
+            "redis-server with TLS",
+        )
+        yield f"rediss://127.0.0.1:{port}/0", cert
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_the_lane_reads_a_tls_connection_too(tls_redis: tuple[str, Path]) -> None:
+    """The lane hands the connection's transport to its own reader: over TLS
+    that is the TLS layer's transport, and replies still come whole and in
+    order (a batch larger than one TLS record included)."""
+    url, cert = tls_redis
+    pool = BlockingConnectionPool.from_url(url, max_connections=2, ssl_ca_certs=str(cert))
+    lane = Lane(pool)
+    big = "x" * 100_000
+    replies = await lane.run([("SET", "lane:tls", big), ("GET", "lane:tls"), ("ECHO", "end")])
+    assert replies[1:] == [big.encode(), b"end"]
+    assert await lane.run([("DEL", "lane:tls")]) == [1]
+    await lane.reset()
+    await pool.aclose()
