@@ -43,8 +43,9 @@ machine (on one 1.5x slower, 128 in flight took 100-250 ms). So while the
 process is busy (its loop runs at least ``BUSY_LAG_S`` late) the bound is
 tightened to what fits ``budget_s`` (``EDGE_IN_FLIGHT_BUDGET_S``, 50 ms) at
 the CPU one answered message costs this process, measured: its CPU time over
-the messages it answered, every ``WINDOW_S`` (refusals and connections
-included, so it errs on the small side), never under ``MIN_IN_FLIGHT``.
+the messages it answered, every ``WINDOW_S`` in which it answered at least
+``MIN_ANSWERED`` (refusals and connections included, so it errs on the
+small side), never under ``MIN_IN_FLIGHT``.
 While the loop is on time the ceiling alone applies: messages piling up
 behind a slow store write are the store's delay, which the answer deadline
 handles, not this process's overload.
@@ -62,7 +63,9 @@ TICK_S = 0.02
 SMOOTHING = 0.2  # weight of the newest tick in the average lateness
 BUSY_LAG_S = 0.005  # a loop this late is busy: the in-flight bound is tightened
 WINDOW_S = 1.0  # the CPU per answered message is measured over this much time ...
-MIN_ANSWERED = 20  # ... when at least this many were answered in it
+MIN_ANSWERED = 200  # ... when at least this many were answered in it: a process
+# answering fewer a second is not saturated by its messages, and a few
+# messages beside other work (start-up, a reload) would measure them dear
 MIN_IN_FLIGHT = 16  # the tightened bound never goes below this
 
 

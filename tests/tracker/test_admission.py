@@ -106,7 +106,7 @@ def test_a_busy_process_bounds_messages_in_flight_by_their_measured_cpu() -> Non
         max_in_flight=128,
         budget_s=0.05,
     )
-    answer(admission, 100, 0.002, clocks)  # 2 ms of CPU per answered message
+    answer(admission, 250, 0.002, clocks)  # 2 ms of CPU per answered message
     clocks.now += 1.0  # a window has passed
     assert admission.in_flight_limit() == 128  # on time: the ceiling alone
     lag.late_s = 0.02  # busy: 50 ms of work at 2 ms a message
@@ -117,14 +117,14 @@ def test_a_busy_process_bounds_messages_in_flight_by_their_measured_cpu() -> Non
         assert not admission.admits(0.0)  # the 26th waits: refused busy
         lag.late_s = 0.0
         assert admission.admits(0.0)  # on time again: a slow store is not our overload
-    answer(admission, 200, 0.0001, clocks)  # cheap messages now ...
+    answer(admission, 250, 0.0001, clocks)  # cheap messages now ...
     clocks.now += 1.0
     lag.late_s = 0.02
     assert admission.in_flight_limit() == 128  # ... 500 would fit: the ceiling
-    answer(admission, 100, 0.05, clocks)  # very dear ones ...
+    answer(admission, 250, 0.05, clocks)  # very dear ones ...
     clocks.now += 1.0
     assert admission.in_flight_limit() == 16  # ... never under the floor
-    answer(admission, 5, 0.0001, clocks)  # too few answered to measure:
+    answer(admission, 150, 0.0001, clocks)  # too few answered to measure:
     clocks.now += 1.0
     assert admission.in_flight_limit() == 16  # the last measure stands
 
@@ -134,7 +134,7 @@ def test_the_busy_bound_is_off_with_no_budget() -> None:
     admission = Admission(
         0.05, 1.0, lag=lag, clock=clocks.wall, cpu_clock=clocks.process, max_in_flight=128
     )
-    answer(admission, 100, 0.002, clocks)
+    answer(admission, 250, 0.002, clocks)
     clocks.now += 1.0
     lag.late_s = 0.02
     assert admission.in_flight_limit() == 128
