@@ -36,3 +36,21 @@ async def test_a_crashed_flusher_is_restarted_and_reported() -> None:
             assert any("task flusher crashed" in x for x in ready.json()["problems"])
             metrics = (await http.get("/metrics")).text
             assert 'task="flusher"} 1.0' in metrics
+
+
+async def test_metrics_show_what_admission_control_sees() -> None:
+    settings = Settings(profiles=PROFILES, demo=False, reload_interval_s=0, max_in_flight=96)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
+        async with http:
+            metrics = (await http.get("/metrics")).text
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(("edge_in_flight", "edge_loop_lag", "edge_cpu_per_message"))
+    }
+    assert values["edge_in_flight"] == 0
+    assert values["edge_in_flight_limit"] == 96  # idle: the ceiling
+    assert 0 <= values["edge_loop_lag_seconds"] < 1
+    assert values["edge_cpu_per_message_seconds"] == 0  # nothing answered yet

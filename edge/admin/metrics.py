@@ -115,8 +115,25 @@ class _IngestCollector(Collector):
                 family = CounterMetricFamily(name, doc, labels=labels)
                 family.add_metric([self.pid], value)
                 yield family
-        for name, doc, value in (
+        admission = self.ingest.admission
+        gauges: tuple[tuple[str, str, float], ...] = (
             ("edge_connections", "open WebSocket connections", c.connections),
+            ("edge_in_flight", "messages being stored and decided now", admission.in_flight),
+            (
+                "edge_in_flight_limit",
+                "the bound on messages in flight now (tightened while the loop runs late)",
+                admission.in_flight_limit(),
+            ),
+            (
+                "edge_loop_lag_seconds",
+                "how late the event loop runs its timers",
+                admission.lag.lag_s(),
+            ),
+            (
+                "edge_cpu_per_message_seconds",
+                "this process's CPU per answered message, last measured (0: not yet)",
+                admission.cpu_per_message_s,
+            ),
             ("edge_hot_profiles", "profiles held in this process", ledger.hot_count),
             ("edge_store_degraded", "1 while store writes fail", ledger.degraded),
             (
@@ -124,9 +141,10 @@ class _IngestCollector(Collector):
                 "the store's circuit breaker: 0 closed, 1 half-open, 2 open",
                 STATE_VALUES[breaker.state] if breaker is not None else 0,
             ),
-        ):
+        )
+        for name, doc, reading in gauges:
             gauge = GaugeMetricFamily(name, doc, labels=labels)
-            gauge.add_metric([self.pid], value)
+            gauge.add_metric([self.pid], reading)
             yield gauge
         sites = GaugeMetricFamily(
             "edge_site_config_ok", "1 if the site's configuration is valid", labels=["site"]

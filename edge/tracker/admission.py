@@ -131,6 +131,7 @@ class Admission:
         self.refused = 0
         self.answered = 0  # admitted and answered, ever
         self.busy_limit = max_in_flight  # the bound while busy (``in_flight_limit``)
+        self.cpu_per_message_s = 0.0  # the last measure; 0 before the first
         self._window = (clock(), cpu_clock(), 0)  # (started, CPU then, answered then)
 
     def start(self) -> None:
@@ -178,7 +179,7 @@ class Admission:
         cpu = self.cpu_clock()
         answered = self.answered - answered_then
         if answered >= MIN_ANSWERED:
-            per_message_s = max(cpu - cpu_then, 1e-9) / answered
+            per_message_s = self.cpu_per_message_s = max(cpu - cpu_then, 1e-9) / answered
             fits = round(self.budget_s / per_message_s)
             self.busy_limit = max(MIN_IN_FLIGHT, min(self.max_in_flight, fits))
         self._window = (now, cpu, self.answered)
