@@ -133,13 +133,12 @@ class Lane:
                 await self._give_back()
                 replies = None
             if replies is None:
-                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                self._conn, replies = conn, None
+                conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 try:
                     replies = self._replies = _Replies(conn)
-                finally:
-                    if replies is None:
-                        await self._give_back()
+                except BaseException:
+                    await self._give_back()
+                    raise
             try:
                 answers = await self._round_trip(replies, commands)
             except BaseException:

@@ -49,7 +49,7 @@ async def test_a_batch_on_a_killed_connection_fails_and_the_next_reconnects(
     lane = Lane(pool)
     await kill(lane, redis)
     with pytest.raises(RedisConnectionError):
-        await lane.run([("PING",)])  # used a moment ago: not checked, fails
+        await lane.run([("PING",)])  # sent before the loop saw the close: fails
     assert await lane.run([("PING",)]) == [b"PONG"]  # a new connection
     await lane.reset()
 
