@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -33,7 +35,7 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def served() -> AsyncIterator[str]:
+async def served(log_level: str = "warning") -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(
         echo,
@@ -42,7 +44,8 @@ async def served() -> AsyncIterator[str]:
         http=HTTP_PROTOCOL,
         ws=WS_PROTOCOL,
         lifespan="off",
-        log_level="warning",
+        log_level=log_level,
+        log_config=None,  # uvicorn's records reach the root logger (and caplog)
         ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
@@ -108,3 +111,21 @@ async def test_a_closed_websocket_is_freed_without_the_collector() -> None:
             assert alive(WebSocketProtocol) == []
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+async def test_a_session_logs_one_line_at_info_and_the_protocol_line_at_debug(
+    level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's accepted line (with the address) at INFO; websockets' own
+    "connection open" only at DEBUG."""
+    caplog.set_level(level, logger="uvicorn.error")
+    async with served(logging.getLevelName(level).lower()) as url, connect(url) as ws:
+        await ws.send("m")
+        assert await ws.recv() == "m"
+    at_info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any('"WebSocket /ws" [accepted]' in m for m in at_info)
+    assert not [m for m in at_info if m.startswith("connection ")]
+    at_debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    expected = ["connection open"] if level == logging.DEBUG else []
+    assert [m for m in at_debug if m == "connection open"] == expected
