@@ -1,4 +1,4 @@
-"""``python -m benchmarks micro|decide|conditions`` runs the in-process micro benchmarks;
+"""``python -m benchmarks micro|decide|conditions|store|app`` runs the in-process benchmarks;
 ``python -m benchmarks run <scenario>`` the load scenarios (see benchmarks/README.md)."""
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batches", type=int, default=4_000)
     s.add_argument("--size", type=int, default=1, help="writes per batch")
     s.add_argument("--repeat", type=int, default=3)
+    a = commands.add_parser("app", help="in-process: the app's CPU per event, no sockets")
+    a.add_argument("--store", choices=["redis", "embedded"], default="redis")
+    a.add_argument("--events", type=int, default=10_000)
+    a.add_argument("--visitors", type=int, default=300)
+    a.add_argument("--in-flight", type=int, default=2, help="messages at a time")
+    a.add_argument("--repeat", type=int, default=3)
     n = commands.add_parser("network", help="a real browser: time to the first decision per RTT")
     n.add_argument("--rtt-ms", default="40,80,120,200")
     n.add_argument("--loads", type=int, default=10)
@@ -46,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import store  # a private redis-server, as the scenarios start
 
         store.run(batches=args.batches, size=args.size, repeat=args.repeat)
+    elif args.command == "app":
+        from benchmarks import app  # a private redis-server, as the scenarios start
+
+        app.run(
+            store=args.store,
+            events=args.events,
+            visitors=args.visitors,
+            in_flight=args.in_flight,
+            repeat=args.repeat,
+        )
     elif args.command == "network":
         from benchmarks import network  # playwright, and the tests' proxy and server fixtures
 

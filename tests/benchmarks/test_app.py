@@ -1,0 +1,31 @@
+"""A smoke of ``python -m benchmarks app``: the real app in process answers
+every message of the simulated visitors (the driver stops with an error on
+a message left without its ack), on both stores. Behaviour only, never a
+time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.mark.parametrize("store", ["embedded", "redis"])
+def test_the_app_benchmark_answers_every_message(store: str) -> None:
+    command = [sys.executable, "-m", "benchmarks", "app", "--store", store]
+    out = subprocess.run(
+        [*command, "--events", "300", "--visitors", "20", "--repeat", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    header = f"app in process, {store} store, 20 visitors, 2 message(s) in flight, 300 events x 2"
+    assert header in out
+    assert "CPU per event:" in out
+    per_batch = float(out.split("events per store batch: ")[1].split()[0])
+    assert per_batch >= 1.0  # the ledger stored them, a batch holding one or more
