@@ -1,4 +1,6 @@
-"""A pooled connection kept for the ledger's writes, on one Redis server.
+"""A pooled connection kept for this process's per-event Redis round trips,
+on one Redis server: the ledger's writes, the profile loads, and the
+batches of the signal and statistics recorders (``RedisStore.lane``).
 
 Every flush of the ledger (``edge.stores.ledger``) is one batch of
 compare-and-set scripts, sent as soon as the previous one returned: at 1,000
@@ -7,23 +9,29 @@ what a round trip costs this process is paid about once per event. Through
 redis-py, even on a kept connection, a round trip is an ``asyncio``
 stream read per reply, each under its own deadline (a timer made and
 cancelled), then the parser: about half of a one-write batch's CPU
-(``python -m benchmarks store``, ``benchmarks/RESULTS.md``).
+(``python -m benchmarks store``, ``benchmarks/RESULTS.md``). A pipeline
+from the pool adds taking and giving back a connection, under a deadline of
+its own, and redis-py's packing of every argument.
 
 ``Lane`` takes one connection from the client's pool and keeps it (so with
 the pool's address, credentials, TLS, deadlines and, under Sentinel, its
 master; it counts against the pool's size), then reads it itself: the
 connection's transport is handed to a small protocol (``_Replies``) that
 feeds what arrives to a hiredis reader made as redis-py makes its own (same
-error classes, same decoding), and wakes the batch once all its replies
-are in. A batch is sent as a pipeline would send it: the commands packed
-together, then one reply per command, error replies in place (as
-``raise_on_error=False``). One batch at a time (a lock: there is one
-flusher, the lock is for anyone else), under one deadline, the pool's
-``socket_timeout``.
+error classes, same decoding). A batch is sent as a pipeline would send it:
+the commands packed together, then one reply per command, error replies in
+place (as ``raise_on_error=False``). Batches of several callers share the
+connection without waiting for each other: each is sent at once, behind
+those still out, and Redis answers in the order it was asked, so the
+replies are handed out first in, first out. Each batch has one deadline,
+the pool's ``socket_timeout``, counted from when it was sent.
 
 Invariants:
-- A batch that failed anywhere (a lost connection, a deadline, a
-  cancellation) closes its connection and gives it back to the pool, never
+- Replies go to batches in the order the batches were sent; a batch whose
+  caller was cancelled keeps its place, and its replies are read and dropped.
+- A batch that failed (a lost connection, a deadline) fails every batch
+  sent after it on that connection too (their replies would come after
+  its), and the connection is closed and given back to the pool, never left
   half read: the next batch takes a connection from the pool again, as a
   pipeline would. (Not a new one made outside the pool: when Redis answers
   slower than the socket deadline, opening a connection fails too, while a
@@ -37,13 +45,14 @@ Invariants:
 
 This reads a redis-py connection's private stream writer (``_writer``) to
 reach its transport; the lock file pins redis-py, and tests/stores/test_lane.py
-fails if that changes. Redis Cluster keeps redis-py's pipeline: it routes
-each script by its key.
+fails if that changes. Redis Cluster keeps redis-py's pipeline (``batch``
+chooses): it routes each command by its key.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +67,8 @@ Command = Sequence[str | bytes | int | float]
 
 
 class _Replies(asyncio.Protocol):
-    """The kept connection's reading end: replies for the one batch waiting."""
+    """The kept connection's reading end: replies for the batches out, in
+    the order they were sent."""
 
     def __init__(self, conn: AbstractConnection) -> None:
         options: dict[str, Any] = {
@@ -71,45 +81,53 @@ class _Replies(asyncio.Protocol):
         self.reader = hiredis.Reader(**options)
         self.transport: asyncio.WriteTransport = conn._writer.transport  # type: ignore[union-attr]
         self.closed: Exception | None = None  # why it can no longer be used
-        self.waiting: asyncio.Future[list[Any]] | None = None
-        self.expected = 0
-        self.replies: list[Any] = []
+        # (future, replies expected, replies so far) of every batch out, oldest first
+        self.out: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
         self.transport.set_protocol(self)
 
     def send(self, packed: bytes, expected: int) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.waiting, self.expected, self.replies = future, expected, []
+        self.out.append((future, expected, []))
         self.transport.write(packed)
         return future
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        replies = self.replies
+        out = self.out
         while True:
             reply = self.reader.gets()
             if reply is False:  # a reply not yet whole
                 return
-            if self.waiting is None or self.waiting.done():
-                self._broken(InvalidResponse("a reply nobody asked for"))
+            if not out:
+                self.broken(InvalidResponse("a reply nobody asked for"))
                 return
+            future, expected, replies = out[0]
             replies.append(reply)
-            if len(replies) == self.expected:
-                self.waiting.set_result(replies)
-                self.waiting = None
+            if len(replies) == expected:
+                out.popleft()
+                if not future.done():  # done: its caller was cancelled, the replies dropped
+                    future.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._broken(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        self.broken(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
 
     def eof_received(self) -> bool:
-        self._broken(RedisConnectionError("Redis closed the connection"))
+        self.broken(RedisConnectionError("Redis closed the connection"))
         return False  # close our end too
 
-    def _broken(self, exc: Exception) -> None:
+    def expire(self, future: asyncio.Future[list[Any]], timeout_s: float) -> None:
+        """A batch's deadline passed: it, and every batch out behind it, fail."""
+        if not future.done():
+            self.broken(RedisTimeoutError(f"Timeout reading from Redis ({timeout_s} s)"))
+
+    def broken(self, exc: Exception) -> None:
+        """No more batches on this connection; those out fail with ``exc``."""
         if self.closed is None:
             self.closed = exc
-        if self.waiting is not None and not self.waiting.done():
-            self.waiting.set_exception(exc)
-        self.waiting = None
+        out, self.out = self.out, deque()
+        for future, _, _ in out:
+            if not future.done():
+                future.set_exception(exc)
 
 
 class Lane:
@@ -117,7 +135,7 @@ class Lane:
         self._pool = pool
         self._conn: AbstractConnection | None = None
         self._replies: _Replies | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one connection taken or given back at a time
         timeout_s = pool.connection_kwargs.get("socket_timeout")
         self._timeout_s: float | None = float(timeout_s) if timeout_s else None
 
@@ -127,28 +145,40 @@ class Lane:
         ``ConnectionError`` and ``TimeoutError``)."""
         if not commands:
             return []
+        replies = self._replies
+        if replies is None or replies.closed is not None:
+            replies = await self._connection()
+        try:
+            answers = await self._round_trip(replies, commands)
+        except asyncio.CancelledError:
+            raise  # the batch keeps its place; its replies are dropped when they come
+        except BaseException:
+            await self._give_back(replies)
+            raise
+        for answer in answers:
+            if isinstance(answer, RedisConnectionError):  # LOADING and such, as redis-py
+                await self._give_back(replies)
+                raise answer
+        return answers
+
+    async def _connection(self) -> _Replies:
+        """The kept connection, after giving back one closed meanwhile, or a
+        new one from the pool."""
         async with self._lock:
             replies = self._replies
-            if replies is not None and replies.closed is not None:  # closed while kept
-                await self._give_back()
-                replies = None
-            if replies is None:
-                conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                try:
-                    replies = self._replies = _Replies(conn)
-                except BaseException:
-                    await self._give_back()
-                    raise
+            if replies is not None and replies.closed is None:
+                return replies  # taken by another batch while this one waited
+            if replies is not None:
+                await self._give_back(replies)
+            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
             try:
-                answers = await self._round_trip(replies, commands)
+                replies = _Replies(conn)
             except BaseException:
-                await self._give_back()
+                await conn.disconnect(nowait=True)
+                await self._pool.release(conn)
                 raise
-            for answer in answers:
-                if isinstance(answer, RedisConnectionError):  # LOADING and such, as redis-py
-                    await self._give_back()
-                    raise answer
-            return answers
+            self._conn, self._replies = conn, replies
+            return replies
 
     async def _round_trip(self, replies: _Replies, commands: Sequence[Command]) -> list[Any]:
         # (hiredis's stub types the argument as a tuple of one item, not of any length)
@@ -160,7 +190,7 @@ class Lane:
         if self._timeout_s is None:
             return await future
         timer = asyncio.get_running_loop().call_later(
-            self._timeout_s, _expire, future, self._timeout_s
+            self._timeout_s, replies.expire, future, self._timeout_s
         )
         try:
             return await future
@@ -171,21 +201,36 @@ class Lane:
         """Close the connection and give it back (after an outage, or at
         shutdown); the next batch takes one from the pool again."""
         async with self._lock:
-            await self._give_back()
+            if self._replies is not None:
+                await self._give_back(self._replies)
 
-    async def _give_back(self) -> None:
-        conn, replies = self._conn, self._replies
+    async def _give_back(self, replies: _Replies) -> None:
+        """Close ``replies``'s connection, failing the batches still out on
+        it, and give it back to the pool (once: a connection taken since is
+        not this one)."""
+        replies.broken(RedisConnectionError("connection given up after a failed batch"))
+        if self._replies is not replies:
+            return
+        conn = self._conn
         self._conn = self._replies = None
-        if replies is not None:
-            # Closed at once, without TLS's goodbye: nothing more is read from
-            # a connection given up on, and a graceful TLS close would leave
-            # its socket open for round trips after the lane has moved on.
-            replies.transport.abort()
+        # Closed at once, without TLS's goodbye: nothing more is read from a
+        # connection given up on, and a graceful TLS close would leave its
+        # socket open for round trips after the lane has moved on.
+        replies.transport.abort()
         if conn is not None:
             await conn.disconnect(nowait=True)
             await self._pool.release(conn)
 
 
-def _expire(future: asyncio.Future[list[Any]], timeout_s: float) -> None:
-    if not future.done():
-        future.set_exception(RedisTimeoutError(f"Timeout reading from Redis ({timeout_s} s)"))
+async def batch(client: Any, lane: Lane | None, commands: Sequence[Command]) -> list[Any]:
+    """``commands`` in one round trip: on ``lane`` when there is one (one
+    Redis server, or Sentinel's master), else in a pipeline of ``client``'s
+    (a cluster routes each command by its key). Replies in order, an error
+    reply in place as its ``ResponseError``, either way."""
+    if lane is not None:
+        return await lane.run(commands)
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    return replies

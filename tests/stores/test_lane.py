@@ -1,6 +1,7 @@
-"""The ledger's own connection (edge/stores/lane.py), against a real
-redis-server: replies in order with errors in place, and a failed or
-cancelled batch never leaves a half-read connection behind."""
+"""The process's kept Redis connection (edge/stores/lane.py), against a real
+redis-server: replies in order with errors in place, batches of several
+callers out at once on the one connection, and a failed or cancelled batch
+never leaves a half-read connection behind."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ async def test_error_replies_are_redis_py_s_classes_and_decoding_follows_the_poo
 
 async def test_a_cancelled_batch_leaves_no_reply_for_the_next(pool: BlockingConnectionPool) -> None:
     lane = Lane(pool)
-    assert await lane.run([("PING",)]) == [b"PONG"]  # the connection the next batch uses
+    [kept] = await lane.run([("CLIENT", "ID")])  # the connection the next batches use
     slow = asyncio.create_task(lane.run([("BLPOP", "lane:nothing", "0.3"), ("SET", "lane:b", "1")]))
     await asyncio.sleep(0.05)
     slow.cancel()
@@ -99,8 +100,49 @@ async def test_a_cancelled_batch_leaves_no_reply_for_the_next(pool: BlockingConn
     assert await lane.run([("ECHO", "one"), ("ECHO", "two")]) == [b"one", b"two"]
     await asyncio.sleep(0.35)
     assert await lane.run([("ECHO", "three")]) == [b"three"]
+    assert await lane.run([("CLIENT", "ID")]) == [kept]  # its replies were read and dropped
     await lane.run([("DEL", "lane:b")])
     await lane.reset()
+
+
+async def test_batches_of_several_callers_are_out_at_once_in_order(
+    pool: BlockingConnectionPool, redis: RedisServer
+) -> None:
+    """A batch does not wait for the one before it to come back: it is sent
+    behind it, on the same connection, and answered after it."""
+    lane = Lane(pool)
+    [kept] = await lane.run([("CLIENT", "ID")])
+    first = asyncio.create_task(lane.run([("BLPOP", "lane:list", "2")]))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(lane.run([("CLIENT", "ID"), ("ECHO", "second")]))
+    await asyncio.sleep(0.1)
+    assert not first.done() and not second.done()  # behind the BLPOP Redis is blocked on
+    # Sent already: Redis holds it unread in the blocked connection's query buffer.
+    [client] = redis.cli("CLIENT", "LIST", "ID", str(kept)).splitlines()
+    assert " qbuf=0 " not in f" {client} ", client
+    assert redis.cli("LPUSH", "lane:list", "item") == "1"  # from another connection
+    assert await first == [[b"lane:list", b"item"]]
+    assert await second == [kept, b"second"]
+    await lane.reset()
+
+
+async def test_a_deadline_fails_the_batches_behind_it_and_the_next_reconnects(
+    redis: RedisServer,
+) -> None:
+    pool = BlockingConnectionPool.from_url(redis.url, max_connections=2, socket_timeout=0.2)
+    lane = Lane(pool)
+    [old] = await lane.run([("CLIENT", "ID")])
+    late = asyncio.create_task(lane.run([("BLPOP", "lane:nothing", "1")]))
+    await asyncio.sleep(0.05)
+    behind = asyncio.create_task(lane.run([("ECHO", "behind")]))
+    with pytest.raises(RedisTimeoutError):
+        await late
+    with pytest.raises(RedisTimeoutError):
+        await behind  # its reply would have come after the BLPOP's
+    [new] = await lane.run([("CLIENT", "ID")])
+    assert new != old
+    await lane.reset()
+    await pool.aclose()
 
 
 async def test_batches_from_two_tasks_do_not_mix(pool: BlockingConnectionPool) -> None:
