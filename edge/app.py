@@ -75,14 +75,14 @@ def pools_for(store: ProfileStore) -> CouponPools:
 def stats_for(store: ProfileStore) -> StatsStore:
     """And campaign statistics."""
     if isinstance(store, RedisStore):
-        return RedisStats(store.client)
+        return RedisStats(store.client, store.lane)
     return MemoryStats()
 
 
 def signals_for(store: ProfileStore) -> SignalStore:
     """So do recommendation signals."""
     if isinstance(store, RedisStore):
-        return RedisSignalStore(store.client)
+        return RedisSignalStore(store.client, lane=store.lane)
     return MemorySignalStore()
 
 
@@ -183,14 +183,18 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # (not ``store or ...``: an empty embedded store has a length of 0)
-        the_store = store if store is not None else open_store(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            pool_timeout_s=settings.redis_timeout_s,
-            socket_timeout_s=settings.redis_socket_timeout_s,
-            connect_timeout_s=settings.redis_connect_timeout_s,
-            breaker_failures=settings.redis_breaker_failures,
-            breaker_cooldown_s=settings.redis_breaker_cooldown_s,
+        the_store = (
+            store
+            if store is not None
+            else open_store(
+                settings.redis_url,
+                max_connections=settings.redis_max_connections,
+                pool_timeout_s=settings.redis_timeout_s,
+                socket_timeout_s=settings.redis_socket_timeout_s,
+                connect_timeout_s=settings.redis_connect_timeout_s,
+                breaker_failures=settings.redis_breaker_failures,
+                breaker_cooldown_s=settings.redis_breaker_cooldown_s,
+            )
         )
         ledger = Ledger(the_store)
         # docs/operations.md, "Store outages": a write that hangs releases its messages

@@ -14,7 +14,9 @@ from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.signals import SignalUpdate, signal_updates
 from edge.core.updates import apply
+from edge.errors import StoreError
 from edge.stores import keys
+from edge.stores.redis import RedisStore
 from edge.stores.signals import MemorySignalStore, RedisSignalStore, SignalStore
 from edge.tracker.protocol import Event, parse_event
 from tests.helpers import RedisServer
@@ -133,7 +135,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "redis on the lane"])
 async def store(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[SignalStore, Clock]]:
@@ -142,8 +144,11 @@ async def store(
         yield MemorySignalStore(clock, max_partners=5, max_ranked=5), clock
         return
     server: RedisServer = request.getfixturevalue("redis")
+    url = server.url.replace("/0", "/6")
+    profiles = RedisStore.from_url(url)  # whose lane the recorder may share
     redis_store = RedisSignalStore.from_url(
-        server.url.replace("/0", "/6"),
+        url,
+        lane=profiles.lane if request.param == "redis on the lane" else None,
         clock=clock,
         max_partners=5,
         max_ranked=5,
@@ -153,6 +158,7 @@ async def store(
     await redis_store.client.flushdb()
     yield redis_store, clock
     await redis_store.close()
+    await profiles.close()
 
 
 def vt(sku: str, partner: str, amount: float = 1.0) -> SignalUpdate:
@@ -272,3 +278,22 @@ async def test_redis_layout_and_hour_bucket_ttl(redis: RedisServer) -> None:
         assert await s.top("shop", "trending", None, 5) == [("A", 2.0)]
     finally:
         await s.close()
+
+
+@pytest.mark.parametrize("on_lane", [False, True])
+async def test_a_refused_increment_is_an_error_and_the_others_count(
+    redis: RedisServer, on_lane: bool
+) -> None:
+    url = redis.url.replace("/0", "/6")
+    profiles = RedisStore.from_url(url)
+    s = RedisSignalStore.from_url(url, lane=profiles.lane if on_lane else None, clock=Clock())
+    await s.client.flushdb()
+    try:
+        # a key of the layout holding what the layout does not expect
+        await s.client.set(keys.viewed_together("shop", "A"), "not a sorted set")
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            await s.record("shop", [vt("A", "B"), vt("C", "D")])
+        assert await s.top("shop", "viewed_together", "C", 5) == [("D", 1.0)]
+    finally:
+        await s.close()
+        await profiles.close()

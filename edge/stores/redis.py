@@ -36,7 +36,7 @@ from edge.runtime.breaker import CircuitBreaker
 from edge.stores import connect, keys, lua
 from edge.stores.base import Conflict, Stored, StoreUnavailable, Write
 from edge.stores.connect import OUTAGE_ERRORS, REDIS_ERRORS, RedisClient
-from edge.stores.lane import Lane
+from edge.stores.lane import Lane, batch
 
 # KEYS[1] profile, KEYS[2] its erasure tombstone; ARGV[1] expected version,
 # ARGV[2] payload, ARGV[3] TTL in ms (0: persist). Returns 1 on success (or when
@@ -82,8 +82,8 @@ class RedisStore:
         *,
         own_connection: bool = True,
     ) -> None:
-        """``own_connection``: the ledger's writes on a connection of their own
-        (``edge.stores.lane``); never on a cluster, and off only to compare
+        """``own_connection``: the ledger's writes and the profile loads on a
+        connection of their own (``edge.stores.lane``); never on a cluster, and off only to compare
         (``python -m benchmarks store``)."""
         self._client = client
         self._lane: Lane | None = None
@@ -155,10 +155,12 @@ class RedisStore:
         return (await self.load_many([(site, visitor)]))[0]
 
     async def load_many(self, keys_: Sequence[tuple[str, str]]) -> list[Stored | None]:
-        async with self._call("load"), self._client.pipeline(transaction=False) as pipe:
-            for site, visitor in keys_:
-                pipe.hmget(keys.profile(site, visitor), "v", "p")
-            replies = await pipe.execute()
+        commands = [("HMGET", keys.profile(site, visitor), "v", "p") for site, visitor in keys_]
+        async with self._call("load"):
+            replies = await batch(self._client, self._lane, commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         return [_stored(version, payload) for version, payload in replies]
 
     async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
@@ -194,13 +196,7 @@ class RedisStore:
             CAS.command([key, gone], [expected, payload, ttl_ms])
             for key, gone, expected, payload, ttl_ms in payloads
         ]
-        if self._lane is not None:
-            return await self._lane.run(commands)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return await batch(self._client, self._lane, commands)
 
     async def erase(self, site: str, visitor: str) -> bool:
         async with self._call("erase"):
@@ -256,6 +252,12 @@ class RedisStore:
         """The client every other Redis user of this process shares (pools,
         statistics, signals, automation): same deadlines, same pool."""
         return self._client
+
+    @property
+    def lane(self) -> Lane | None:
+        """The kept connection the per-event batches share (the signal and
+        statistics recorders' too); None on a cluster. Closed with the store."""
+        return self._lane
 
 
 async def _take(found: AsyncGenerator[Any, None], size: int, seen: set[Any]) -> list[Any]:

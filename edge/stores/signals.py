@@ -38,6 +38,7 @@ from edge.core.signals import KINDS, PAIR_KINDS, SignalKind, SignalUpdate
 from edge.errors import StoreError
 from edge.stores import connect, keys, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
+from edge.stores.lane import Command, Lane, batch
 
 MAX_PARTNERS = 100
 MAX_RANKED = 1000  # bound of the site-wide rankings (bestsellers, each trending bucket)
@@ -186,8 +187,12 @@ class RedisSignalStore:
         trending_cache_s: float = 10.0,
         rng: Callable[[], float] = random.random,
         owns_client: bool = False,
+        lane: Lane | None = None,
     ) -> None:
+        """``lane``: record on it (the profile store's, ``RedisStore.lane``)
+        rather than in a pipeline from the pool; a lane is not closed here."""
         self._client = client
+        self._lane = lane
         self._clock = clock
         self._max_partners = max_partners
         self._max_ranked = max_ranked
@@ -222,18 +227,22 @@ class RedisSignalStore:
             key, member, bound = self._target(site, update, hour)
             totals[key, member] = totals.get((key, member), 0.0) + update.amount
             bounds[key] = bound
+        commands: list[Command] = [
+            ("ZINCRBY", key, amount, member) for (key, member), amount in totals.items()
+        ]
+        for key, bound in bounds.items():
+            if self._rng() < self._trim_probability:
+                commands.append(("ZREMRANGEBYRANK", key, 0, -1 - bound))
+        if any(u.kind == "trending" for u in updates):
+            ttl_s = (TRENDING_HOURS + 1) * HOUR_S
+            commands.append(("EXPIRE", keys.trending_bucket(site, hour), ttl_s))
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for (key, member), amount in totals.items():
-                    pipe.zincrby(key, amount, member)
-                for key, bound in bounds.items():
-                    if self._rng() < self._trim_probability:
-                        pipe.zremrangebyrank(key, 0, -1 - bound)
-                if any(u.kind == "trending" for u in updates):
-                    pipe.expire(keys.trending_bucket(site, hour), (TRENDING_HOURS + 1) * HOUR_S)
-                await pipe.execute()
+            replies = await batch(self._client, self._lane, commands)
         except REDIS_ERRORS as exc:
             raise StoreError(f"redis signal record failed: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StoreError(f"redis signal record failed: {reply}")
 
     async def top(self, site: str, kind: SignalKind, sku: str | None, n: int) -> Scores:
         return (await self.top_many(site, [(kind, sku)], n))[0]

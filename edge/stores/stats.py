@@ -13,6 +13,7 @@ from edge.core.stats import FIELDS, StatUpdate, Table
 from edge.errors import StoreError
 from edge.stores import keys
 from edge.stores.connect import REDIS_ERRORS, RedisClient
+from edge.stores.lane import Command, Lane, batch
 
 KEEP_DAYS = 400
 
@@ -41,22 +42,27 @@ class RedisStats:
     on Redis Cluster its commands go to the masters of their campaigns' slots
     (one tag per campaign), each increment atomic on its own."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, lane: Lane | None = None) -> None:
+        """``lane``: record on it (the profile store's, ``RedisStore.lane``)
+        rather than in a pipeline from the pool."""
         self._client = client
+        self._lane = lane
 
     async def record(self, site: str, updates: Sequence[StatUpdate]) -> None:
+        commands: list[Command] = []
+        touched: dict[str, None] = {}  # in order, once each
+        for u in updates:
+            key = keys.campaign_stats(site, u.campaign, u.day)
+            commands.append(("HINCRBYFLOAT", key, f"{u.arm}:{u.field}", u.amount))
+            touched[key] = None
+        commands.extend(("EXPIRE", key, KEEP_DAYS * 86400) for key in touched)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                touched = set()
-                for u in updates:
-                    key = keys.campaign_stats(site, u.campaign, u.day)
-                    pipe.hincrbyfloat(key, f"{u.arm}:{u.field}", u.amount)
-                    touched.add(key)
-                for key in touched:
-                    pipe.expire(key, KEEP_DAYS * 86400)
-                await pipe.execute()
+            replies = await batch(self._client, self._lane, commands)
         except REDIS_ERRORS as exc:
             raise StoreError(f"recording campaign statistics failed: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StoreError(f"recording campaign statistics failed: {reply}")
 
     async def read(self, site: str, campaign: str, days: Sequence[str]) -> Table:
         try:

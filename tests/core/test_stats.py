@@ -13,6 +13,8 @@ from edge.core.context import VisitContext
 from edge.core.profile import CampaignState, Profile, evolve
 from edge.core.stats import StatUpdate, stat_updates
 from edge.core.updates import apply, new_profile
+from edge.errors import StoreError
+from edge.stores import keys
 from edge.stores.redis import RedisStore
 from edge.stores.stats import MemoryStats, RedisStats, StatsStore
 from edge.tracker import protocol as p
@@ -195,7 +197,7 @@ def test_widget_events_of_campaigns_not_shown_count_nowhere(site: Site) -> None:
     assert run(site, [widget("click", "holdout")], offered=("cart-reminder", "holdout")) == []
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "redis on the lane"])
 async def stats(request: pytest.FixtureRequest) -> AsyncIterator[StatsStore]:
     if request.param == "embedded":
         yield MemoryStats()
@@ -203,8 +205,30 @@ async def stats(request: pytest.FixtureRequest) -> AsyncIterator[StatsStore]:
     server: RedisServer = request.getfixturevalue("redis")
     store = RedisStore.from_url(server.url.replace("/0", "/9"))
     await store.client.flushdb()
-    yield RedisStats(store.client)
+    lane = store.lane if request.param == "redis on the lane" else None
+    yield RedisStats(store.client, lane)
     await store.close()
+
+
+@pytest.mark.parametrize("on_lane", [False, True])
+async def test_a_refused_increment_is_an_error_and_the_others_count(
+    redis: RedisServer, on_lane: bool
+) -> None:
+    store = RedisStore.from_url(redis.url.replace("/0", "/9"))
+    try:
+        await store.client.flushdb()
+        stats = RedisStats(store.client, store.lane if on_lane else None)
+        # a key of the layout holding what the layout does not expect
+        await store.client.set(keys.campaign_stats("demo", "c", "2026-09-20"), "not a hash")
+        updates = [
+            StatUpdate("c", "a", "impressions", "2026-09-20"),
+            StatUpdate("c", "a", "impressions", DAY),
+        ]
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            await stats.record("demo", updates)
+        assert (await stats.read("demo", "c", [DAY]))[DAY]["a"]["impressions"] == 1
+    finally:
+        await store.close()
 
 
 async def test_stores_add_up(stats: StatsStore) -> None:
