@@ -16,7 +16,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,19 +214,26 @@ CONDITIONS: list[dict[str, Any]] = [
 ]
 
 
-def batch_us(step: Callable[[int], object], calls: int, repeat: int) -> list[float]:
-    """Mean µs per call over ``calls`` back-to-back calls: for sub-µs work the
-    per-call clock read would cost more than the work itself."""
+def batch_us(
+    steps: Sequence[Callable[[int], object]], calls: int, repeat: int
+) -> list[list[float]]:
+    """Mean µs per call over ``calls`` back-to-back calls of each step, for
+    each of ``repeat`` rounds (for sub-µs work the per-call clock read would
+    cost more than the work itself). The steps take turns within each round,
+    so a machine that slows down or speeds up meanwhile (a shared VM does,
+    by a fifth within minutes) weighs on all of them alike."""
     clock = time.perf_counter
-    for i in range(min(calls, 5000)):
-        step(i)
-    runs = []
-    for _ in range(repeat):
-        gc.collect()
-        start = clock()
-        for i in range(calls):
+    for step in steps:
+        for i in range(min(calls, 5000)):
             step(i)
-        runs.append((clock() - start) / calls * 1e6)
+    runs: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeat):
+        for step, times in zip(steps, runs, strict=True):
+            gc.collect()
+            start = clock()
+            for i in range(calls):
+                step(i)
+            times.append((clock() - start) / calls * 1e6)
     return runs
 
 
@@ -260,11 +267,19 @@ def run_conditions(*, calls: int, repeat: int) -> dict[str, Any]:
         f"same answers as GrowthBook: {agree}"
     )
     n = len(CONDITIONS)
-    ours = batch_us(lambda i: compiled[i % n](attributes), calls, repeat)
-    theirs = batch_us(lambda i: evalCondition(attributes, CONDITIONS[i % n]), calls, repeat)
-    empty = batch_us(lambda i: None, calls, repeat)  # the loop and call, to subtract
+    ours, theirs, empty = batch_us(
+        [
+            lambda i: compiled[i % n](attributes),
+            lambda i: evalCondition(attributes, CONDITIONS[i % n]),
+            lambda i: None,  # the loop and call, to subtract
+        ],
+        calls,
+        repeat,
+    )
     base = statistics.median(empty)
     mine, gb = statistics.median(ours) - base, statistics.median(theirs) - base
+    # each round's own ratio: the two sides measured apart would carry the drift between
+    ratios = [(t - e) / (o - e) for o, t, e in zip(ours, theirs, empty, strict=True)]
     print(
         f"edge compiled     {mine:6.3f} µs/condition  (runs: {', '.join(f'{r:.3f}' for r in ours)})"
     )
@@ -272,5 +287,9 @@ def run_conditions(*, calls: int, repeat: int) -> dict[str, Any]:
         f"growthbook        {gb:6.3f} µs/condition  (runs: {', '.join(f'{r:.3f}' for r in theirs)})"
     )
     print(f"harness overhead  {base:6.3f} µs/call, subtracted from both")
-    print(f"edge is {gb / mine:.1f}x faster")
-    return {"edge_us": mine, "growthbook_us": gb, "ratio": gb / mine, "same_answers": agree}
+    ratio = statistics.median(ratios)
+    print(
+        f"edge is {ratio:.1f}x faster (median of the rounds' ratios: "
+        f"{', '.join(f'{r:.1f}' for r in ratios)})"
+    )
+    return {"edge_us": mine, "growthbook_us": gb, "ratio": ratio, "same_answers": agree}
