@@ -32,7 +32,7 @@ import msgpack
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from benchmarks import wire
+from benchmarks import http1, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 # Real user agents, vendored with the tests (tests/data/README.md names the sources).
@@ -463,11 +463,13 @@ class WsTransport:
 
 
 class BeaconTransport:
-    """The same events as ``POST /collect`` (what most trackers do), with HTTP keep-alive."""
+    """The same events as ``POST /collect`` (what most trackers do), with
+    HTTP keep-alive (``benchmarks.http1``, a lean client, for the reason
+    ``benchmarks.wire`` is one)."""
 
-    def __init__(self, client: Any, base_http: str, site: str, binary: bool) -> None:
-        self.client = client
-        self.url = f"{base_http}/collect?site={site}"
+    def __init__(self, pool: http1.Pool, site: str, binary: bool) -> None:
+        self.pool = pool
+        self.target = f"/collect?site={site}"
         self.binary = binary
         self.visit: Visit | None = None
 
@@ -491,13 +493,11 @@ class BeaconTransport:
             content: bytes = msgpack.packb(body)
         else:
             headers["Content-Type"] = "text/plain;charset=UTF-8"
-            content = json.dumps(body, separators=(",", ":")).encode()
-        answer = await self.client.post(
-            self.url, content=content, headers=headers, timeout=timeout_s
-        )
-        if answer.status_code != 200:
-            raise Refused(f"http_{answer.status_code}")
-        reply = answer.json()
+            content = orjson.dumps(body)
+        answer = await self.pool.post(self.target, content, headers, timeout_s)
+        if answer.status != 200:
+            raise Refused(f"http_{answer.status}")
+        reply = orjson.loads(answer.body)
         for error in reply.get("errors") or []:
             errors[str(error.get("code"))] += 1
         return int(reply["ack"])
@@ -836,7 +836,7 @@ class LoadGenerator:
         self.connect_failures: Counter[str] = Counter()
         self.sessions_opened = 0
         self.sessions_closed = 0
-        self.http_client: Any = None
+        self.http_pool: http1.Pool | None = None
         self.server_cpu = CpuMeter(self._server_pids) if cfg.server_pid else None
         self.own_cpu = CpuMeter(lambda: [os.getpid()])
         self.machine = MachineMeter()
@@ -848,7 +848,8 @@ class LoadGenerator:
 
     def make_transport(self) -> WsTransport | BeaconTransport:
         if self.cfg.transport == "beacon":
-            return BeaconTransport(self.http_client, self.base_http, self.cfg.site, self.cfg.binary)
+            assert self.http_pool is not None
+            return BeaconTransport(self.http_pool, self.cfg.site, self.cfg.binary)
         return WsTransport(self.cfg.base_ws, self.cfg.site, self.cfg.binary)
 
     def count_failure(self, where: str, exc: BaseException) -> None:
@@ -871,13 +872,7 @@ class LoadGenerator:
     async def start(self) -> None:
         """Connect every visitor (its first session's hello), a bounded number at a time."""
         if self.cfg.transport == "beacon":
-            import httpx
-
-            size = min(self.cfg.visitors, 500)
-            self.http_client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                timeout=self.cfg.ack_timeout_s,
-            )
+            self.http_pool = http1.Pool(self.base_http, min(self.cfg.visitors, 500))
         gate = asyncio.Semaphore(self.cfg.connect_concurrency)
         self.phase = Phase(time.perf_counter(), time.perf_counter(), time.perf_counter())
 
@@ -938,8 +933,8 @@ class LoadGenerator:
         for v in self.visitors:
             if v.transport is not None:
                 await v.transport.close()
-        if self.http_client is not None:
-            await self.http_client.aclose()
+        if self.http_pool is not None:
+            await self.http_pool.close()
         if self.redis is not None:
             await self.redis.close()
 
