@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--visitors", type=int, default=300)
     a.add_argument("--in-flight", type=int, default=2, help="messages at a time")
     a.add_argument("--repeat", type=int, default=3)
+    a.add_argument(
+        "--by-type",
+        action="store_true",
+        help="also the CPU from each message to its answer, by type (with --in-flight 1)",
+    )
     n = commands.add_parser("network", help="a real browser: time to the first decision per RTT")
     n.add_argument("--rtt-ms", default="40,80,120,200")
     n.add_argument("--loads", type=int, default=10)
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             visitors=args.visitors,
             in_flight=args.in_flight,
             repeat=args.repeat,
+            by_type=args.by_type,
         )
     elif args.command == "network":
         from benchmarks import network  # playwright, and the tests' proxy and server fixtures

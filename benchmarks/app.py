@@ -25,6 +25,12 @@ purchases and identifications; about one event in eleven opens a session:
 ``hello``, its profile loaded), each session on its own ``Connection``.
 The driver's own work (a queue per visitor, the answer spotted by its
 ``"ack":``) is on the clock too: a few microseconds per event.
+
+``--by-type`` also prints, per message type, the process's CPU from sending
+each message to its answer. Use it with ``--in-flight 1``: with more, the
+messages overlap and each figure holds the others' work. Even then a figure
+holds whatever else ran meanwhile (the signal and statistics recorders, a
+collection), so the tail is that of the process, not of one code path.
 """
 
 from __future__ import annotations
@@ -111,6 +117,9 @@ class Driver:
         self.rng = random.Random(seed + 1)
         self.visitors = visitors
         self.open: list[FakeSocket] = []
+        # message type -> this process's CPU (s) from sending each to its
+        # answer, while ``costs`` is set (``--by-type``)
+        self.costs: dict[str, list[float]] | None = None
 
     async def start(self) -> None:
         self.open = [await self._session() for _ in range(self.visitors)]
@@ -120,8 +129,16 @@ class Driver:
         sock.task = asyncio.get_running_loop().create_task(
             self.app(sock.scope(), sock.receive, sock.send)
         )
-        await sock.exchange(sock.visit.hello)
+        await self._timed("hello", sock, sock.visit.hello)
         return sock
+
+    async def _timed(self, kind: str, sock: FakeSocket, message: dict[str, Any]) -> None:
+        if self.costs is None:
+            await sock.exchange(message)
+            return
+        cpu = time.process_time()
+        await sock.exchange(message)
+        self.costs.setdefault(kind, []).append(time.process_time() - cpu)
 
     async def events(self, count: int, in_flight: int) -> None:
         """``count`` events, ``in_flight`` messages at a time (each from its own
@@ -149,7 +166,7 @@ class Driver:
             event["at"] = int(time.time() * 1000)
             if event.get("referrer") is None:
                 event.pop("referrer", None)
-            await sock.exchange({"type": "events", "events": [event]})
+            await self._timed(str(event["type"]), sock, {"type": "events", "events": [event]})
             sent += 1
 
     async def _end(self, sock: FakeSocket) -> None:
@@ -177,7 +194,13 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 async def _measure(
-    redis_url: str | None, events: int, visitors: int, in_flight: int, repeat: int, seed: int
+    redis_url: str | None,
+    events: int,
+    visitors: int,
+    in_flight: int,
+    repeat: int,
+    seed: int,
+    by_type: bool,
 ) -> list[float]:
     settings = Settings.from_env(redis_url=redis_url)
     app = create_app(settings)
@@ -190,11 +213,14 @@ async def _measure(
         ledger = app.state.ingest.ledger
         batches = ledger.batches
         runs = []
+        driver.costs = {} if by_type else None
         for _ in range(repeat):
             cpu = time.process_time()
             await driver.events(events, in_flight)
             runs.append((time.process_time() - cpu) / events * 1e6)
         print(f"events per store batch: {events * repeat / max(1, ledger.batches - batches):.2f}")
+        if driver.costs is not None:
+            print_costs(driver.costs)
         await driver.stop()
     finally:
         await life.shutdown()
@@ -229,8 +255,32 @@ class _Lifespan:
             await self.task
 
 
+def print_costs(costs: dict[str, list[float]]) -> None:
+    """Per message type: count, share of the CPU, mean and percentiles (µs)."""
+    total = sum(sum(times) for times in costs.values()) or 1.0
+    print("CPU from a message to its answer, by type (µs):")
+    for kind, times in sorted(costs.items(), key=lambda item: -sum(item[1])):
+        ranked = sorted(times)
+
+        def at(q: float, ranked: list[float] = ranked) -> float:
+            return ranked[min(len(ranked) - 1, int(q * len(ranked)))] * 1e6
+
+        print(
+            f"  {kind:<14} n={len(ranked):<7} {100 * sum(ranked) / total:5.1f}% of it  "
+            f"mean {sum(ranked) / len(ranked) * 1e6:7.0f}  p50 {at(0.5):7.0f}  "
+            f"p90 {at(0.9):7.0f}  p99 {at(0.99):7.0f}  max {ranked[-1] * 1e6:7.0f}"
+        )
+
+
 def run(
-    *, store: str, events: int, visitors: int, in_flight: int, repeat: int, seed: int = 1
+    *,
+    store: str,
+    events: int,
+    visitors: int,
+    in_flight: int,
+    repeat: int,
+    seed: int = 1,
+    by_type: bool = False,
 ) -> list[float]:
     # Every visitor is 127.0.0.1, and a simulated visitor sends faster than
     # a person: the per-address and per-connection limits would refuse them.
@@ -243,9 +293,9 @@ def run(
     with _environment(limits):
         if store == "redis":
             with redis_server() as url:
-                runs = uvloop.run(_measure(url, events, visitors, in_flight, repeat, seed))
+                runs = uvloop.run(_measure(url, events, visitors, in_flight, repeat, seed, by_type))
         else:
-            runs = uvloop.run(_measure(None, events, visitors, in_flight, repeat, seed))
+            runs = uvloop.run(_measure(None, events, visitors, in_flight, repeat, seed, by_type))
     median = statistics.median(runs)
     print(
         f"app in process, {store} store, {visitors} visitors, {in_flight} message(s) in flight, "

@@ -29,3 +29,22 @@ def test_the_app_benchmark_answers_every_message(store: str) -> None:
     assert "CPU per event:" in out
     per_batch = float(out.split("events per store batch: ")[1].split()[0])
     assert per_batch >= 1.0  # the ledger stored them, a batch holding one or more
+
+
+def test_by_type_counts_every_measured_message_once() -> None:
+    command = [sys.executable, "-m", "benchmarks", "app", "--store", "embedded", "--by-type"]
+    out = subprocess.run(
+        [*command, "--events", "300", "--visitors", "20", "--repeat", "2", "--in-flight", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    table = out.split("by type (µs):\n")[1].split("app in process")[0]
+    counts = {line.split()[0]: int(line.split("n=")[1].split()[0]) for line in table.splitlines()}
+    assert "page_view" in counts
+    events = sum(n for kind, n in counts.items() if kind != "hello")
+    assert events == 600  # 300 events x 2 runs; the warm-up's are not counted
+    shares = [float(line.split("%")[0].split()[-1]) for line in table.splitlines()]
+    assert abs(sum(shares) - 100) < 0.5
