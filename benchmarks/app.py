@@ -261,15 +261,17 @@ def print_costs(costs: dict[str, list[float]]) -> None:
     print("CPU from a message to its answer, by type (µs):")
     for kind, times in sorted(costs.items(), key=lambda item: -sum(item[1])):
         ranked = sorted(times)
-
-        def at(q: float, ranked: list[float] = ranked) -> float:
-            return ranked[min(len(ranked) - 1, int(q * len(ranked)))] * 1e6
-
+        p50, p90, p99 = (_at(ranked, q) * 1e6 for q in (0.5, 0.9, 0.99))
         print(
             f"  {kind:<14} n={len(ranked):<7} {100 * sum(ranked) / total:5.1f}% of it  "
-            f"mean {sum(ranked) / len(ranked) * 1e6:7.0f}  p50 {at(0.5):7.0f}  "
-            f"p90 {at(0.9):7.0f}  p99 {at(0.99):7.0f}  max {ranked[-1] * 1e6:7.0f}"
+            f"mean {sum(ranked) / len(ranked) * 1e6:7.0f}  p50 {p50:7.0f}  "
+            f"p90 {p90:7.0f}  p99 {p99:7.0f}  max {ranked[-1] * 1e6:7.0f}"
         )
+
+
+def _at(ranked: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (the nearest rank at or below)."""
+    return ranked[min(len(ranked) - 1, int(q * len(ranked)))]
 
 
 def run(

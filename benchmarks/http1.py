@@ -20,10 +20,11 @@ never reused half read.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import deque
 from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from benchmarks.wire import open_tcp
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1 << 20
@@ -116,8 +117,8 @@ def _head(head: bytes) -> tuple[int, int, bool]:
             length = int(value)
         elif name == b"transfer-encoding":
             raise ProtocolError("chunked answers are not read by this client")
-        elif name == b"connection":
-            keep = value == b"keep-alive" if not keep else value != b"close"
+        elif name == b"connection" and value in (b"close", b"keep-alive"):
+            keep = value == b"keep-alive"
     return int(parts[1]), length, keep
 
 
@@ -184,27 +185,10 @@ class Pool:
                 self.open -= 1
         self.open += 1  # a place given up by a dropped connection, or a free one
         try:
-            return await self._connect(timeout_s)
+            return await open_tcp(self.host, self.port, _Connection, timeout_s)
         except BaseException:
             self.open -= 1
             raise
-
-    async def _connect(self, timeout_s: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        timer = loop.call_later(timeout_s, sock.close)
-        try:
-            await loop.sock_connect(sock, (self.host, self.port))
-            _, connection = await loop.create_connection(_Connection, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        finally:
-            timer.cancel()
-        return connection
 
     def _release(self, connection: _Connection | None) -> None:
         """Give a connection back (None: it was dropped, its place is free)."""

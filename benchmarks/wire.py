@@ -27,7 +27,8 @@ import random
 import socket
 import struct
 from collections import deque
-from typing import cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 try:
@@ -273,29 +274,41 @@ async def connect(url: str, user_agent: str, timeout_s: float) -> WireProtocol:
     def make() -> WireProtocol:
         return WireProtocol(f"{host}:{port}", path, user_agent)
 
-    # A socket of our own: ``create_connection(host, port)`` resolves the
-    # address in the loop's thread pool even for a literal IP, and that hop
-    # showed as tens of milliseconds of connection time under load.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # One timer for the whole opening, not ``wait_for`` (a task and two more
-    # loop rounds per step, which showed as tens of milliseconds under load).
-    timer = loop.call_later(timeout_s, sock.close)
-    try:
-        await loop.sock_connect(sock, (host, port))
-        _, protocol = await loop.create_connection(make, sock=sock)
-    except BaseException:
-        timer.cancel()
-        sock.close()
-        raise
-    timer.cancel()
+    protocol = await open_tcp(host, port, make, timeout_s)
     timer = loop.call_later(timeout_s, _expire_opening, protocol)
     try:
         await protocol.opened
     except BaseException:
         protocol.close()
+        raise
+    finally:
+        timer.cancel()
+    return protocol
+
+
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
+async def open_tcp(host: str, port: int, make: Callable[[], P], timeout_s: float) -> P:
+    """A TCP connection to ``host:port`` (an IP address) handed to ``make()``'s
+    protocol, within ``timeout_s``; Nagle off.
+
+    A socket of our own: ``create_connection(host, port)`` resolves the
+    address in the loop's thread pool even for a literal IP, and that hop
+    showed as tens of milliseconds of connection time under load. One timer
+    for the whole opening, not ``wait_for`` (a task and two more loop rounds
+    per step, which showed as tens of milliseconds under load)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    timer = loop.call_later(timeout_s, sock.close)
+    try:
+        await loop.sock_connect(sock, (host, port))
+        _, protocol = await loop.create_connection(make, sock=sock)
+    except BaseException:
+        sock.close()
         raise
     finally:
         timer.cancel()

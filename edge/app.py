@@ -183,18 +183,14 @@ def create_app(settings: Settings | None = None, store: ProfileStore | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # (not ``store or ...``: an empty embedded store has a length of 0)
-        the_store = (
-            store
-            if store is not None
-            else open_store(
-                settings.redis_url,
-                max_connections=settings.redis_max_connections,
-                pool_timeout_s=settings.redis_timeout_s,
-                socket_timeout_s=settings.redis_socket_timeout_s,
-                connect_timeout_s=settings.redis_connect_timeout_s,
-                breaker_failures=settings.redis_breaker_failures,
-                breaker_cooldown_s=settings.redis_breaker_cooldown_s,
-            )
+        the_store = store if store is not None else open_store(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_timeout_s,
+            socket_timeout_s=settings.redis_socket_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            breaker_failures=settings.redis_breaker_failures,
+            breaker_cooldown_s=settings.redis_breaker_cooldown_s,
         )
         ledger = Ledger(the_store)
         # docs/operations.md, "Store outages": a write that hangs releases its messages

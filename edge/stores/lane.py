@@ -222,6 +222,14 @@ class Lane:
             await self._pool.release(conn)
 
 
+def raise_errors(replies: Sequence[Any]) -> None:
+    """Raise the first error reply of a batch (as a pipeline's ``execute()``
+    does), for callers that take no error in place."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 async def batch(client: Any, lane: Lane | None, commands: Sequence[Command]) -> list[Any]:
     """``commands`` in one round trip: on ``lane`` when there is one (one
     Redis server, or Sentinel's master), else in a pipeline of ``client``'s

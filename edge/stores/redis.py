@@ -36,7 +36,7 @@ from edge.runtime.breaker import CircuitBreaker
 from edge.stores import connect, keys, lua
 from edge.stores.base import Conflict, Stored, StoreUnavailable, Write
 from edge.stores.connect import OUTAGE_ERRORS, REDIS_ERRORS, RedisClient
-from edge.stores.lane import Lane, batch
+from edge.stores.lane import Lane, batch, raise_errors
 
 # KEYS[1] profile, KEYS[2] its erasure tombstone; ARGV[1] expected version,
 # ARGV[2] payload, ARGV[3] TTL in ms (0: persist). Returns 1 on success (or when
@@ -83,8 +83,8 @@ class RedisStore:
         own_connection: bool = True,
     ) -> None:
         """``own_connection``: the ledger's writes and the profile loads on a
-        connection of their own (``edge.stores.lane``); never on a cluster, and off only to compare
-        (``python -m benchmarks store``)."""
+        connection of their own (``edge.stores.lane``); never on a cluster,
+        and off only to compare (``python -m benchmarks store``)."""
         self._client = client
         self._lane: Lane | None = None
         if own_connection and isinstance(client, Redis):
@@ -158,9 +158,7 @@ class RedisStore:
         commands = [("HMGET", keys.profile(site, visitor), "v", "p") for site, visitor in keys_]
         async with self._call("load"):
             replies = await batch(self._client, self._lane, commands)
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
+            raise_errors(replies)
         return [_stored(version, payload) for version, payload in replies]
 
     async def commit(self, writes: Sequence[Write]) -> list[Conflict | None]:
@@ -182,9 +180,7 @@ class RedisStore:
                 retried = await self._cas_batch([payloads[i] for i in again])
                 for i, reply in zip(again, retried, strict=True):
                     replies[i] = reply
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
+            raise_errors(replies)
         return [None if reply == 1 else Conflict(_stored(*reply)) for reply in replies]
 
     async def _cas_batch(self, payloads: Sequence[tuple[str, str, int, bytes, int]]) -> list[Any]:

@@ -38,7 +38,7 @@ from edge.core.signals import KINDS, PAIR_KINDS, SignalKind, SignalUpdate
 from edge.errors import StoreError
 from edge.stores import connect, keys, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
-from edge.stores.lane import Command, Lane, batch
+from edge.stores.lane import Command, Lane, batch, raise_errors
 
 MAX_PARTNERS = 100
 MAX_RANKED = 1000  # bound of the site-wide rankings (bestsellers, each trending bucket)
@@ -237,12 +237,9 @@ class RedisSignalStore:
             ttl_s = (TRENDING_HOURS + 1) * HOUR_S
             commands.append(("EXPIRE", keys.trending_bucket(site, hour), ttl_s))
         try:
-            replies = await batch(self._client, self._lane, commands)
-        except REDIS_ERRORS as exc:
+            raise_errors(await batch(self._client, self._lane, commands))
+        except REDIS_ERRORS as exc:  # an error reply (a ResponseError) included
             raise StoreError(f"redis signal record failed: {exc}") from exc
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise StoreError(f"redis signal record failed: {reply}")
 
     async def top(self, site: str, kind: SignalKind, sku: str | None, n: int) -> Scores:
         return (await self.top_many(site, [(kind, sku)], n))[0]

@@ -13,7 +13,7 @@ from edge.core.stats import FIELDS, StatUpdate, Table
 from edge.errors import StoreError
 from edge.stores import keys
 from edge.stores.connect import REDIS_ERRORS, RedisClient
-from edge.stores.lane import Command, Lane, batch
+from edge.stores.lane import Command, Lane, batch, raise_errors
 
 KEEP_DAYS = 400
 
@@ -57,12 +57,9 @@ class RedisStats:
             touched[key] = None
         commands.extend(("EXPIRE", key, KEEP_DAYS * 86400) for key in touched)
         try:
-            replies = await batch(self._client, self._lane, commands)
-        except REDIS_ERRORS as exc:
+            raise_errors(await batch(self._client, self._lane, commands))
+        except REDIS_ERRORS as exc:  # an error reply (a ResponseError) included
             raise StoreError(f"recording campaign statistics failed: {exc}") from exc
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise StoreError(f"recording campaign statistics failed: {reply}")
 
     async def read(self, site: str, campaign: str, days: Sequence[str]) -> Table:
         try:

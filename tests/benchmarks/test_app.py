@@ -13,10 +13,10 @@ import pytest
 from tests.helpers import ROOT
 
 
-@pytest.mark.parametrize("store", ["embedded", "redis"])
-def test_the_app_benchmark_answers_every_message(store: str) -> None:
-    command = [sys.executable, "-m", "benchmarks", "app", "--store", store]
-    out = subprocess.run(
+def app_benchmark(*options: str) -> str:
+    """Its output: 300 events from 20 visitors, twice, with ``options``."""
+    command = [sys.executable, "-m", "benchmarks", "app", *options]
+    return subprocess.run(
         [*command, "--events", "300", "--visitors", "20", "--repeat", "2"],
         cwd=ROOT,
         capture_output=True,
@@ -24,6 +24,11 @@ def test_the_app_benchmark_answers_every_message(store: str) -> None:
         timeout=120,
         check=True,
     ).stdout
+
+
+@pytest.mark.parametrize("store", ["embedded", "redis"])
+def test_the_app_benchmark_answers_every_message(store: str) -> None:
+    out = app_benchmark("--store", store)
     header = f"app in process, {store} store, 20 visitors, 2 message(s) in flight, 300 events x 2"
     assert header in out
     assert "CPU per event:" in out
@@ -32,15 +37,7 @@ def test_the_app_benchmark_answers_every_message(store: str) -> None:
 
 
 def test_by_type_counts_every_measured_message_once() -> None:
-    command = [sys.executable, "-m", "benchmarks", "app", "--store", "embedded", "--by-type"]
-    out = subprocess.run(
-        [*command, "--events", "300", "--visitors", "20", "--repeat", "2", "--in-flight", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    out = app_benchmark("--store", "embedded", "--by-type", "--in-flight", "1")
     table = out.split("by type (µs):\n")[1].split("app in process")[0]
     counts = {line.split()[0]: int(line.split("n=")[1].split()[0]) for line in table.splitlines()}
     assert "page_view" in counts
