@@ -5,6 +5,11 @@ Each chunk read from one side is written to the other ``delay_s()`` seconds
 after it arrived, never before the chunk ahead of it (TCP keeps order), so a
 burst is delayed once, not once per chunk queued behind it: latency with
 jitter, not a bandwidth cap.
+
+``sees(data)``, when given, is called with every chunk a client sends, as it
+arrives and before its delay is drawn: a test can change the delay on the
+bytes themselves (from a given write on), not at a moment of its own clock
+that races with what is in flight.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ CHUNK_BYTES = 64 * 1024
 
 
 class DelayProxy:
-    def __init__(self, upstream_port: int, delay_s: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        delay_s: Callable[[], float],
+        sees: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.delay_s = delay_s
+        self.sees = sees
         self.port = 0
         self.connections = 0  # accepted so far
         self.chunks = 0  # forwarded so far, both ways
@@ -60,8 +71,8 @@ class DelayProxy:
             client_w.close()
             return
         pumps = [
-            asyncio.create_task(self._pump(client_r, upstream_w)),
-            asyncio.create_task(self._pump(upstream_r, client_w)),
+            asyncio.create_task(self._pump(client_r, upstream_w, self.sees)),
+            asyncio.create_task(self._pump(upstream_r, client_w, None)),
         ]
         try:
             # Either side closing ends both directions, as a real connection would.
@@ -73,7 +84,12 @@ class DelayProxy:
             for writer in (client_w, upstream_w):
                 writer.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sees: Callable[[bytes], None] | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
         sender = asyncio.create_task(self._deliver(queue, writer))
@@ -81,6 +97,8 @@ class DelayProxy:
             last_due = 0.0
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await reader.read(CHUNK_BYTES):
+                    if sees is not None:
+                        sees(data)
                     last_due = max(last_due, loop.time() + self.delay_s())
                     queue.put_nowait((last_due, data))
             queue.put_nowait(None)  # the peer closed: deliver what it sent first, then end
@@ -107,9 +125,11 @@ def uniform(low_s: float, high_s: float) -> Callable[[], float]:
 
 @contextlib.asynccontextmanager
 async def delay_proxy(
-    upstream_port: int, delay_s: Callable[[], float]
+    upstream_port: int,
+    delay_s: Callable[[], float],
+    sees: Callable[[bytes], None] | None = None,
 ) -> AsyncIterator[DelayProxy]:
-    proxy = DelayProxy(upstream_port, delay_s)
+    proxy = DelayProxy(upstream_port, delay_s, sees)
     await proxy.start()
     try:
         yield proxy

@@ -3,10 +3,13 @@ same port: the tracker (static/js/edge.js) in headless Chromium reconnects
 with jittered backoff and resends what was not acknowledged.
 
 The first server talks to Redis through a proxy (``tests/faults/proxy.py``)
-that is made slow right before the kill: a burst of events is then stored in
-Redis but its acknowledgement never reaches the page, so the resend after
-the restart holds events that are already stored, as a kill at the wrong
-moment leaves them.
+that turns slow right before the kill, from the write that holds a burst of
+events on: the burst is stored in Redis but its acknowledgement never
+reaches the page, so the resend after the restart holds events that are
+already stored, as a kill at the wrong moment leaves them. (The proxy slows
+down on seeing the burst's bytes, not when the test says so: a write of the
+stream sent between the test's word and the burst would time out, and a few
+of those open the store's breaker, so the burst would never be sent.)
 
 Checked from the stored profile (read with ``RedisStore``):
 
@@ -125,21 +128,34 @@ async def page_value(page: Page, expression: str) -> Any:
     return await page.evaluate(expression)
 
 
+class SlowFromBurst:
+    """The proxy's delay: none until a chunk on its way to Redis holds the
+    burst's event name, 2 s per chunk from that chunk on, both ways (the burst
+    is stored; its reply comes back long after the server's deadline)."""
+
+    NAME = b"burst"
+
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+        self._tail = b""  # the name may straddle two chunks
+
+    def sees(self, data: bytes) -> None:
+        if self.NAME in self._tail + data:
+            self.delay_s = 2.0
+        self._tail = data[-len(self.NAME) :]
+
+
 async def test_server_killed_mid_stream_loses_and_doubles_nothing(
     page: Page, redis: RedisServer, store: RedisStore, profiles: Path
 ) -> None:
-    slow_s = [0.0]  # the proxy's delay per chunk, changed below
-    async with delay_proxy(redis.port, lambda: slow_s[0]) as proxy:
-        await _kill_and_restart(page, redis, store, profiles, proxy.port, slow_s)
+    slow = SlowFromBurst()
+    async with delay_proxy(redis.port, lambda: slow.delay_s, slow.sees) as proxy:
+        await _kill_and_restart(page, redis, store, profiles, proxy.port)
+        assert slow.delay_s > 0, "the burst's write never reached the proxy"
 
 
 async def _kill_and_restart(
-    page: Page,
-    redis: RedisServer,
-    store: RedisStore,
-    profiles: Path,
-    proxy_port: int,
-    slow_s: list[float],
+    page: Page, redis: RedisServer, store: RedisStore, profiles: Path, proxy_port: int
 ) -> None:
     proxied = f"redis://127.0.0.1:{proxy_port}/0"
     with edge_server(redis_url=proxied, profiles=profiles) as first:
@@ -152,8 +168,7 @@ async def _kill_and_restart(
         acked = max(await page_value(page, "window.__acks"))
         state = await tracker_state(page)
         visitor, session = state["visitor"], state["session"]
-        slow_s[0] = 2.0  # replies from Redis now take 2 s to come back
-        await page.evaluate(BURST_JS, BURST)
+        await page.evaluate(BURST_JS, BURST)  # Redis turns slow with its write
         await poll(lambda: _stored_burst(store, visitor), 10, "the burst stored")
         first.process.kill()  # SIGKILL: no drain, no goodbye
         first.process.wait(5)
