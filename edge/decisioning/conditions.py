@@ -47,8 +47,10 @@ instead, with the ``path`` of the offending part. The one exception is
 (an unknown group is an empty group), so it compiles.
 
 Compilation produces plain closures: operator dispatch happens once, paths are
-pre-split, regexes are compiled once, version operands pre-padded and list
-operands and saved groups turned into frozensets. Conditions are data only;
+pre-split, regexes are compiled once (or, when they are plain text, become
+``str.startswith`` and ``in``), version operands pre-padded, list operands
+and saved groups turned into frozensets, and an ``$or`` of string literals
+on one attribute a set lookup. Conditions are data only;
 nothing is ever evaluated as code.
 
 Regex guard: Python's ``re`` has no timeout, and a pattern written by hand
@@ -225,6 +227,12 @@ def _fast_value_test(op: str, arg: Any) -> _Plain | None:
         return _same_type_test(arg, operator.ne)
     if op in ("$in", "$nin", "$all") and _string_list(arg):
         return _string_set_test(op, frozenset(arg))
+    plain = _plain_text(arg) if op == "$regex" and isinstance(arg, str) else None
+    if plain is not None:
+        anchored, text = plain
+        if anchored:
+            return lambda v: v.startswith(text) if type(v) is str else None
+        return lambda v: text in v if type(v) is str else None
     if op in ("$regex", "$regexi") and isinstance(arg, str) and len(arg) <= MAX_REGEX_LENGTH:
         try:
             search = re.compile(arg, re.IGNORECASE if op == "$regexi" else 0).search
@@ -243,6 +251,9 @@ def _fast_value_test(op: str, arg: Any) -> _Plain | None:
 
 
 def _any_search(pattern: str) -> _Plain:
+    plain = _plain_text(pattern)
+    if plain is not None:
+        return _any_text(*plain)
     search = re.compile(pattern).search
 
     def test(v: Any) -> bool | None:
@@ -254,6 +265,51 @@ def _any_search(pattern: str) -> _Plain:
             return None
 
     return test
+
+
+def _any_text(anchored: bool, text: str) -> _Plain:
+    """Some element of a list of strings starts with (``anchored``) or holds
+    ``text``: searched once in the elements joined by NUL, in C, instead of
+    one call per element (a session's pages: ``$elemMatch: {$regex:
+    ^/demo/c/}``). ``text`` holds no NUL, so a match lies within one element;
+    anchored, it follows a NUL that is a separator unless an element holds a
+    NUL itself, which is then left to the general form. A non-string element
+    (join raises) too."""
+    after_separator = _SEPARATOR + text
+
+    def test(v: Any) -> bool | None:
+        if type(v) is not list:
+            return None
+        try:
+            joined = _SEPARATOR.join(v)
+        except TypeError:
+            return None
+        if not anchored:
+            return text in joined
+        if joined.startswith(text):
+            return True
+        if after_separator not in joined:
+            return False
+        return True if joined.count(_SEPARATOR) == len(v) - 1 else None
+
+    return test
+
+
+_SEPARATOR: Final = "\x00"
+_REGEX_SPECIAL: Final = frozenset(".^$*+?{}[]\\|()\x00")
+
+
+def _plain_text(pattern: str) -> tuple[bool, str] | None:
+    """``(anchored, text)`` when ``pattern`` is plain text, after an optional
+    leading ``^``: its search is then ``str.startswith`` (78 against 138 ns
+    for a regex search here) or ``in`` (30 against 86 ns); page paths are
+    mostly targeted so (``^/sale/``). None for any other pattern, for an empty text, and for one
+    with a NUL (``_any_text`` joins on it)."""
+    anchored = pattern.startswith("^")
+    text = pattern[1:] if anchored else pattern
+    if not text or not _REGEX_SPECIAL.isdisjoint(text):
+        return None
+    return anchored, text
 
 
 def _size_test(arg: Any) -> _Plain | None:
@@ -396,14 +452,55 @@ def _compile_logical(ctx: _Context, key: str, value: Any, path: Path) -> Predica
     parts = tuple(_compile_condition(ctx, item, (*path, i)) for i, item in enumerate(value))
     if key == "$and":
         return _all_of(list(parts))
-    if key == "$nor":
-        if not parts:
-            # GrowthBook: an empty $or is true, so an empty $nor is false for everyone.
-            raise ConditionError("$nor needs at least one condition", path)
-        any_part = _any_of(parts)
-        return lambda attrs: not any_part(attrs)
+    if key == "$nor" and not parts:
+        # GrowthBook: an empty $or is true, so an empty $nor is false for everyone.
+        raise ConditionError("$nor needs at least one condition", path)
     # GrowthBook: an empty $or is true.
-    return _any_of(parts) if parts else _always_true
+    any_part = _any_of(parts) if parts else _always_true
+    same = _one_attribute_literals(value)
+    if same is not None:
+        any_part = _fast_one_of(*same, any_part)
+    if key == "$nor":
+        return lambda attrs: not any_part(attrs)
+    return any_part
+
+
+def _one_attribute_literals(items: Sequence[Any]) -> tuple[str, str, frozenset[str]] | None:
+    """``[{ns.a: x}, {ns.a: y}, ...]``, each item one string literal on one
+    and the same ``namespace.attribute`` (``$or: [{session.medium: search},
+    {session.medium: paid}]``): ``(namespace, attribute, {x, y, ...})``."""
+    keys: set[Any] = set()
+    members: list[str] = []
+    for item in items:
+        if not isinstance(item, Mapping) or len(item) != 1:
+            return None
+        ((key, literal),) = item.items()
+        if type(literal) is not str:
+            return None
+        keys.add(key)
+        members.append(literal)
+    if len(members) < 2 or len(keys) != 1:
+        return None
+    (key,) = keys
+    steps = key.split(".") if isinstance(key, str) else []
+    if len(steps) != 2 or key.startswith("$"):
+        return None
+    return steps[0], steps[1], frozenset(members)
+
+
+def _fast_one_of(outer: str, inner: str, members: frozenset[str], general: Predicate) -> Predicate:
+    """One set lookup for a string attribute (a string literal equals only
+    that string); anything else goes to ``general``, the compiled ``$or``."""
+
+    def one_of(attrs: Attributes) -> bool:
+        mapping = attrs.get(outer)
+        if type(mapping) is dict:
+            v = mapping.get(inner)
+            if type(v) is str:
+                return v in members
+        return general(attrs)
+
+    return one_of
 
 
 def _all_of(tests: list[Predicate]) -> Predicate:
@@ -428,6 +525,9 @@ def _all_of(tests: list[Predicate]) -> Predicate:
 def _any_of(tests: tuple[Predicate, ...]) -> Predicate:
     if len(tests) == 1:
         return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda attrs: first(attrs) or second(attrs)
 
     def any_of(attrs: Attributes) -> bool:
         for test in tests:  # noqa: SIM110 - hot path: a loop beats any()/all() of a generator

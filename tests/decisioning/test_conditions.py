@@ -294,6 +294,66 @@ def test_regex_length_guard() -> None:
     assert info.value.path == ("s", "$regexi")
 
 
+# Shapes with fast paths of their own beyond the suite's: plain-text regexes
+# (``str.startswith`` / ``in``, and one search in the joined elements of a
+# list) and ``$or`` / ``$nor`` of string literals on one attribute (a set).
+FAST_SHAPES: list[dict[str, Any]] = [
+    {"k": {"$regex": "^/demo/c/"}},
+    {"k": {"$regex": "sale"}},
+    {"k": {"$elemMatch": {"$regex": "^/demo/c/"}}},
+    {"k": {"$elemMatch": {"$regex": "sale"}}},
+    {"$or": [{"k": "search"}, {"k": "paid"}]},
+    {"$nor": [{"k": "search"}, {"k": "paid"}, {"k": "email"}]},
+]
+FAST_VALUES: list[Any] = [
+    "/demo/c/1",
+    "/x/demo/c/",
+    "on sale",
+    "search",
+    "paid",
+    "Search",
+    "",
+    5,
+    1.5,
+    True,
+    None,
+    {"k": "search"},
+    [],
+    ["/demo/p/1", "/demo/c/2"],
+    ["/demo/c/2", 3],
+    ["/demo/p/1", "/x/demo/c/"],
+    ["on sale"],
+    ["x\x00/demo/c/"],  # a NUL in an element: the joined search cannot tell
+    ["/demo/c/x\x00y"],
+    ["sa", "le"],  # the text must not be found across two elements
+    [["search"]],
+    ["search"],
+    [1, "sale"],
+]
+
+
+@pytest.mark.parametrize("condition", FAST_SHAPES, ids=json.dumps)
+def test_fast_shapes_answer_as_the_general_form(condition: dict[str, Any]) -> None:
+    """A top-level attribute takes the general form, ``ns.k`` the fast path:
+    both must answer alike for every value, missing included."""
+    general = compile_condition(condition)
+    fast = compile_condition(_nest(condition))
+    for value in FAST_VALUES:
+        assert fast({"ns": {"k": value}}) is general({"k": value}), value
+    assert fast({"ns": {}}) is general({})
+    assert fast({}) is general({})
+
+
+def test_plain_text_regexes_search_as_regexes() -> None:
+    pages = {"session": {"pages": ["/demo/p/S1", "/demo/c/toys"]}}
+    assert evaluate({"session.pages": {"$elemMatch": {"$regex": "^/demo/c/"}}}, pages)
+    assert not evaluate({"session.pages": {"$elemMatch": {"$regex": "^/c/"}}}, pages)
+    assert evaluate({"session.pages": {"$elemMatch": {"$regex": "toys"}}}, pages)
+    assert not evaluate({"session.pages": {"$elemMatch": {"$regex": "S1/demo"}}}, pages)
+    assert evaluate({"page.path": {"$regex": "^/demo"}}, {"page": {"path": "/demo/c/1"}})
+    assert not evaluate({"page.path": {"$regex": "^/c"}}, {"page": {"path": "/demo/c/1"}})
+
+
 def test_regexes_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
     condition = {
         "ua": {"$regex": "Mobile"},
