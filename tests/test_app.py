@@ -48,9 +48,12 @@ async def test_metrics_show_what_admission_control_sees() -> None:
     values = {
         line.split("{")[0]: float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith(("edge_in_flight", "edge_loop_lag", "edge_cpu_per_message"))
+        if line.startswith(
+            ("edge_in_flight", "edge_loop_lag", "edge_cpu_per_message", "edge_resends_refused")
+        )
     }
     assert values["edge_in_flight"] == 0
     assert values["edge_in_flight_limit"] == 96  # idle: the ceiling
     assert 0 <= values["edge_loop_lag_seconds"] < 1
     assert values["edge_cpu_per_message_seconds"] == 0  # nothing answered yet
+    assert values["edge_resends_refused_total"] == 0

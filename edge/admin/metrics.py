@@ -116,6 +116,14 @@ class _IngestCollector(Collector):
                 family.add_metric([self.pid], value)
                 yield family
         admission = self.ingest.admission
+        resends = CounterMetricFamily(
+            "edge_resends_refused",
+            "resends of refused messages refused again while the process had no room "
+            "to spare (fresh messages first; also counted in edge_refusals, code busy)",
+            labels=labels,
+        )
+        resends.add_metric([self.pid], admission.refused_resends)
+        yield resends
         gauges: tuple[tuple[str, str, float], ...] = (
             ("edge_connections", "open WebSocket connections", c.connections),
             ("edge_in_flight", "messages being stored and decided now", admission.in_flight),

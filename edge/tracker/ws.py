@@ -196,14 +196,16 @@ class Connection:
         when it arrived, or from when this connection finished the message
         before it, whichever is later (edge.tracker.admission). After a
         refusal, only the tracker's resend (from the refused event on) is
-        considered again."""
+        considered again, and it waits for the process to have room to
+        spare (fresh messages first)."""
         seq = p.lowest_seq(message) if self.ctx is not None else None
+        resend = self.refused_from is not None
         if self.refused_from is not None:
             if seq is None or seq > self.refused_from:
                 return False  # not the resend yet: keep the order
             self.refused_from = None
         waited_s = time.monotonic() - max(self.arrived, self.done_at)
-        if self.ingest.admission.admits(waited_s):
+        if self.ingest.admission.admits(waited_s, resend):
             return True
         if seq is not None:
             self.refused_from = seq

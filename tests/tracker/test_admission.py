@@ -51,6 +51,35 @@ async def test_admission_by_wait_and_by_lag() -> None:
     assert Admission(0.0, 1.0).admits(10.0)  # 0: off
 
 
+class SteadyLag(LoopLag):
+    """A loop that runs ``late_s`` late, without running one."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__()
+        self.late_s = late_s
+
+    def lag_s(self) -> float:
+        return self.late_s
+
+
+def test_a_busy_process_takes_fresh_messages_before_resends() -> None:
+    busy = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64)  # late, not too late
+    assert busy.admits(0.0)  # a fresh message: answered in time
+    assert not busy.admits(0.0, resend=True)  # a resend waits for room to spare
+    assert (busy.refused, busy.refused_resends) == (1, 1)
+    calm = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=64)
+    assert calm.admits(0.0, resend=True)  # on time, nothing in flight: room
+    for _ in range(7):  # an eighth of the bound taken: room for no resend more
+        calm.in_flight += 1
+        assert calm.admits(0.0, resend=True)
+    calm.in_flight += 1
+    assert not calm.admits(0.0, resend=True)
+    assert calm.admits(0.0)  # but for fresh ones
+    assert calm.refused_resends == 1
+    one = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=1)
+    assert one.admits(0.0, resend=True)  # a bound of one still takes a resend when idle
+
+
 def test_admission_by_messages_in_flight() -> None:
     admission = Admission(0.0, 1.0, max_in_flight=2)  # the wait and lag rules off
     with admission.holding():
@@ -168,6 +197,46 @@ async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
         assert (await asyncio.wait_for(second.recv(), 5.0))["ack"] == 1
         await first.close()
         await second.close()
+
+
+async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
+    """A visitor refused while the process stood still resends; at that
+    moment another visitor's message is in flight (its store write paused),
+    which is an eighth of a bound of 8: no room to spare, so the resend is
+    refused again while a fresh message is taken. Once the write goes
+    through, the resend is stored."""
+    env = {
+        "EDGE_MAX_IN_FLIGHT": "8",
+        "EDGE_ANSWER_DEADLINE_S": "5",
+        "EDGE_REDIS_SOCKET_TIMEOUT_S": "5",
+        "EDGE_MAX_MESSAGES_PER_S": "1000",
+    }
+    with redis_server() as redis, edge_server(redis_url=redis.url, env=env) as server:
+        waiting, refused, fresh = Visitor(server.ws), Visitor(server.ws), Visitor(server.ws)
+        for tab in (waiting, refused, fresh):
+            await tab.connect()
+        late = refused.event("custom", name="late")
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            await refused.send({"type": "events", "events": [late]})
+            await asyncio.sleep(1.0)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert (await asyncio.wait_for(refused.recv(), 2.0))["code"] == "busy"
+        await asyncio.sleep(0.6)  # the process keeps time again
+        redis.cli("CLIENT", "PAUSE", "1500", "WRITE")
+        await waiting.send({"type": "events", "events": [waiting.event("custom", name="a")]})
+        await asyncio.sleep(0.3)  # in flight, waiting for its write
+        await refused.send({"type": "events", "events": [late]})  # the resend
+        again = await asyncio.wait_for(refused.recv(), 1.0)
+        assert again["code"] == "busy" and "ack" not in again, again
+        await fresh.send({"type": "events", "events": [fresh.event("custom", name="b")]})
+        assert (await asyncio.wait_for(fresh.recv(), 5.0))["ack"] == 1  # taken, stored
+        assert (await asyncio.wait_for(waiting.recv(), 5.0))["ack"] == 1
+        await refused.send({"type": "events", "events": [late]})  # room again
+        assert (await asyncio.wait_for(refused.recv(), 5.0))["ack"] == 1
+        for tab in (waiting, refused, fresh):
+            await tab.close()
 
 
 @pytest.fixture(scope="module")
