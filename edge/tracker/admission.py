@@ -57,7 +57,10 @@ resends within a second, more than two seconds of this process's work, so
 the visitors arriving after the load dropped waited behind them (p99 74-84
 ms where the normal is 10). A resend is therefore admitted only while the
 process has room to spare: its loop on time (under ``BUSY_LAG_S`` late)
-and fewer than ``RESEND_SHARE`` of the in-flight bound taken. While busy,
+and fewer than ``RESEND_ROOM`` messages in flight, so that a fresh message
+never finds more than a couple of resends' work ahead of it (with an eighth
+of the in-flight bound, 16, the first seconds after an overload still had a
+p99 of 36-70 ms: the event loop serves in turn what it has admitted). While busy,
 the process spends itself on fresh messages, whose answers still matter to
 a page on screen; the resends (events of seconds ago) wait for the room,
 are refused again meanwhile (a refusal costs little) and are all stored in
@@ -82,7 +85,7 @@ MIN_ANSWERED = 200  # ... when at least this many were answered in it: a process
 # answering fewer a second is not saturated by its messages, and a few
 # messages beside other work (start-up, a reload) would measure them dear
 MIN_IN_FLIGHT = 16  # the tightened bound never goes below this
-RESEND_SHARE = 1 / 8  # of the in-flight bound, the most a resend is admitted into
+RESEND_ROOM = 2  # a resend is admitted only while fewer messages than this are in flight
 
 
 class LoopLag:
@@ -176,9 +179,7 @@ class Admission:
     def _room_to_spare(self) -> bool:
         if self.max_wait_s > 0 and self.lag.lag_s() >= BUSY_LAG_S:
             return False
-        if self.max_in_flight <= 0:
-            return True
-        return self.in_flight < max(1, int(self.in_flight_limit() * RESEND_SHARE))
+        return self.in_flight < RESEND_ROOM
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:

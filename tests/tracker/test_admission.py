@@ -69,12 +69,11 @@ def test_a_busy_process_takes_fresh_messages_before_resends() -> None:
     assert (busy.refused, busy.refused_resends) == (1, 1)
     calm = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=64)
     assert calm.admits(0.0, resend=True)  # on time, nothing in flight: room
-    for _ in range(7):  # an eighth of the bound taken: room for no resend more
-        calm.in_flight += 1
-        assert calm.admits(0.0, resend=True)
-    calm.in_flight += 1
-    assert not calm.admits(0.0, resend=True)
-    assert calm.admits(0.0)  # but for fresh ones
+    calm.in_flight = 1
+    assert calm.admits(0.0, resend=True)
+    calm.in_flight = 2  # two in flight: a resend would wait behind them, and so
+    assert not calm.admits(0.0, resend=True)  # would the fresh ones behind it
+    assert calm.admits(0.0)  # a fresh one is taken
     assert calm.refused_resends == 1
     one = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=1)
     assert one.admits(0.0, resend=True)  # a bound of one still takes a resend when idle
@@ -201,10 +200,10 @@ async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
 
 async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
     """A visitor refused while the process stood still resends; at that
-    moment another visitor's message is in flight (its store write paused),
-    which is an eighth of a bound of 8: no room to spare, so the resend is
-    refused again while a fresh message is taken. Once the write goes
-    through, the resend is stored."""
+    moment two other visitors' messages are in flight (their store writes
+    paused): no room to spare, so the resend is refused again while a fresh
+    message is taken (a bound of 8). Once the writes go through, the resend
+    is stored."""
     env = {
         "EDGE_MAX_IN_FLIGHT": "8",
         "EDGE_ANSWER_DEADLINE_S": "5",
@@ -212,8 +211,10 @@ async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
         "EDGE_MAX_MESSAGES_PER_S": "1000",
     }
     with redis_server() as redis, edge_server(redis_url=redis.url, env=env) as server:
-        waiting, refused, fresh = Visitor(server.ws), Visitor(server.ws), Visitor(server.ws)
-        for tab in (waiting, refused, fresh):
+        waiting = [Visitor(server.ws), Visitor(server.ws)]
+        refused, fresh = Visitor(server.ws), Visitor(server.ws)
+        tabs = [*waiting, refused, fresh]
+        for tab in tabs:
             await tab.connect()
         late = refused.event("custom", name="late")
         os.kill(server.process.pid, signal.SIGSTOP)
@@ -225,17 +226,19 @@ async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
         assert (await asyncio.wait_for(refused.recv(), 2.0))["code"] == "busy"
         await asyncio.sleep(0.6)  # the process keeps time again
         redis.cli("CLIENT", "PAUSE", "1500", "WRITE")
-        await waiting.send({"type": "events", "events": [waiting.event("custom", name="a")]})
-        await asyncio.sleep(0.3)  # in flight, waiting for its write
+        for tab in waiting:
+            await tab.send({"type": "events", "events": [tab.event("custom", name="a")]})
+        await asyncio.sleep(0.3)  # in flight, waiting for their writes
         await refused.send({"type": "events", "events": [late]})  # the resend
         again = await asyncio.wait_for(refused.recv(), 1.0)
         assert again["code"] == "busy" and "ack" not in again, again
         await fresh.send({"type": "events", "events": [fresh.event("custom", name="b")]})
         assert (await asyncio.wait_for(fresh.recv(), 5.0))["ack"] == 1  # taken, stored
-        assert (await asyncio.wait_for(waiting.recv(), 5.0))["ack"] == 1
+        for tab in waiting:
+            assert (await asyncio.wait_for(tab.recv(), 5.0))["ack"] == 1
         await refused.send({"type": "events", "events": [late]})  # room again
         assert (await asyncio.wait_for(refused.recv(), 5.0))["ack"] == 1
-        for tab in (waiting, refused, fresh):
+        for tab in tabs:
             await tab.close()
 
 
