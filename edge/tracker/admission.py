@@ -54,19 +54,21 @@ Fresh messages first. A refused message comes back (the tracker resends
 from the refused event on, after ``retry_ms``), and at the end of an
 overload the refused come back together: in the issue-13 runs, about 1,700
 resends within a second, more than two seconds of this process's work, so
-the visitors arriving after the load dropped waited behind them (p99 74-84
+the visitors arriving after the load dropped waited behind them (p99 85-180
 ms where the normal is 10). A resend is therefore admitted only while the
 process has room to spare: its loop on time (under ``BUSY_LAG_S`` late)
-and fewer than ``RESEND_ROOM`` messages in flight, so that a fresh message
-never finds more than a couple of resends' work ahead of it (with an eighth
-of the in-flight bound, 16, the first seconds after an overload still had a
-p99 of 36-70 ms: the event loop serves in turn what it has admitted). While busy,
-the process spends itself on fresh messages, whose answers still matter to
-a page on screen; the resends (events of seconds ago) wait for the room,
-are refused again meanwhile (a refusal costs little) and are all stored in
-the end. Under an overload that does not end, a visitor refused once waits
-for it to end: that is the price, paid by the few, of answering the rest
-in time.
+and nothing else in flight (``RESEND_ROOM``), so that a fresh message finds
+at most one resend's work ahead of it; the event loop serves what it has
+admitted in turn, so with room for 16 resends the first seconds after an
+overload still had a p99 of 36-70 ms, with 2 about 24. A resend refused
+again is told to wait longer (``RESEND_RETRY_FACTOR`` times ``retry_s``,
+jittered): thousands of visitors waiting for room would otherwise cost the
+process a refusal each every second. While busy, the process spends itself
+on fresh messages, whose answers still matter to a page on screen; the
+resends (events of seconds ago) wait for the room and are all stored in the
+end. So that no visitor waits on this for ever under a load that does not
+end, a resend refused for ``RESEND_PATIENCE_S`` since its first refusal is
+treated as fresh again.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ MIN_ANSWERED = 200  # ... when at least this many were answered in it: a process
 # answering fewer a second is not saturated by its messages, and a few
 # messages beside other work (start-up, a reload) would measure them dear
 MIN_IN_FLIGHT = 16  # the tightened bound never goes below this
-RESEND_ROOM = 2  # a resend is admitted only while fewer messages than this are in flight
+RESEND_ROOM = 1  # a resend is admitted only while fewer messages than this are in flight
+RESEND_RETRY_FACTOR = 2.0  # a refused resend waits 2-3x retry_s before the next try
+RESEND_PATIENCE_S = 60.0  # refused this long, a resend is treated as fresh again
 
 
 class LoopLag:
@@ -158,13 +162,15 @@ class Admission:
         if self.max_wait_s > 0:
             self.lag.start()
 
-    def admits(self, waited_s: float, resend: bool = False) -> bool:
+    def admits(self, waited_s: float, refused_for_s: float | None = None) -> bool:
         """Whether to handle a message now; its work is then done inside
-        ``holding()``. A ``resend`` (of a message refused before) only when
-        the process has room to spare (the module docstring)."""
+        ``holding()``. A resend (``refused_for_s``: since its first refusal)
+        only when the process has room to spare, for ``RESEND_PATIENCE_S``
+        (the module docstring)."""
         if self.max_in_flight > 0 and self.in_flight >= self.in_flight_limit():
             self.refused += 1
             return False
+        resend = refused_for_s is not None and refused_for_s < RESEND_PATIENCE_S
         if resend and not self._room_to_spare():
             self.refused += 1
             self.refused_resends += 1
@@ -214,6 +220,10 @@ class Admission:
             self.busy_limit = max(MIN_IN_FLIGHT, min(self.max_in_flight, fits))
         self._window = (now, cpu, self.answered)
 
-    def retry_ms(self) -> int:
-        """When to try again: ``retry_s``, jittered by up to half of it."""
+    def retry_ms(self, resend: bool = False) -> int:
+        """When to try again: ``retry_s``, jittered by up to half of it; for
+        a resend refused again, ``RESEND_RETRY_FACTOR`` times that, jittered
+        by up to ``retry_s``."""
+        if resend:
+            return int(self.retry_s * 1000 * (RESEND_RETRY_FACTOR + random.random()))
         return int(self.retry_s * 1000 * (1 + random.random() / 2))

@@ -110,6 +110,8 @@ class Connection:
         # since: until it is, later messages are refused too, so no event is
         # stored ahead of a refused one and no ack covers a refused event.
         self.refused_from: int | None = None
+        self.refused_at = 0.0  # when its first refusal was (monotonic)
+        self.resend_refused = False  # the last refusal was of a resend
         # The widgets sent with their html on the page this connection is on
         # (edge.widgets.service.render): later decisions omit the html.
         self.sent: set[Shown] = set()
@@ -199,16 +201,21 @@ class Connection:
         considered again, and it waits for the process to have room to
         spare (fresh messages first)."""
         seq = p.lowest_seq(message) if self.ctx is not None else None
-        resend = self.refused_from is not None
+        now = time.monotonic()
+        refused_for_s = None
         if self.refused_from is not None:
             if seq is None or seq > self.refused_from:
                 return False  # not the resend yet: keep the order
             self.refused_from = None
-        waited_s = time.monotonic() - max(self.arrived, self.done_at)
-        if self.ingest.admission.admits(waited_s, resend):
+            refused_for_s = now - self.refused_at
+        waited_s = now - max(self.arrived, self.done_at)
+        if self.ingest.admission.admits(waited_s, refused_for_s):
             return True
+        self.resend_refused = refused_for_s is not None
         if seq is not None:
             self.refused_from = seq
+            if refused_for_s is None:  # a first refusal; a resend keeps the first's time
+                self.refused_at = now
         return False
 
     async def busy(self) -> None:
@@ -216,7 +223,7 @@ class Connection:
         ``retry_ms``); a connection refused at its ``hello`` closes 1013."""
         admission = self.ingest.admission
         self.ingest.counters.refuse("busy")
-        retry_ms = admission.retry_ms()
+        retry_ms = admission.retry_ms(self.resend_refused)
         await self.send(p.error("busy", "server busy; resend later", retry_ms=retry_ms))
         if self.ctx is None:
             raise Close(CLOSE_TRY_AGAIN, f"try again later; retry in {retry_ms} ms")

@@ -10,11 +10,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from edge.tracker.admission import Admission, LoopLag
+from edge.tracker import ws
+from edge.tracker.admission import RESEND_PATIENCE_S, Admission, LoopLag
 from tests.client import Visitor
 from tests.helpers import EdgeServer, edge_server, redis_server
 
@@ -65,18 +67,52 @@ class SteadyLag(LoopLag):
 def test_a_busy_process_takes_fresh_messages_before_resends() -> None:
     busy = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64)  # late, not too late
     assert busy.admits(0.0)  # a fresh message: answered in time
-    assert not busy.admits(0.0, resend=True)  # a resend waits for room to spare
+    assert not busy.admits(0.0, refused_for_s=1.5)  # a resend waits for room to spare
     assert (busy.refused, busy.refused_resends) == (1, 1)
+    assert busy.admits(0.0, refused_for_s=RESEND_PATIENCE_S)  # refused long enough: fresh
     calm = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=64)
-    assert calm.admits(0.0, resend=True)  # on time, nothing in flight: room
-    calm.in_flight = 1
-    assert calm.admits(0.0, resend=True)
-    calm.in_flight = 2  # two in flight: a resend would wait behind them, and so
-    assert not calm.admits(0.0, resend=True)  # would the fresh ones behind it
+    assert calm.admits(0.0, refused_for_s=1.5)  # on time, nothing in flight: room
+    calm.in_flight = 1  # a resend would wait behind it, and so would the fresh ones behind it
+    assert not calm.admits(0.0, refused_for_s=1.5)
     assert calm.admits(0.0)  # a fresh one is taken
     assert calm.refused_resends == 1
     one = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=1)
-    assert one.admits(0.0, resend=True)  # a bound of one still takes a resend when idle
+    assert one.admits(0.0, refused_for_s=1.5)  # a bound of one takes a resend when idle
+
+
+def test_a_resend_refused_again_is_told_to_wait_longer() -> None:
+    admission = Admission(0.05, 1.0)
+    fresh = [admission.retry_ms() for _ in range(200)]
+    again = [admission.retry_ms(resend=True) for _ in range(200)]
+    assert min(fresh) >= 1000 and max(fresh) <= 1500
+    assert min(again) >= 2000 and max(again) <= 3000
+    assert max(again) - min(again) > 500  # jittered: they do not come back together
+
+
+async def test_a_connection_counts_a_resends_patience_from_its_first_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Connection.admit``: a message refused, its resend refused again while
+    the process is busy (and told to wait longer), and 60 s after the first
+    refusal, not after the last, the resend competes as a fresh message."""
+    now = [100.0]
+    monkeypatch.setattr(ws.time, "monotonic", lambda: now[0])
+    admission = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64)  # busy
+    socket = SimpleNamespace(scope={"extensions": {ws.ARRIVALS: {"protocol": None}}})
+    conn = ws.Connection(SimpleNamespace(admission=admission), socket, None)  # type: ignore[arg-type]
+    conn.ctx = SimpleNamespace()  # type: ignore[assignment]  # past the hello
+    message = {"type": "events", "events": [{"seq": 7}]}
+    conn.arrived = 99.0  # waited a second: refused
+    assert not conn.admit(message)
+    assert (conn.refused_from, conn.refused_at, conn.resend_refused) == (7, 100.0, False)
+    for at in (101.5, 140.0, 159.0):  # resent, within the patience: refused again
+        now[0] = conn.arrived = at
+        assert not conn.admit(message)
+        assert (conn.refused_at, conn.resend_refused) == (100.0, True)
+    now[0] = conn.arrived = 100.0 + RESEND_PATIENCE_S
+    assert conn.admit(message)  # as a fresh one: waited nothing, the loop not too late
+    assert conn.refused_from is None
+    assert admission.refused_resends == 3
 
 
 def test_admission_by_messages_in_flight() -> None:
@@ -232,6 +268,7 @@ async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
         await refused.send({"type": "events", "events": [late]})  # the resend
         again = await asyncio.wait_for(refused.recv(), 1.0)
         assert again["code"] == "busy" and "ack" not in again, again
+        assert 2000 <= again["retry_ms"] <= 3000  # refused again: told to wait longer
         await fresh.send({"type": "events", "events": [fresh.event("custom", name="b")]})
         assert (await asyncio.wait_for(fresh.recv(), 5.0))["ack"] == 1  # taken, stored
         for tab in waiting:
