@@ -204,18 +204,22 @@ def test_the_busy_bound_is_off_with_no_budget() -> None:
     assert admission.in_flight_limit() == 128
 
 
-async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
-    """One message in flight (EDGE_MAX_IN_FLIGHT=1), waiting for a store whose
-    writes are paused: another visitor's message is refused ``busy`` at once,
-    not queued behind it, and is stored when resent."""
-    # Deadlines past the pause: the first stays in flight until it is stored.
-    env = {
-        "EDGE_MAX_IN_FLIGHT": "1",
+def held(max_in_flight: int) -> dict[str, str]:
+    """A server whose messages stay in flight while Redis writes are paused:
+    deadlines past the pause, so a message is answered once it is stored."""
+    return {
+        "EDGE_MAX_IN_FLIGHT": str(max_in_flight),
         "EDGE_ANSWER_DEADLINE_S": "5",
         "EDGE_REDIS_SOCKET_TIMEOUT_S": "5",
         "EDGE_MAX_MESSAGES_PER_S": "1000",
     }
-    with redis_server() as redis, edge_server(redis_url=redis.url, env=env) as server:
+
+
+async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
+    """One message in flight (EDGE_MAX_IN_FLIGHT=1), waiting for a store whose
+    writes are paused: another visitor's message is refused ``busy`` at once,
+    not queued behind it, and is stored when resent."""
+    with redis_server() as redis, edge_server(redis_url=redis.url, env=held(1)) as server:
         first, second = Visitor(server.ws), Visitor(server.ws)
         await first.connect()
         await second.connect()
@@ -240,13 +244,7 @@ async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
     paused): no room to spare, so the resend is refused again while a fresh
     message is taken (a bound of 8). Once the writes go through, the resend
     is stored."""
-    env = {
-        "EDGE_MAX_IN_FLIGHT": "8",
-        "EDGE_ANSWER_DEADLINE_S": "5",
-        "EDGE_REDIS_SOCKET_TIMEOUT_S": "5",
-        "EDGE_MAX_MESSAGES_PER_S": "1000",
-    }
-    with redis_server() as redis, edge_server(redis_url=redis.url, env=env) as server:
+    with redis_server() as redis, edge_server(redis_url=redis.url, env=held(8)) as server:
         waiting = [Visitor(server.ws), Visitor(server.ws)]
         refused, fresh = Visitor(server.ws), Visitor(server.ws)
         tabs = [*waiting, refused, fresh]
