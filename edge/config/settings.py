@@ -85,6 +85,10 @@ class Settings:
     # message costs here, measured (edge.tracker.admission). 0: the bound
     # above alone.
     in_flight_budget_s: float = 0.05
+    # Resends of refused messages taken at once ahead of their share (one for
+    # every two fresh messages admitted; beyond it, a resend waits for the
+    # process to have nothing in flight): edge.tracker.admission.
+    resend_burst: int = 32
     # store
     ack_timeout_s: float = 10.0
     # How long a WebSocket message waits for a store that answers nothing (a
@@ -151,6 +155,8 @@ class Settings:
             raise ValueError("max_in_flight must be 0 (no bound) or more")
         if self.in_flight_budget_s < 0:
             raise ValueError("in_flight_budget_s must be 0 (off) or more")
+        if self.resend_burst < 0:
+            raise ValueError("resend_burst must be 0 or more")
         self._check_address_limits()
         self._check_transport()
         if self.redis_breaker_failures < 1:

@@ -55,20 +55,21 @@ from the refused event on, after ``retry_ms``), and at the end of an
 overload the refused come back together: in the issue-13 runs, about 1,700
 resends within a second, more than two seconds of this process's work, so
 the visitors arriving after the load dropped waited behind them (p99 85-180
-ms where the normal is 10). A resend is therefore admitted only while the
-process has room to spare: its loop on time (under ``BUSY_LAG_S`` late)
-and nothing else in flight (``RESEND_ROOM``), so that a fresh message finds
-at most one resend's work ahead of it; the event loop serves what it has
-admitted in turn, so with room for 16 resends the first seconds after an
-overload still had a p99 of 36-70 ms, with 2 about 24. A resend refused
-again is told to wait longer (``RESEND_RETRY_FACTOR`` times ``retry_s``,
-jittered): thousands of visitors waiting for room would otherwise cost the
-process a refusal each every second. While busy, the process spends itself
-on fresh messages, whose answers still matter to a page on screen; the
-resends (events of seconds ago) wait for the room and are all stored in the
-end. So that no visitor waits on this for ever under a load that does not
-end, a resend refused for ``RESEND_PATIENCE_S`` since its first refusal is
-treated as fresh again.
+ms where the normal is 10). So resends get a share: every fresh message
+admitted earns ``RESEND_SHARE`` of a resend, kept up to ``resend_burst``
+(``EDGE_RESEND_BURST``); a resend takes one if there is one, and otherwise
+is admitted only while the process has room to spare (its loop on time and
+nothing else in flight, ``RESEND_ROOM``), or else refused again and told to
+wait longer (``RESEND_RETRY_FACTOR`` times ``retry_s``, jittered: thousands
+of visitors waiting for room would otherwise cost a refusal each every
+second). At a steady load near capacity the few refused on a spike find
+the share full and are taken at once, as fresh ones are (with room alone,
+a visitor refused at 90% of a core was refused again and again: 2,700-5,300
+busy answers in 30 s at 700 events/s against 17); after an overload the
+share drains within the first ``resend_burst`` and the resends then take a
+third of what the process answers, the fresh messages the rest. A resend
+refused for ``RESEND_PATIENCE_S`` since its first refusal is treated as
+fresh again: no visitor waits on this for ever.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ MIN_ANSWERED = 200  # ... when at least this many were answered in it: a process
 # answering fewer a second is not saturated by its messages, and a few
 # messages beside other work (start-up, a reload) would measure them dear
 MIN_IN_FLIGHT = 16  # the tightened bound never goes below this
-RESEND_ROOM = 1  # a resend is admitted only while fewer messages than this are in flight
+RESEND_SHARE = 0.5  # of a resend, earned by each fresh message admitted
+RESEND_ROOM = 1  # with no share left, a resend only while fewer than this are in flight
 RESEND_RETRY_FACTOR = 2.0  # a refused resend waits 2-3x retry_s before the next try
 RESEND_PATIENCE_S = 60.0  # refused this long, a resend is treated as fresh again
 
@@ -142,6 +144,7 @@ class Admission:
         max_in_flight: int = 0,
         budget_s: float = 0.0,
         cpu_clock: Callable[[], float] = time.process_time,
+        resend_burst: int = 32,
     ) -> None:
         self.max_wait_s = max_wait_s  # 0: admission control off
         self.retry_s = retry_s
@@ -153,6 +156,8 @@ class Admission:
         self.in_flight = 0  # admitted, not yet answered (``holding``)
         self.refused = 0
         self.refused_resends = 0  # of ``refused``: resends refused for want of room
+        self.resend_burst = resend_burst
+        self.resend_tokens = float(resend_burst)  # resends that may be taken now
         self.answered = 0  # admitted and answered, ever
         self.busy_limit = max_in_flight  # the bound while busy (``in_flight_limit``)
         self.cpu_per_message_s = 0.0  # the last measure; 0 before the first
@@ -165,27 +170,30 @@ class Admission:
     def admits(self, waited_s: float, refused_for_s: float | None = None) -> bool:
         """Whether to handle a message now; its work is then done inside
         ``holding()``. A resend (``refused_for_s``: since its first refusal)
-        only when the process has room to spare, for ``RESEND_PATIENCE_S``
+        within its share or with room to spare, for ``RESEND_PATIENCE_S``
         (the module docstring)."""
         if self.max_in_flight > 0 and self.in_flight >= self.in_flight_limit():
             self.refused += 1
             return False
-        resend = refused_for_s is not None and refused_for_s < RESEND_PATIENCE_S
-        if resend and not self._room_to_spare():
-            self.refused += 1
-            self.refused_resends += 1
-            return False
         if self.max_wait_s <= 0:
             return True
-        if waited_s <= self.max_wait_s and self.lag.lag_s() <= self.max_wait_s:
+        if waited_s > self.max_wait_s or self.lag.lag_s() > self.max_wait_s:
+            self.refused += 1
+            return False
+        if refused_for_s is None or refused_for_s >= RESEND_PATIENCE_S:
+            self.resend_tokens = min(self.resend_burst, self.resend_tokens + RESEND_SHARE)
+            return True
+        if self.resend_tokens >= 1:
+            self.resend_tokens -= 1
+            return True
+        if self._room_to_spare():
             return True
         self.refused += 1
+        self.refused_resends += 1
         return False
 
     def _room_to_spare(self) -> bool:
-        if self.max_wait_s > 0 and self.lag.lag_s() >= BUSY_LAG_S:
-            return False
-        return self.in_flight < RESEND_ROOM
+        return self.lag.lag_s() < BUSY_LAG_S and self.in_flight < RESEND_ROOM
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:

@@ -217,6 +217,7 @@ class Ingest:
             self.settings.busy_retry_s,
             max_in_flight=self.settings.max_in_flight,
             budget_s=self.settings.in_flight_budget_s,
+            resend_burst=self.settings.resend_burst,
         )
 
     async def open(self, site: Site, visitor: str) -> Hot:

@@ -65,19 +65,25 @@ class SteadyLag(LoopLag):
 
 
 def test_a_busy_process_takes_fresh_messages_before_resends() -> None:
-    busy = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64)  # late, not too late
-    assert busy.admits(0.0)  # a fresh message: answered in time
-    assert not busy.admits(0.0, refused_for_s=1.5)  # a resend waits for room to spare
+    busy = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64, resend_burst=2)
+    assert busy.admits(0.0, refused_for_s=1.5)  # the share kept while the load was normal
+    assert busy.admits(0.0, refused_for_s=1.5)
+    assert not busy.admits(0.0, refused_for_s=1.5)  # none left, and no room to spare
     assert (busy.refused, busy.refused_resends) == (1, 1)
+    assert busy.admits(0.0)  # fresh messages are taken ...
+    assert busy.admits(0.0)  # ... and each earns half a resend
+    assert busy.admits(0.0, refused_for_s=1.5)
+    assert not busy.admits(0.0, refused_for_s=1.5)
     assert busy.admits(0.0, refused_for_s=RESEND_PATIENCE_S)  # refused long enough: fresh
-    calm = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=64)
-    assert calm.admits(0.0, refused_for_s=1.5)  # on time, nothing in flight: room
+    assert not busy.admits(0.2, refused_for_s=1.5)  # as a fresh one would be: waited too long
+    assert busy.refused_resends == 2
+    calm = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=64, resend_burst=0)
+    assert calm.admits(0.0, refused_for_s=1.5)  # no share, but on time and nothing in flight
     calm.in_flight = 1  # a resend would wait behind it, and so would the fresh ones behind it
     assert not calm.admits(0.0, refused_for_s=1.5)
     assert calm.admits(0.0)  # a fresh one is taken
     assert calm.refused_resends == 1
-    one = Admission(0.05, 1.0, lag=SteadyLag(0.0), max_in_flight=1)
-    assert one.admits(0.0, refused_for_s=1.5)  # a bound of one takes a resend when idle
+    assert Admission(0.0, 1.0, resend_burst=0).admits(9.0, refused_for_s=1.5)  # 0: off
 
 
 def test_a_resend_refused_again_is_told_to_wait_longer() -> None:
@@ -97,7 +103,7 @@ async def test_a_connection_counts_a_resends_patience_from_its_first_refusal(
     refusal, not after the last, the resend competes as a fresh message."""
     now = [100.0]
     monkeypatch.setattr(ws.time, "monotonic", lambda: now[0])
-    admission = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64)  # busy
+    admission = Admission(0.05, 1.0, lag=SteadyLag(0.01), max_in_flight=64, resend_burst=0)
     socket = SimpleNamespace(scope={"extensions": {ws.ARRIVALS: {"protocol": None}}})
     conn = ws.Connection(SimpleNamespace(admission=admission), socket, None)  # type: ignore[arg-type]
     conn.ctx = SimpleNamespace()  # type: ignore[assignment]  # past the hello
@@ -253,10 +259,12 @@ async def test_a_message_over_the_in_flight_bound_is_refused_busy() -> None:
 async def test_a_resend_waits_for_room_while_fresh_messages_go_first() -> None:
     """A visitor refused while the process stood still resends; at that
     moment two other visitors' messages are in flight (their store writes
-    paused): no room to spare, so the resend is refused again while a fresh
-    message is taken (a bound of 8). Once the writes go through, the resend
-    is stored."""
-    with redis_server() as redis, edge_server(redis_url=redis.url, env=held(8)) as server:
+    paused): with no share of resends kept (``EDGE_RESEND_BURST=0``) and no
+    room to spare, the resend is refused again while a fresh message is
+    taken (a bound of 8). Once the writes go through, the resend is
+    stored."""
+    env = {**held(8), "EDGE_RESEND_BURST": "0"}
+    with redis_server() as redis, edge_server(redis_url=redis.url, env=env) as server:
         waiting = [Visitor(server.ws), Visitor(server.ws)]
         refused, fresh = Visitor(server.ws), Visitor(server.ws)
         tabs = [*waiting, refused, fresh]
