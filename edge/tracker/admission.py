@@ -64,8 +64,9 @@ wait longer (``RESEND_RETRY_FACTOR`` times ``retry_s``, jittered: thousands
 of visitors waiting for room would otherwise cost a refusal each every
 second). At a steady load near capacity the few refused on a spike find
 the share full and are taken at once, as fresh ones are (with room alone,
-a visitor refused at 90% of a core was refused again and again: 2,700-5,300
-busy answers in 30 s at 700 events/s against 17); after an overload the
+a visitor refused at 93-96% of a core was refused again and again: 2,700
+to 5,300 busy answers in 30 s at 700 events/s; with the share, about as
+many as with neither rule); after an overload the
 share drains within the first ``resend_burst`` and the resends then take a
 third of what the process answers, the fresh messages the rest. A resend
 refused for ``RESEND_PATIENCE_S`` since its first refusal is treated as
