@@ -458,8 +458,10 @@ def _compile_logical(ctx: _Context, key: str, value: Any, path: Path) -> Predica
     # GrowthBook: an empty $or is true.
     any_part = _any_of(parts) if parts else _always_true
     same = _one_attribute_literals(value)
-    if same is not None:
-        any_part = _fast_one_of(*same, any_part)
+    if same is not None:  # one set lookup for a string (a string literal equals only itself)
+        outer, inner, members = same
+        one_of: _Plain = lambda v: v in members if type(v) is str else None  # noqa: E731
+        any_part = _fast_value(outer, inner, one_of, any_part)
     if key == "$nor":
         return lambda attrs: not any_part(attrs)
     return any_part
@@ -486,21 +488,6 @@ def _one_attribute_literals(items: Sequence[Any]) -> tuple[str, str, frozenset[s
     if len(steps) != 2 or key.startswith("$"):
         return None
     return steps[0], steps[1], frozenset(members)
-
-
-def _fast_one_of(outer: str, inner: str, members: frozenset[str], general: Predicate) -> Predicate:
-    """One set lookup for a string attribute (a string literal equals only
-    that string); anything else goes to ``general``, the compiled ``$or``."""
-
-    def one_of(attrs: Attributes) -> bool:
-        mapping = attrs.get(outer)
-        if type(mapping) is dict:
-            v = mapping.get(inner)
-            if type(v) is str:
-                return v in members
-        return general(attrs)
-
-    return one_of
 
 
 def _all_of(tests: list[Predicate]) -> Predicate:
