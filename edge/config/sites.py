@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.config.yamlsource import Located, YamlProblem, load_merged
 from edge.core.automation import compile_automation
-from edge.core.catalog import Catalog, load_catalog
+from edge.core.catalog import Catalog, Product, load_catalog
 from edge.core.intelligence import compile_intelligence
 from edge.core.profile import Bounds
 from edge.core.properties import (
@@ -286,7 +286,12 @@ def compile_site(parsed: SiteFile, folder: Path, version: str) -> Site:
         bounds=Bounds(),
         version=version,
         folder=folder,
-        renderer=Renderer(folder, currency=site.currency, locale=site.locale),
+        renderer=Renderer(
+            folder,
+            currency=site.currency,
+            locale=site.locale,
+            records={Product: Product.model_fields},
+        ),
         intelligence=compile_intelligence(parsed.intelligence),
         declared=compile_declarations(parsed.properties, parsed.events),
         automation=compile_automation(parsed.automation),

@@ -9,7 +9,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from jinja2 import Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from edge.core.catalog import Product as CatalogProduct
 from edge.widgets.render import (
     KIND_TEMPLATES,
     MAX_TEMPLATE_BYTES,
@@ -372,3 +375,122 @@ def test_the_check_budget_lets_a_quick_rendering_through(renderer: Renderer) -> 
         time.monotonic() + 10,
     )
     assert "Hi" in html
+
+
+# --- the sandbox's fast paths give its own answers ------------------------------------------
+
+
+def catalog_product(**fields: object) -> CatalogProduct:
+    values: dict[str, object] = {
+        "id": "p1",
+        "name": "<b>Shoe</b>",
+        "url": "/p/1",
+        "image": "/i/1.jpg",
+        "price": 10.0,
+        "old_price": 12.5,
+        "category": "shoes",
+    }
+    return CatalogProduct.model_validate({**values, **fields})
+
+
+def same_answer(found: object, expected: object) -> bool:
+    if isinstance(expected, Undefined):
+        return (
+            type(found) is type(expected)
+            and found._undefined_name == expected._undefined_name  # type: ignore[attr-defined]
+            and found._undefined_hint == expected._undefined_hint  # type: ignore[attr-defined]
+            and found._undefined_exception is expected._undefined_exception  # type: ignore[attr-defined]
+        )
+    return found == expected
+
+
+ATTRIBUTES = [
+    *CatalogProduct.model_fields,
+    "discounted",  # a property, not a field: the sandbox's way
+    "discount",
+    "__class__",
+    "__dict__",
+    "__init__",
+    "model_copy",
+    "model_dump",
+    "_private",
+    "missing",
+    "items",  # dict's own: attributes first, as Jinja reads them
+    "get",
+    "update",  # changes the dict: unsafe
+    "pop",
+    "clear",
+    "a",
+    "mro",
+]
+
+
+@pytest.mark.parametrize("attribute", ATTRIBUTES)
+def test_fast_lookups_answer_as_the_sandbox(attribute: str) -> None:
+    """A product with its fields declared (``records``) and a plain dict:
+    every name gives what Jinja's immutable sandbox gives (a value, an
+    undefined, or an unsafe undefined), however the fast path took it."""
+    env = Renderer(
+        None, currency="EUR", locale="en", records={CatalogProduct: CatalogProduct.model_fields}
+    ).env
+    assert env.records  # the fast path is on
+    for obj in (
+        catalog_product(),
+        catalog_product(image=None, old_price=None),
+        {"a": 1, "items": "shadowed by dict.items", "__class__": "an item", "update": 2},
+        {},
+    ):
+        found = env.getattr(obj, attribute)
+        expected = ImmutableSandboxedEnvironment.getattr(env, obj, attribute)
+        assert same_answer(found, expected), (obj, attribute, found, expected)
+
+
+def test_a_template_reaching_past_a_record_is_still_refused(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "custom.html").write_text(
+        "{% for p in products %}{{ p.name }}{{ p.__class__.__mro__ }}{% endfor %}"
+    )
+    renderer = Renderer(
+        tmp_path, currency="EUR", locale="en", records={CatalogProduct: CatalogProduct.model_fields}
+    )
+    with pytest.raises(RenderError, match=r"SecurityError|access to attribute"):
+        renderer.render(
+            {"kind": "html", "template": "custom.html"},
+            lang="en",
+            campaign="c",
+            variant="a",
+            placement="hero",
+            products=[catalog_product()],
+        )
+
+
+def test_helpers_called_in_a_loop_answer_as_jinja_calls_them(tmp_path: Path) -> None:
+    """``t`` and ``money`` in and out of a loop, with plain arguments (the
+    fast path) and others (the sandbox's way): the same text either way."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "custom.html").write_text(
+        "{{ t('headline') }}|{% for p in products %}{{ money(p.price) }};"
+        "{{ money(p.old_price) }};{{ t(['headline'][0]) }};{{ money(range(2)|sum) }};{% endfor %}"
+    )
+    widget = {"kind": "html", "template": "custom.html", "headline": {"en": "<Hi>"}}
+    html = {
+        records: Renderer(
+            tmp_path,
+            currency="EUR",
+            locale="en",
+            records={CatalogProduct: CatalogProduct.model_fields} if records else None,
+        ).render(
+            widget,
+            lang="en",
+            campaign="c",
+            variant="a",
+            placement="hero",
+            products=[catalog_product(), catalog_product(price=3.5, old_price=None)],
+        )
+        for records in (True, False)
+    }
+    assert (
+        html[True]
+        == html[False]
+        == ("&lt;Hi&gt;|€10.00;€12.50;&lt;Hi&gt;;€1.00;€3.50;;&lt;Hi&gt;;€1.00;")
+    )
