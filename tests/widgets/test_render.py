@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -261,16 +262,24 @@ def test_prices_come_from_babel() -> None:
 # --- bounded: no template can hold the CPU or fill the memory ----------------------------
 
 
-def render_template(tmp_path: Path, template: str) -> str:
+def render_template(
+    tmp_path: Path,
+    template: str,
+    *,
+    headline: object = "Hi",
+    products: Sequence[object] = (),
+    records: Mapping[type, Iterable[str]] | None = None,
+) -> str:
     (tmp_path / "templates").mkdir(exist_ok=True)
     (tmp_path / "templates" / "custom.html").write_text(template)
-    site_renderer = Renderer(tmp_path, currency="EUR", locale="en")
+    site_renderer = Renderer(tmp_path, currency="EUR", locale="en", records=records)
     return site_renderer.render(
-        {"kind": "html", "template": "custom.html", "headline": "Hi"},
+        {"kind": "html", "template": "custom.html", "headline": headline},
         lang="en",
         campaign="c",
         variant="a",
         placement="hero",
+        products=products,
     )
 
 
@@ -380,6 +389,9 @@ def test_the_check_budget_lets_a_quick_rendering_through(renderer: Renderer) -> 
 # --- the sandbox's fast paths give its own answers ------------------------------------------
 
 
+PRODUCT_RECORDS = {CatalogProduct: CatalogProduct.model_fields}
+
+
 def catalog_product(**fields: object) -> CatalogProduct:
     values: dict[str, object] = {
         "id": "p1",
@@ -430,9 +442,7 @@ def test_fast_lookups_answer_as_the_sandbox(attribute: str) -> None:
     """A product with its fields declared (``records``) and a plain dict:
     every name gives what Jinja's immutable sandbox gives (a value, an
     undefined, or an unsafe undefined), however the fast path took it."""
-    env = Renderer(
-        None, currency="EUR", locale="en", records={CatalogProduct: CatalogProduct.model_fields}
-    ).env
+    env = Renderer(None, currency="EUR", locale="en", records=PRODUCT_RECORDS).env
     assert env.records  # the fast path is on
     for obj in (
         catalog_product(),
@@ -446,46 +456,30 @@ def test_fast_lookups_answer_as_the_sandbox(attribute: str) -> None:
 
 
 def test_a_template_reaching_past_a_record_is_still_refused(tmp_path: Path) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "custom.html").write_text(
-        "{% for p in products %}{{ p.name }}{{ p.__class__.__mro__ }}{% endfor %}"
-    )
-    renderer = Renderer(
-        tmp_path, currency="EUR", locale="en", records={CatalogProduct: CatalogProduct.model_fields}
-    )
     with pytest.raises(RenderError, match=r"SecurityError|access to attribute"):
-        renderer.render(
-            {"kind": "html", "template": "custom.html"},
-            lang="en",
-            campaign="c",
-            variant="a",
-            placement="hero",
+        render_template(
+            tmp_path,
+            "{% for p in products %}{{ p.name }}{{ p.__class__.__mro__ }}{% endfor %}",
             products=[catalog_product()],
+            records=PRODUCT_RECORDS,
         )
 
 
 def test_helpers_called_in_a_loop_answer_as_jinja_calls_them(tmp_path: Path) -> None:
     """``t`` and ``money`` in and out of a loop, with plain arguments (the
     fast path) and others (the sandbox's way): the same text either way."""
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "custom.html").write_text(
+    template = (
         "{{ t('headline') }}|{% for p in products %}{{ money(p.price) }};"
         "{{ money(p.old_price) }};{{ t(['headline'][0]) }};{{ money(range(2)|sum) }};{% endfor %}"
     )
-    widget = {"kind": "html", "template": "custom.html", "headline": {"en": "<Hi>"}}
+    products = [catalog_product(), catalog_product(price=3.5, old_price=None)]
     html = {
-        records: Renderer(
+        records: render_template(
             tmp_path,
-            currency="EUR",
-            locale="en",
-            records={CatalogProduct: CatalogProduct.model_fields} if records else None,
-        ).render(
-            widget,
-            lang="en",
-            campaign="c",
-            variant="a",
-            placement="hero",
-            products=[catalog_product(), catalog_product(price=3.5, old_price=None)],
+            template,
+            headline={"en": "<Hi>"},
+            products=products,
+            records=PRODUCT_RECORDS if records else None,
         )
         for records in (True, False)
     }
