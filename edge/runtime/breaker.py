@@ -136,12 +136,13 @@ class StallWatch:
     (A probe is a call of its own: it needs a breaker to be
     seen, as the Redis store has.)
 
-    Most calls return within milliseconds, so a watch sets no timer of its
-    own at first: one ticker per watch, every quarter of ``after_s`` while
-    calls are out, arms the watches out a quarter of ``after_s`` or more,
-    for the same moments (half-way, ``after_s``) as if they had been armed
-    at the start. A call is then two dict operations, not two timers set
-    and cancelled (issue 13: 1-2% of a write's CPU).
+    Most calls return within milliseconds, so a call's ``Watch`` sets no
+    timer of its own at first: this object's one ticker, every quarter of
+    ``after_s`` while calls are out, arms those out a quarter of ``after_s``
+    or more, for the same moments (half-way, ``after_s``) as if they had
+    been armed at the start. A call that returns sooner costs two dict
+    operations, not two timers set and cancelled (issue 13: a start and a
+    cancel took 6.7 µs, now 0.64).
     """
 
     def __init__(
