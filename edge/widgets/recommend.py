@@ -170,17 +170,34 @@ def history_is_empty(
     """Whether ``widget`` is a block of the shopper's own history (``HISTORY``)
     with nothing to show them: such a campaign is passed over, and the slot
     goes to the next one (bestsellers), not to an empty block. Needs no
-    shared signal, so it is known before deciding."""
+    shared signal, so it is known before deciding.
+
+    The same answer as ``recommend(strategy, profile, catalog, {"purchased":
+    <the profile's purchases>}, limit=1, current_sku=current_sku)`` being
+    empty (the rules of ``_excluded``, for a strategy that is never anchored
+    nor topped up), without building what ``recommend`` needs to rank: this
+    runs before every decision (tests/widgets/test_recommend.py compares
+    the two)."""
     if not is_history_block(widget):
         return False
+    if catalog is None or profile is None:
+        return True  # no history without a profile
     strategy = widget.get("strategy")
-    if catalog is None:
-        return True
-    bought = [(b.sku, b.at) for b in profile.purchased] if profile is not None else []
-    shown = recommend(
-        str(strategy), profile, catalog, {"purchased": bought}, limit=1, current_sku=current_sku
-    )
-    return not shown
+    excluded = {line.sku for line in profile.cart.lines}
+    if current_sku:
+        excluded.add(current_sku)
+    if strategy == "purchased":
+        skus: Iterable[str] = (b.sku for b in profile.purchased)
+    else:
+        excluded.update(b.sku for b in profile.purchased)
+        skus = _visit_skus(profile) if strategy == "last_visit_viewed" else _viewed_skus(profile)
+    by_id = catalog.by_id
+    for sku in skus:
+        if sku not in excluded:
+            product = by_id(sku)
+            if product is not None and product.in_stock:
+                return False
+    return True
 
 
 def _check(strategy: str) -> None:
@@ -225,18 +242,24 @@ def _ranked(ctx: _Context, scores: Scores) -> list[str]:
 
 
 def _last_visit_viewed(ctx: _Context) -> list[str]:
+    return _visit_skus(ctx.profile) if ctx.profile is not None else []
+
+
+def _visit_skus(profile: Profile) -> list[str]:
     """Viewed before this visit started; when this is the first visit, what
     was viewed earlier in it (the current product is excluded later)."""
-    if ctx.profile is None:
-        return []
-    session = ctx.profile.session
+    session = profile.session
     started = session.started_at if session is not None else float("inf")
-    before = [v.sku for v in ctx.profile.products if v.at < started]
-    return before or [v.sku for v in ctx.profile.products]
+    before = [v.sku for v in profile.products if v.at < started]
+    return before or [v.sku for v in profile.products]
 
 
 def _ever_viewed(ctx: _Context) -> list[str]:
-    return [v.sku for v in ctx.profile.products] if ctx.profile is not None else []
+    return _viewed_skus(ctx.profile) if ctx.profile is not None else []
+
+
+def _viewed_skus(profile: Profile) -> list[str]:
+    return [v.sku for v in profile.products]
 
 
 def _purchased(ctx: _Context) -> list[str]:

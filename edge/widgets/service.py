@@ -378,16 +378,19 @@ def nothing_to_recommend(
     if not history:
         return frozenset()
     empty: dict[str, bool] = {}  # strategy -> nothing to show; one look per strategy
-
-    def is_empty(widget: Mapping[str, Any]) -> bool:
-        strategy = str(widget.get("strategy"))
-        if strategy not in empty:
-            empty[strategy] = history_is_empty(widget, profile, site.catalog, current_sku)
-        return empty[strategy]
-
-    return frozenset(
-        campaign_id for campaign_id, widgets in history if all(is_empty(w) for w in widgets)
-    )
+    passed_over = []
+    for campaign_id, widgets in history:
+        for widget in widgets:
+            strategy = str(widget.get("strategy"))
+            nothing = empty.get(strategy)
+            if nothing is None:
+                nothing = history_is_empty(widget, profile, site.catalog, current_sku)
+                empty[strategy] = nothing
+            if not nothing:
+                break
+        else:  # every widget empty (or none at all)
+            passed_over.append(campaign_id)
+    return frozenset(passed_over)
 
 
 class _PerConfig(Generic[C, V]):

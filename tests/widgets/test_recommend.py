@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.core.catalog import Catalog, Product, load_catalog
-from edge.core.profile import Cart, CartLine, CategoryView, Profile, Session, ViewedProduct
+from edge.core.profile import (
+    Cart,
+    CartLine,
+    CategoryView,
+    Profile,
+    Purchased,
+    Session,
+    ViewedProduct,
+)
 from edge.errors import ConfigError
 from edge.widgets.recommend import (
     HISTORY,
     SIGNALS_NEEDED,
     STRATEGIES,
     anchor_sku,
+    history_is_empty,
     recommend,
     signal_queries,
 )
@@ -184,6 +196,56 @@ def test_history_is_never_topped_up_with_what_the_shopper_did_not_see(strategy: 
     assert rec(strategy, visitor([("L3", T0 - 5)]), signals, current_sku="L3") == []
     assert rec(strategy, None, signals, limit=4) == []
     assert signal_queries(strategy, profile) == []  # no rankings read for it
+
+
+# The history check before every decision (``history_is_empty``) must give
+# ``recommend``'s answer. Skus of the catalog (one out of stock) and one it
+# does not have; visits before and after the session's start.
+_SKUS = st.sampled_from(["L1", "L2", "L4", "T1", "K1", "X9"])
+_AT = st.sampled_from([T0 - 200, T0 - 1, T0, T0 + 5])
+
+
+@st.composite
+def _shoppers(draw: st.DrawFn) -> Profile | None:
+    if draw(st.booleans()) and draw(st.booleans()):
+        return None
+    viewed = draw(st.lists(st.tuples(_SKUS, _AT), max_size=4))
+    started = draw(st.sampled_from([T0, T0 - 300]))
+    profile = visitor(viewed, started=started, cart=tuple(draw(st.lists(_SKUS, max_size=2))))
+    bought = draw(st.lists(st.tuples(_SKUS, _AT), max_size=2))
+    session = profile.session if draw(st.booleans()) else None  # None: no visit under way
+    purchased = tuple(Purchased(sku, at=at) for sku, at in bought)
+    return replace(profile, purchased=purchased, session=session)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    strategy=st.sampled_from(sorted(HISTORY)),
+    profile=_shoppers(),
+    current=st.one_of(st.none(), st.just(""), _SKUS),
+)
+def test_history_is_empty_answers_as_recommend_does(
+    strategy: str, profile: Profile | None, current: str | None
+) -> None:
+    bought = [(b.sku, b.at) for b in profile.purchased] if profile is not None else []
+    shown = recommend(
+        strategy, profile, CATALOG, {"purchased": bought}, limit=1, current_sku=current
+    )
+    widget = {"kind": "recommendations", "strategy": strategy}
+    assert history_is_empty(widget, profile, CATALOG, current) is (not shown)
+
+
+def test_history_is_empty_only_for_history_blocks_with_a_catalog() -> None:
+    profile = visitor([("L1", T0 - 100)])
+    history = {"kind": "recommendations", "strategy": "ever_viewed"}
+    assert history_is_empty(history, profile, CATALOG) is False
+    assert history_is_empty(history, profile, None) is True
+    assert history_is_empty(history, profile, CATALOG, current_sku="L1") is True
+    assert (
+        history_is_empty({"kind": "recommendations", "strategy": "trending"}, None, CATALOG)
+        is False
+    )
+    assert history_is_empty({"kind": "banner"}, None, CATALOG) is False
 
 
 def test_cold_start_for_an_anonymous_first_visit() -> None:
