@@ -89,7 +89,9 @@ def signals_for(store: ProfileStore) -> SignalStore:
 def automation_for(store: ProfileStore, settings: Settings) -> AutomationStore:
     """Automation streams too (a bounded ring in memory for the embedded store)."""
     if isinstance(store, RedisStore):
-        return RedisAutomation(store.client, maxlen=settings.automation_stream_maxlen)
+        return RedisAutomation(
+            store.client, maxlen=settings.automation_stream_maxlen, lane=store.lane
+        )
     return MemoryAutomation(min(settings.automation_stream_maxlen, 100_000))
 
 

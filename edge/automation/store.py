@@ -26,6 +26,7 @@ from edge.core.automation import AutomationEvent
 from edge.errors import StoreError
 from edge.stores import connect, keys, lua
 from edge.stores.connect import REDIS_ERRORS, RedisClient
+from edge.stores.lane import Command, Lane, batch, raise_errors
 
 MEMORY_RING = 10_000
 # member (see ``member``), due or None (cancel), {"customer": ..., "payload": ...}
@@ -190,11 +191,20 @@ class RedisAutomation:
     """Streams, deadlines and dead letters in Redis (layout in ``edge.stores.keys``)."""
 
     def __init__(
-        self, client: RedisClient, *, maxlen: int = 100_000, owns_client: bool = False
+        self,
+        client: RedisClient,
+        *,
+        maxlen: int = 100_000,
+        owns_client: bool = False,
+        lane: Lane | None = None,
     ) -> None:
+        """``lane``: publish and schedule on it (the profile store's,
+        ``RedisStore.lane``: they follow stored events), rather than through
+        a connection from the pool; a lane is not closed here."""
         self._client = client
         self._maxlen = maxlen
         self._owns_client = owns_client
+        self._lane = lane
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisAutomation:
@@ -205,12 +215,13 @@ class RedisAutomation:
         if not events:
             return
         stream = keys.automation_stream(site)
+        commands: list[Command] = [
+            ("XADD", stream, "MAXLEN", "~", self._maxlen, "*", *_flat(event.to_fields()))
+            for event in events
+        ]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.xadd(stream, event.to_fields(), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
-                await pipe.execute()
-        except REDIS_ERRORS as exc:
+            raise_errors(await batch(self._client, self._lane, commands))
+        except REDIS_ERRORS as exc:  # an error reply (a ResponseError) included
             raise StoreError(f"publishing automation events failed: {exc}") from exc
 
     async def schedule(self, site: str, changes: Sequence[Deadline]) -> None:
@@ -226,7 +237,7 @@ class RedisAutomation:
                 args += [name, repr(float(due)), payload, data.get("customer") or ""]
         deadlines = [keys.cart_deadlines(site), keys.cart_payloads(site)]
         try:
-            await SCHEDULE(self._client, deadlines, args)
+            await SCHEDULE.run(self._client, self._lane, deadlines, args)
         except REDIS_ERRORS as exc:
             raise StoreError(f"recording automation deadlines failed: {exc}") from exc
 
@@ -292,3 +303,8 @@ class RedisAutomation:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _flat(fields: Mapping[str, str]) -> list[str]:
+    """A stream entry's fields as XADD takes them: name, value, name, value."""
+    return [item for pair in fields.items() for item in pair]

@@ -1,6 +1,7 @@
 """A pooled connection kept for this process's per-event Redis round trips,
 on one Redis server: the ledger's writes, the profile loads, and the
-batches of the signal and statistics recorders (``RedisStore.lane``).
+batches of the signal, statistics and automation recorders
+(``RedisStore.lane``).
 
 Every flush of the ledger (``edge.stores.ledger``) is one batch of
 compare-and-set scripts, sent as soon as the previous one returned: at 1,000

@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from edge.stores.lane import Lane, batch
+
 Arg = str | bytes | int | float
 
 
@@ -34,6 +36,23 @@ class Script:
         except NoScriptError:
             await self.load(client)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run(
+        self, client: Any, lane: Lane | None, keys: Sequence[str], args: Sequence[Arg] = ()
+    ) -> Any:
+        """Run it now on ``lane`` (``edge.stores.lane.batch``): the per-event
+        connection, without redis-py's round trip; as ``__call__`` when
+        there is no lane (a cluster routes it by its KEYS)."""
+        if lane is None:
+            return await self(client, keys, args)
+        command = [self.command(keys, args)]
+        (reply,) = await batch(client, lane, command)
+        if isinstance(reply, NoScriptError):
+            await self.load(client)
+            (reply,) = await batch(client, lane, command)
+        if isinstance(reply, Exception):  # an error reply, as ``__call__`` raises it
+            raise reply
+        return reply
 
     def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg] = ()) -> None:
         """Add it to a pipeline; a NoScriptError among the replies means

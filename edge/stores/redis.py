@@ -251,8 +251,9 @@ class RedisStore:
 
     @property
     def lane(self) -> Lane | None:
-        """The kept connection the per-event batches share (the signal and
-        statistics recorders' too); None on a cluster. Closed with the store."""
+        """The kept connection the per-event batches share (the signal,
+        statistics and automation recorders' too); None on a cluster. Closed
+        with the store."""
         return self._lane
 
 

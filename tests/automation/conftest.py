@@ -3,12 +3,15 @@ their own (emptied before each test that asks for ``client``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from edge.automation.store import RedisAutomation
 from edge.config.sites import Site, load_site
+from edge.stores.lane import Lane
 from tests.helpers import PROFILES, RedisServer
 
 
@@ -28,3 +31,26 @@ async def client(automation_url: str) -> AsyncIterator[aioredis.Redis]:
     await c.flushdb()
     yield c
     await c.aclose()
+
+
+RedisAutomations = Callable[..., RedisAutomation]
+
+
+@pytest.fixture(params=["pool", "lane"])
+async def redis_automation(
+    request: pytest.FixtureRequest, client: aioredis.Redis
+) -> AsyncIterator[RedisAutomations]:
+    """Makes a ``RedisAutomation`` on ``client``: through its pool, or on a
+    lane of its own (as ``edge serve`` makes it, on the profile store's)."""
+    lanes: list[Lane] = []
+
+    def make(**options: Any) -> RedisAutomation:
+        lane = None
+        if request.param == "lane":
+            lane = Lane(client.connection_pool)
+            lanes.append(lane)
+        return RedisAutomation(client, lane=lane, **options)
+
+    yield make
+    for lane in lanes:
+        await lane.reset()

@@ -27,7 +27,9 @@ from edge.core.profile import Profile
 from edge.core.updates import apply, new_profile
 from edge.decisioning.attributes import Page, build
 from edge.decisioning.engine import decide
+from edge.errors import StoreError
 from edge.tracker import protocol as p
+from tests.automation.conftest import RedisAutomations
 from tests.client import new_id
 from tests.helpers import PROFILES
 
@@ -184,9 +186,9 @@ def test_cart_abandoned_is_targetable_and_the_demo_reminder_uses_it(site: Site) 
 
 
 async def test_service_publishes_each_type_once_to_the_stream(
-    site: Site, client: aioredis.Redis
+    site: Site, client: aioredis.Redis, redis_automation: RedisAutomations
 ) -> None:
-    service = AutomationService(RedisAutomation(client, maxlen=1000), claim_interval_s=0)
+    service = AutomationService(redis_automation(maxlen=1000), claim_interval_s=0)
     v = Visit(site)
     service.observe(site, v.send(page("/demo/c/lighting"), NOW), NOW)
     service.observe(site, v.send(CART, NOW + 1), NOW + 1)
@@ -217,8 +219,10 @@ async def test_service_publishes_each_type_once_to_the_stream(
     await service.close()
 
 
-async def test_purchase_cancels_the_deadline(site: Site, client: aioredis.Redis) -> None:
-    service = AutomationService(RedisAutomation(client), claim_interval_s=0)
+async def test_purchase_cancels_the_deadline(
+    site: Site, client: aioredis.Redis, redis_automation: RedisAutomations
+) -> None:
+    service = AutomationService(redis_automation(), claim_interval_s=0)
     v = Visit(site)
     service.observe(site, v.send(CART, NOW), NOW)
     await service.drain()
@@ -275,10 +279,39 @@ async def test_abandoned_carts_are_emitted_exactly_once_by_competing_claimers(
     await b.close()
 
 
-async def test_stream_is_bounded_and_tail_prints_it(
-    site: Site, automation_url: str, client: aioredis.Redis
+async def test_deadlines_are_scheduled_after_redis_forgot_the_script(
+    site: Site, client: aioredis.Redis, redis_automation: RedisAutomations
 ) -> None:
-    store = RedisAutomation(client, maxlen=100)
+    """A restarted or flushed Redis answers NOSCRIPT: the script is loaded
+    and the deadlines still recorded, on a lane as through the pool."""
+    store = redis_automation()
+    await store.schedule(site.id, [("v1", NOW, {"payload": {"n": 1}})])
+    await client.script_flush()
+    await store.schedule(site.id, [("v2", NOW + 5, {"payload": {"n": 2}})])
+    due = f"edge:au:{{au:{site.id}}}:due"
+    assert await client.zrange(due, 0, -1, withscores=True) == [(b"v1", NOW), (b"v2", NOW + 5)]
+    [first, second] = await store.claim_due(site.id, NOW + 5)
+    assert (first.visitor, first.payload, second.payload) == ("v1", {"n": 1}, {"n": 2})
+
+
+async def test_an_error_reply_is_a_store_error(
+    site: Site, client: aioredis.Redis, redis_automation: RedisAutomations
+) -> None:
+    """A key of the wrong type (an operator's mistake): the stream append and
+    the schedule fail with a StoreError naming what failed, not silently."""
+    await client.set(f"edge:au:{{au:{site.id}}}:events", "not a stream")
+    await client.set(f"edge:au:{{au:{site.id}}}:due", "not a sorted set")
+    store = redis_automation()
+    with pytest.raises(StoreError, match="publishing automation events failed: WRONGTYPE"):
+        await store.publish(site.id, [AutomationEvent("purchase", site.id, "v1", NOW)])
+    with pytest.raises(StoreError, match="recording automation deadlines failed"):
+        await store.schedule(site.id, [("v1", NOW, None)])
+
+
+async def test_stream_is_bounded_and_tail_prints_it(
+    site: Site, automation_url: str, client: aioredis.Redis, redis_automation: RedisAutomations
+) -> None:
+    store = redis_automation(maxlen=100)
     events = [AutomationEvent("purchase", site.id, f"v{i}", NOW + i) for i in range(1000)]
     for i in range(0, 1000, 50):
         await store.publish(site.id, events[i : i + 50])
