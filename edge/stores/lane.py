@@ -137,6 +137,7 @@ class Lane:
         self._conn: AbstractConnection | None = None
         self._replies: _Replies | None = None
         self._lock = asyncio.Lock()  # one connection taken or given back at a time
+        self._suspect: _Replies | None = None  # kept when the store stopped answering
         timeout_s = pool.connection_kwargs.get("socket_timeout")
         self._timeout_s: float | None = float(timeout_s) if timeout_s else None
 
@@ -199,11 +200,29 @@ class Lane:
             timer.cancel()
 
     async def reset(self) -> None:
-        """Close the connection and give it back (after an outage, or at
-        shutdown); the next batch takes one from the pool again."""
+        """Close the connection and give it back (at shutdown); the next batch
+        takes one from the pool again."""
         async with self._lock:
             if self._replies is not None:
                 await self._give_back(self._replies)
+
+    def suspect(self) -> None:
+        """The store stopped answering (its breaker opened): the connection
+        kept now may be dead without knowing it (a host gone, no reset
+        sent); ``reset_suspect`` gives it up. One taken after this is not
+        suspect: it was made while the outage lasted, so the server took it."""
+        self._suspect = self._replies
+
+    async def reset_suspect(self) -> None:
+        """After an outage (the breaker's probe): give up the connection kept
+        since before it (``suspect``), not one taken since. A newer one may
+        carry other callers' batches (the signal, statistics and automation
+        recorders do not wait for the breaker), and giving it up would fail
+        them for nothing."""
+        async with self._lock:
+            suspect, self._suspect = self._suspect, None
+            if suspect is not None and suspect is self._replies:
+                await self._give_back(suspect)
 
     async def _give_back(self, replies: _Replies) -> None:
         """Close ``replies``'s connection, failing the batches still out on

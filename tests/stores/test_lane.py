@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.stores.lane import Lane
+from edge.stores.redis import RedisStore
 from tests.helpers import RedisServer, free_port, wait_until
 
 
@@ -214,3 +215,65 @@ async def test_the_lane_reads_a_tls_connection_too(tls_redis: tuple[str, Path]) 
     assert await lane.run([("DEL", "lane:tls")]) == [1]
     await lane.reset()
     await pool.aclose()
+
+
+# --- after an outage: which connection the breaker's probe gives up ------------------
+
+
+async def test_reset_suspect_gives_up_only_the_connection_kept_before_suspect(
+    pool: BlockingConnectionPool, redis: RedisServer
+) -> None:
+    lane = Lane(pool)
+    [before] = await lane.run([("CLIENT", "ID")])
+    lane.suspect()
+    await lane.reset_suspect()
+    [after] = await lane.run([("CLIENT", "ID")])
+    assert after != before
+    lane.suspect()
+    await kill(lane, redis)  # the suspect connection went by itself ...
+    await asyncio.sleep(0.05)
+    [fresh] = await lane.run([("CLIENT", "ID")])  # ... and a new one was taken since
+    out = asyncio.create_task(lane.run([("BLPOP", "lane:nothing", "0.3")]))
+    await asyncio.sleep(0.05)
+    await lane.reset_suspect()
+    assert await out == [None]  # the batch out on the new one was not failed
+    assert await lane.run([("CLIENT", "ID")]) == [fresh]
+    await lane.reset()
+
+
+async def test_the_breaker_probe_gives_up_the_connection_from_before_the_outage(
+    redis: RedisServer,
+) -> None:
+    store = RedisStore.from_url(redis.url, breaker_failures=1, breaker_cooldown_s=0.05)
+    lane = store.lane
+    assert lane is not None
+    [before] = await lane.run([("CLIENT", "ID")])
+    store.breaker.failure()  # the store stopped answering: the breaker opens
+    await asyncio.sleep(0.06)
+    assert await store.load("demo", "v" * 22) is None  # the probe, answered
+    assert store.breaker.closed
+    [after] = await lane.run([("CLIENT", "ID")])
+    assert after != before  # it may have been dead without knowing it
+    await store.close()
+
+
+async def test_the_breaker_probe_keeps_a_connection_taken_during_the_outage(
+    redis: RedisServer,
+) -> None:
+    """The recorders (signals, statistics, automation) use the lane without
+    waiting for the breaker: a batch of theirs out on a connection taken
+    while the outage lasted is not failed by the probe."""
+    store = RedisStore.from_url(redis.url, breaker_failures=1, breaker_cooldown_s=0.05)
+    lane = store.lane
+    assert lane is not None
+    store.breaker.failure()  # the breaker opens ...
+    await kill(lane, redis)  # ... and the connection kept then is closed
+    await asyncio.sleep(0.05)
+    [taken] = await lane.run([("CLIENT", "ID")])  # a new connection
+    recorder = asyncio.create_task(lane.run([("BLPOP", "lane:nothing", "0.3")]))
+    await asyncio.sleep(0.06)  # out on it; the cooldown is over
+    assert not recorder.done()
+    assert await store.load("demo", "v" * 22) is None  # the probe
+    assert await recorder == [None]
+    assert await lane.run([("CLIENT", "ID")]) == [taken]
+    await store.close()
