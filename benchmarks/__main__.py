@@ -37,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the CPU from each message to its answer, by type (with --in-flight 1)",
     )
+    a.add_argument(
+        "--under-valgrind",
+        action="store_true",
+        help="no time budgets (template checks, the answer deadline): 50x slower under valgrind",
+    )
+    i = commands.add_parser(
+        "instructions", help="in-process: the app's instructions per event, under valgrind"
+    )
+    i.add_argument("--store", choices=["redis", "embedded"], default="embedded")
+    i.add_argument("--events", type=int, default=300, help="events of the first run")
+    i.add_argument("--more", type=int, default=1000, help="events the second run adds")
+    i.add_argument("--visitors", type=int, default=300)
     n = commands.add_parser("network", help="a real browser: time to the first decision per RTT")
     n.add_argument("--rtt-ms", default="40,80,120,200")
     n.add_argument("--loads", type=int, default=10)
@@ -67,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             in_flight=args.in_flight,
             repeat=args.repeat,
             by_type=args.by_type,
+            under_valgrind=args.under_valgrind,
+        )
+    elif args.command == "instructions":
+        from benchmarks import instructions  # runs ``app`` under valgrind
+
+        instructions.run(
+            events=args.events, more=args.more, store=args.store, visitors=args.visitors
         )
     elif args.command == "network":
         from benchmarks import network  # playwright, and the tests' proxy and server fixtures
