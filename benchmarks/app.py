@@ -36,6 +36,7 @@ collection), so the tail is that of the process, not of one code path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import statistics
@@ -55,6 +56,7 @@ from edge.widgets import check
 
 ORIGIN = "http://127.0.0.1:8000"
 ANSWER_TIMEOUT_S = 10.0
+SLOWDOWN = 50  # how much slower the app runs under valgrind (benchmarks/instructions.py)
 
 
 class FakeSocket:
@@ -275,6 +277,22 @@ def _at(ranked: list[float], q: float) -> float:
     return ranked[min(len(ranked) - 1, int(q * len(ranked)))]
 
 
+def _slower(factor: float) -> dict[str, str]:
+    """Every duration of the settings (``..._s``, not a rate ``..._per_s``)
+    ``factor`` times its default, as ``EDGE_...`` variables: under valgrind
+    the answer deadline, the admission wait, Redis's socket deadline ... keep
+    the proportions they have to the work, and the paths taken are those of
+    a normal run (not fallbacks after a missed deadline)."""
+    return {
+        f"EDGE_{f.name.upper()}": str(f.default * factor)
+        for f in dataclasses.fields(Settings)
+        if f.name.endswith("_s")
+        and not f.name.endswith("per_s")
+        and isinstance(f.default, int | float)
+        and f.default > 0
+    }
+
+
 def run(
     *,
     store: str,
@@ -297,6 +315,8 @@ def run(
         "EDGE_MAX_MESSAGES_PER_S": "100000",
         "EDGE_DEMO_SECRET": os.environ.get("EDGE_DEMO_SECRET", "benchmark-secret"),
     }
+    if under_valgrind:
+        limits.update(_slower(SLOWDOWN))
     with _environment(limits):
         if store == "redis":
             with redis_server() as url:

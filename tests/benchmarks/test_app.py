@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from benchmarks.app import _slower
+from edge.config.settings import Settings
 from tests.helpers import ROOT
 
 
@@ -45,3 +47,17 @@ def test_by_type_counts_every_measured_message_once() -> None:
     assert events == 600  # 300 events x 2 runs; the warm-up's are not counted
     shares = [float(line.split("%")[0].split()[-1]) for line in table.splitlines()]
     assert abs(sum(shares) - 100) < 0.5
+
+
+def test_under_valgrind_every_duration_is_longer_and_no_rate() -> None:
+    """``app --under-valgrind``: the settings' durations 50 times their
+    defaults (the paths of a normal run, 50 times slower), rates untouched;
+    the server takes every value."""
+    slower = _slower(50)
+    defaults = Settings()
+    assert slower["EDGE_ANSWER_DEADLINE_S"] == str(defaults.answer_deadline_s * 50)
+    assert slower["EDGE_REDIS_SOCKET_TIMEOUT_S"] == str(defaults.redis_socket_timeout_s * 50)
+    assert not [name for name in slower if name.endswith("PER_S")]
+    settings = Settings.from_env(slower)
+    assert settings.admission_wait_s == defaults.admission_wait_s * 50
+    assert settings.max_messages_per_s == defaults.max_messages_per_s
