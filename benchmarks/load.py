@@ -393,8 +393,8 @@ class Busy(Refused):
     tracker does. Counted as refused; its latency, retry wait included, goes
     to a histogram of its own."""
 
-    def __init__(self, retry_ms: int) -> None:
-        super().__init__("busy")
+    def __init__(self, retry_ms: int, kind: str = "busy") -> None:
+        super().__init__(kind)
         self.retry_s = retry_ms / 1000
 
 
@@ -430,6 +430,8 @@ class WsTransport:
         kind = reply.get("type")
         if kind == "hello":  # the echo server
             return 0
+        if kind == "error" and reply.get("code") == "busy":  # then a close 1013
+            raise Busy(int(reply.get("retry_ms") or 1000), "hello:busy")
         if kind != "welcome":
             raise Refused(f"hello:{reply.get('code', kind)}")
         return int(reply.get("ack", 0))
@@ -719,6 +721,7 @@ class Visitor:
         self.visit: Visit | None = None
         self.seq = 0
         self.waiter: asyncio.Future[float | None] | None = None
+        self.busy_s: float | None = None  # the retry hint of a hello refused busy
 
     @property
     def is_open(self) -> bool:
@@ -729,7 +732,10 @@ class Visitor:
         return t is not None
 
     async def start_session(self) -> bool:
+        """Open a new session; False when it failed (counted by kind), with
+        ``busy_s`` the server's retry hint when it refused the hello busy."""
         gen = self.gen
+        self.busy_s = None
         if self.transport is not None:
             await self.transport.close()
             gen.sessions_closed += 1
@@ -740,7 +746,10 @@ class Visitor:
             self.seq = await self.transport.open(self.visit, gen.cfg.ack_timeout_s)
         except Exception as exc:  # counted by kind; the visitor tries again on its next event
             gen.count_failure("connect", exc)
+            await self.transport.close()
             self.transport = None
+            if isinstance(exc, Busy):
+                self.busy_s = exc.retry_s
             return False
         gen.hello_hist.record_value(max(1, int((time.perf_counter() - t0) * 1e6)))
         gen.sessions_opened += 1
@@ -750,14 +759,25 @@ class Visitor:
         gen = self.gen
         event = None
         opened = False
+        retried = False
         if self.visit is not None and self.transport is not None:
             event = next(self.visit.events, None)
         if event is None:
             opened = True
-            if not await self.start_session():
-                gen.phase.lost += 1
-                await asyncio.sleep(0.2)
-                return
+            tries = 0
+            while not await self.start_session():
+                if self.busy_s is None:  # no hint to wait for: this event is lost
+                    gen.phase.lost += 1
+                    await asyncio.sleep(0.2)
+                    return
+                # Refused at its hello (busy, then close 1013): as the tracker
+                # does, open again after the server's retry and a random
+                # backoff, the event kept (counted refused, its latency apart).
+                gen.phase.refused += 0 if retried else 1
+                retried = True
+                backoff_s = min(30.0, 0.5 * 2**tries)
+                tries += 1
+                await asyncio.sleep(self.busy_s + gen.rng.uniform(0.0, backoff_s))
             assert self.visit is not None
             event = next(self.visit.events)
         assert self.transport is not None and self.visit is not None
@@ -771,7 +791,6 @@ class Visitor:
         phase = gen.phase
         phase.sent += 1
         message = {"type": "events", "events": [event]}
-        retried = False
         while True:
             try:
                 acked = await self.transport.exchange(message, phase.errors, gen.cfg.ack_timeout_s)

@@ -1,0 +1,45 @@
+"""The load generator's visitor against a stand-in server: a hello refused
+``busy`` (then closed 1013) is opened again after the server's retry, as
+the tracker does (static/js/edge.js), and its event delivered, not counted
+lost. Behaviour only, never a time."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from benchmarks.load import Config, LoadGenerator, Phase, Visitor
+
+
+async def test_a_session_refused_busy_at_its_hello_is_opened_again_and_its_event_kept() -> None:
+    hellos = 0
+
+    async def server(ws: ServerConnection) -> None:
+        nonlocal hellos
+        assert json.loads(await ws.recv())["type"] == "hello"
+        hellos += 1
+        if hellos == 1:  # what edge sends a hello it cannot admit
+            await ws.send(json.dumps({"type": "error", "code": "busy", "retry_ms": 50}))
+            await ws.close(1013, "try again later; retry in 50 ms")
+            return
+        await ws.send(json.dumps({"type": "welcome", "ack": 0}))
+        [event] = json.loads(await ws.recv())["events"]
+        await ws.send(json.dumps({"type": "ack", "ack": event["seq"]}))
+        await ws.wait_closed()
+
+    async with serve(server, "127.0.0.1", 0) as running:
+        port = running.sockets[0].getsockname()[1]
+        gen = LoadGenerator(Config(f"ws://127.0.0.1:{port}", visitors=1, seed=1, progress=False))
+        now = time.perf_counter()
+        gen.phase = Phase(now, now, now + 60)
+        visitor = Visitor(gen)
+        await visitor.deliver(time.perf_counter())
+        phase = gen.phase
+        assert hellos == 2
+        assert (phase.lost, phase.refused, phase.acked) == (0, 1, 1)
+        assert phase.errors["connect:hello:busy"] == 1
+        assert phase.retried_hist.get_total_count() == 1  # its latency, the wait included
+        assert visitor.transport is not None
+        await visitor.transport.close()
