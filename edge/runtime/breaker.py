@@ -50,7 +50,8 @@ class CircuitBreaker:
         self.answered_at = -math.inf  # clock() of the last call the store answered
         self.opened = 0  # how many times it opened (metrics)
         self.rejected = 0  # calls failed at once while open (metrics)
-        self.on_open: Callable[[], None] = lambda: None  # e.g. drop pooled connections
+        # called when it opens (the Redis store's kept connection becomes suspect)
+        self.on_open: list[Callable[[], None]] = []
 
     @property
     def state(self) -> State:
@@ -102,7 +103,8 @@ class CircuitBreaker:
         self._failures = 0
         if was_closed:
             self.opened += 1
-            self.on_open()
+            for listener in self.on_open:
+                listener()
 
 
 class StallWatch:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -91,7 +91,7 @@ class RedisStore:
             self._lane = Lane(client.connection_pool)
         self.breaker = breaker or CircuitBreaker()
         if self._lane is not None:
-            self.breaker.on_open = _also(self.breaker.on_open, self._lane.suspect)
+            self.breaker.on_open.append(self._lane.suspect)
         self.errors = 0  # failed calls, the breaker's fast failures included
 
     @classmethod
@@ -257,14 +257,6 @@ class RedisStore:
         statistics and automation recorders' too); None on a cluster. Closed
         with the store."""
         return self._lane
-
-
-def _also(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
-    def both() -> None:
-        first()
-        then()
-
-    return both
 
 
 async def _take(found: AsyncGenerator[Any, None], size: int, seen: set[Any]) -> list[Any]:
