@@ -49,7 +49,7 @@ from benchmarks.load import (
     summarize,
 )
 
-HISTOGRAMS = ("hist", "retried_hist", "opening_hist", "head_hist")
+HISTOGRAMS = ("hist", "retried_hist", "opening_hist", "head_hist", "sent_hist")
 COUNTS = ("scheduled", "scheduled_measured", "sent", "acked", "lost", "refused")
 
 

@@ -43,3 +43,42 @@ async def test_a_session_refused_busy_at_its_hello_is_opened_again_and_its_event
         assert phase.retried_hist.get_total_count() == 1  # its latency, the wait included
         assert visitor.transport is not None
         await visitor.transport.close()
+
+
+async def test_an_event_refused_busy_is_timed_from_its_admitted_send_as_well() -> None:
+    """``hist``/``retried_hist`` run from the scheduled time, the retry wait
+    included; ``sent_hist`` from the send the server admitted, so it holds
+    neither the wait nor the first, refused exchange."""
+    arrivals: list[float] = []
+
+    async def server(ws: ServerConnection) -> None:
+        await ws.recv()  # the hello
+        await ws.send(json.dumps({"type": "welcome", "ack": 0}))
+        async for message in ws:
+            arrivals.append(time.perf_counter())
+            [event] = json.loads(message)["events"]
+            if len(arrivals) == 2:  # what edge answers a message over its admission bound
+                await ws.send(json.dumps({"type": "error", "code": "busy", "retry_ms": 200}))
+            else:
+                await ws.send(json.dumps({"type": "ack", "ack": event["seq"]}))
+
+    async with serve(server, "127.0.0.1", 0) as running:
+        port = running.sockets[0].getsockname()[1]
+        gen = LoadGenerator(Config(f"ws://127.0.0.1:{port}", visitors=1, seed=1, progress=False))
+        now = time.perf_counter()
+        gen.phase = Phase(now, now, now + 60)
+        visitor = Visitor(gen)
+        await visitor.deliver(time.perf_counter())  # opens the session: its first event
+        now = time.perf_counter()
+        gen.phase = phase = Phase(now, now, now + 60)
+        scheduled = time.perf_counter()
+        await visitor.deliver(scheduled)  # refused once, resent after 200 ms, acknowledged
+        done = time.perf_counter()
+        assert len(arrivals) == 3 and (phase.refused, phase.acked) == (1, 1)
+        assert phase.retried_hist.get_total_count() == phase.sent_hist.get_total_count() == 1
+        early_s = 0.005  # a loop's timer may fire a little before its time
+        assert phase.retried_hist.get_min_value() >= (0.2 - early_s) * 1e6  # the wait included
+        # the admitted send came after the refusal and its wait: neither is in
+        assert phase.sent_hist.get_max_value() <= (done - arrivals[1] - 0.2 + early_s) * 1e6 * 1.001
+        assert visitor.transport is not None
+        await visitor.transport.close()

@@ -97,6 +97,8 @@ def test_steady_smoke_against_a_server_it_is_given(tmp_path: Path, generators: i
         run["latency_ms"]["count"] + run["session_opening_latency_ms"]["count"]
         == run["events_acked_measured"]
     )
+    # every acknowledged event is timed from its send too (merged across processes)
+    assert run["admitted_from_send_ms"]["count"] == run["events_acked_measured"], run
     # the first 5 s of the 5 measured, apart (merged across generator processes too)
     head = run["head_latency_ms"]["count"]
     assert 0.8 * run["latency_ms"]["count"] <= head <= run["latency_ms"]["count"], run
