@@ -662,6 +662,11 @@ class Config:
     # Generator processes the visitors and the rate are split across
     # (benchmarks.multi); 1 is this process alone.
     generators: int = 1
+    # Visitors added when an event finds every visitor busy, up to this many
+    # (split across the generator processes too): a new shopper arrives
+    # whatever the others are waiting for (an open system, as a shop's
+    # audience is). Beyond them, or with 0, the event waits in the backlog.
+    spare_visitors: int = 0
 
 
 HEAD_S = 5.0  # a phase's first seconds, measured apart too (``Phase.head_hist``)
@@ -702,6 +707,7 @@ class Phase:
     lost: int = 0
     refused: int = 0  # answered "busy" by admission control
     refused_mark: int = 0  # refused at the last per-second sample
+    visitors_added: int = 0  # spare visitors opened for events that found none idle
     errors: Counter[str] = field(default_factory=Counter)
     close_codes: Counter[str] = field(default_factory=Counter)
     timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -827,11 +833,14 @@ class Visitor:
             phase.acked += 1
         phase.acked_interval += 1
 
-    async def run(self) -> None:
+    async def run(self, first: float | None = None) -> None:
+        """Deliver ``first`` (a spare visitor's), then event after event."""
         gen = self.gen
         loop = asyncio.get_running_loop()
+        scheduled = first
         while True:
-            scheduled = gen.backlog.popleft() if gen.backlog else None
+            if scheduled is None and gen.backlog:
+                scheduled = gen.backlog.popleft()
             if scheduled is None:
                 self.waiter = loop.create_future()
                 gen.idle.append(self)
@@ -844,6 +853,7 @@ class Visitor:
                 await self.deliver(scheduled)
             finally:
                 gen.busy -= 1
+            scheduled = None
         if self.transport is not None:
             await self.transport.close()
 
@@ -860,6 +870,7 @@ class LoadGenerator:
         self.tasks: list[asyncio.Task[None]] = []
         self.idle: list[Visitor] = []
         self.backlog: deque[float] = deque()
+        self.spare = cfg.spare_visitors  # still to add (``Config.spare_visitors``)
         self.busy = 0
         self.drain_s = 10.0
         self.phase = Phase(0, 0, 0)
@@ -978,6 +989,13 @@ class LoadGenerator:
             if v.waiter is not None and not v.waiter.done():
                 v.waiter.set_result(scheduled)
                 return
+        if self.spare > 0:  # a new shopper, who opens a session for it
+            self.spare -= 1
+            self.phase.visitors_added += 1
+            v = Visitor(self)
+            self.visitors.append(v)
+            self.tasks.append(asyncio.create_task(v.run(first=scheduled)))
+            return
         self.backlog.append(scheduled)
 
     async def _schedule(self, rate: float, phase: Phase, offset_s: float = 0.0) -> None:
@@ -1153,6 +1171,7 @@ def summarize(
         "close_codes": dict(phase.close_codes),
         "lost_events": phase.lost,
         "refused_busy": phase.refused,
+        "visitors_added": phase.visitors_added,
         "undelivered_at_end": undelivered,
         "open_connections": open_connections,
         "sessions_opened": sessions_opened,

@@ -50,7 +50,7 @@ from benchmarks.load import (
 )
 
 HISTOGRAMS = ("hist", "retried_hist", "opening_hist", "head_hist", "sent_hist")
-COUNTS = ("scheduled", "scheduled_measured", "sent", "acked", "lost", "refused")
+COUNTS = ("scheduled", "scheduled_measured", "sent", "acked", "lost", "refused", "visitors_added")
 
 
 def make_generator(cfg: Config) -> LoadGenerator | MultiGenerator:
@@ -208,6 +208,7 @@ class MultiGenerator:
         return replace(
             cfg,
             visitors=visitors,
+            spare_visitors=shares(cfg.spare_visitors, self.n)[index],
             connect_concurrency=math.ceil(cfg.connect_concurrency / self.n),
             seed=None if cfg.seed is None else cfg.seed + 1000 * (index + 1),
             server_pid=None,

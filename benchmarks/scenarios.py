@@ -261,9 +261,20 @@ def config(args: argparse.Namespace, server: Server, label: str, **over: Any) ->
         "progress": not args.quiet,
         "label": label,
         "generators": args.generators,
+        "spare_visitors": spare_visitors(args),
     }
     values.update(over)
     return Config(**values)
+
+
+def spare_visitors(args: argparse.Namespace) -> int:
+    """``--spare-visitors``, by default twice ``--visitors`` under ``overload``
+    (whose offered load must reach the server: with a fixed pool, visitors
+    waiting out their refusals leave the events behind them in the backlog,
+    and the server is offered less than it is said to be) and none otherwise."""
+    if args.spare_visitors is not None:
+        return int(args.spare_visitors)
+    return 2 * int(args.visitors) if _procedure(args) == "overload" else 0
 
 
 async def steady_runs(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
@@ -630,14 +641,18 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
         "latency apart). Latency runs from each event's scheduled time, so it includes the "
         "generator's own queue; *from send* runs from the send the server admitted to its "
         "ack (every acknowledged event: no queue, connect or retry wait; the generator's "
-        "clock); *server-side* is the server's histogram "
+        "clock); *visitors added*: new visitors opened for events that found every visitor busy "
+        "(`--spare-visitors`), so that the offered load reaches the server; *other failures* "
+        "include events still in the generator's backlog at the end; *server-side* is the "
+        "server's histogram "
         "`edge_message_seconds` (receiving a message to answering it) over the phase, as "
         "the bucket bounds its quantiles fall in.",
         "",
         "| phase | offered/s | goodput/s | admitted p50 / p99 ms | from send p50 / p99 ms | "
         "opening p99 ms | refused (busy) | resent p99 ms | store_unavailable | other failures "
-        "| server CPU % | server RSS MiB (peak) | loadgen CPU % | server-side p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| visitors added | server CPU % | server RSS MiB (peak) | loadgen CPU % | server-side "
+        "p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in o["phases"].items():
         lat, sent = p["latency_ms"], p["admitted_from_send_ms"]
@@ -649,6 +664,7 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
             f"{lat['p50']:.2f} / {lat['p99']:.2f} | {sent['p50']:.2f} / {sent['p99']:.2f} | "
             f"{p['session_opening_latency_ms']['p99']:.0f} | {p['refused_busy']} | "
             f"{p['retried_latency_ms']['p99']:.0f} | {unavailable} | {other} | "
+            f"{p['visitors_added']} | "
             f"{p['server_cpu_pct'] or 0:.0f} | {p['server_rss_mb'] or 0:.0f} | "
             f"{p['loadgen_cpu_pct'] or 0:.0f} | {_server_side(p.get('server_side'))} |"
         )
@@ -958,6 +974,12 @@ def add_parser(commands: Any) -> None:
     )
     r.add_argument("--workers", type=int, default=1)
     r.add_argument("--visitors", type=int, default=1000)
+    r.add_argument(
+        "--spare-visitors",
+        type=int,
+        help="visitors added when an event finds every visitor busy, up to this many "
+        "(default: 2x --visitors under overload, else 0: the event waits in a backlog)",
+    )
     r.add_argument(
         "--generators",
         type=_generators,

@@ -5,6 +5,7 @@ lost. Behaviour only, never a time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -82,3 +83,38 @@ async def test_an_event_refused_busy_is_timed_from_its_admitted_send_as_well() -
         assert phase.sent_hist.get_max_value() <= (done - arrivals[1] - 0.2 + early_s) * 1e6 * 1.001
         assert visitor.transport is not None
         await visitor.transport.close()
+
+
+async def test_an_event_that_finds_every_visitor_busy_brings_a_spare_visitor_up_to_the_cap() -> (
+    None
+):
+    """An open system: with ``spare_visitors`` an event that finds no idle
+    visitor is a new shopper's (a new session), not one waiting in the
+    backlog; beyond the cap it waits there, as with a fixed pool."""
+    hellos = 0
+
+    async def server(ws: ServerConnection) -> None:
+        nonlocal hellos
+        assert json.loads(await ws.recv())["type"] == "hello"
+        hellos += 1
+        await ws.send(json.dumps({"type": "welcome", "ack": 0}))
+        async for message in ws:
+            [event] = json.loads(message)["events"]
+            await ws.send(json.dumps({"type": "ack", "ack": event["seq"]}))
+
+    async with serve(server, "127.0.0.1", 0) as running:
+        port = running.sockets[0].getsockname()[1]
+        cfg = Config(f"ws://127.0.0.1:{port}", visitors=1, spare_visitors=2, seed=1, progress=False)
+        gen = LoadGenerator(cfg)
+        now = time.perf_counter()
+        gen.phase = phase = Phase(now, now, now + 60)
+        for _ in range(3):  # no visitor is idle: the pool has not started
+            gen.assign(time.perf_counter())
+        assert (len(gen.visitors), len(gen.backlog), phase.visitors_added) == (2, 1, 2)
+        for _ in range(500):
+            if phase.acked == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert (phase.acked, phase.lost, hellos, len(gen.backlog)) == (3, 0, 2, 0)
+        assert len(gen.idle) == 2  # both wait for the next event
+        await gen.stop()
