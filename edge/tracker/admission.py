@@ -60,17 +60,22 @@ admitted earns ``RESEND_SHARE`` of a resend, kept up to ``resend_burst``
 (``EDGE_RESEND_BURST``); a resend takes one if there is one, and otherwise
 is admitted only while the process has room to spare (its loop on time and
 nothing else in flight, ``RESEND_ROOM``), or else refused again and told to
-wait longer (``RESEND_RETRY_FACTOR`` times ``retry_s``, jittered: thousands
-of visitors waiting for room would otherwise cost a refusal each every
-second). At a steady load near capacity the few refused on a spike find
-the share full and are taken at once, as fresh ones are (with room alone,
-a visitor refused at 93-96% of a core was refused again and again: 2,700
-to 5,300 busy answers in 30 s at 700 events/s; with the share, about as
-many as with neither rule); after an overload the
-share drains within the first ``resend_burst`` and the resends then take a
-third of what the process answers, the fresh messages the rest. A resend
-refused for ``RESEND_PATIENCE_S`` since its first refusal is treated as
-fresh again: no visitor waits on this for ever.
+wait longer: as long as it has been refused already, at least
+``RESEND_RETRY_FACTOR`` times ``retry_s`` and at most ``RESEND_RETRY_MAX_S``,
+jittered by up to half. So each refusal of one message about doubles its
+next wait (exponential backoff, driven by the server's hint, which the
+tracker honours). With a fixed 2-3x, an overload run whose load generator
+let new visitors keep arriving (2026-12-07) answered 125,000 ``busy`` in
+30 s, about seven per refused event: every waiting visitor came back every
+few seconds, for as long as the overload lasted. At a steady load near
+capacity the few refused on a spike find the share full and are taken at
+once, as fresh ones are (with room alone, a visitor refused at 93-96% of a
+core was refused again and again: 2,700 to 5,300 busy answers in 30 s at
+700 events/s; with the share, about as many as with neither rule); after an
+overload the share drains within the first ``resend_burst`` and the resends
+then take a third of what the process answers, the fresh messages the rest.
+A resend refused for ``RESEND_PATIENCE_S`` since its first refusal is treated
+as fresh again: no visitor waits on this for ever.
 """
 
 from __future__ import annotations
@@ -91,7 +96,8 @@ MIN_ANSWERED = 200  # ... when at least this many were answered in it: a process
 MIN_IN_FLIGHT = 16  # the tightened bound never goes below this
 RESEND_SHARE = 0.5  # of a resend, earned by each fresh message admitted
 RESEND_ROOM = 1  # with no share left, a resend only while fewer than this are in flight
-RESEND_RETRY_FACTOR = 2.0  # a refused resend waits 2-3x retry_s before the next try
+RESEND_RETRY_FACTOR = 2.0  # a resend refused again waits at least 2x retry_s ...
+RESEND_RETRY_MAX_S = 20.0  # ... and at most this (both jittered by up to half)
 RESEND_PATIENCE_S = 60.0  # refused this long, a resend is treated as fresh again
 
 
@@ -229,10 +235,12 @@ class Admission:
             self.busy_limit = max(MIN_IN_FLIGHT, min(self.max_in_flight, fits))
         self._window = (now, cpu, self.answered)
 
-    def retry_ms(self, resend: bool = False) -> int:
+    def retry_ms(self, refused_for_s: float | None = None) -> int:
         """When to try again: ``retry_s``, jittered by up to half of it; for
-        a resend refused again, ``RESEND_RETRY_FACTOR`` times that, jittered
-        by up to ``retry_s``."""
-        if resend:
-            return int(self.retry_s * 1000 * (RESEND_RETRY_FACTOR + random.random()))
-        return int(self.retry_s * 1000 * (1 + random.random() / 2))
+        a resend refused again (``refused_for_s`` since its first refusal),
+        as long as it has waited, between ``RESEND_RETRY_FACTOR`` times
+        ``retry_s`` and ``RESEND_RETRY_MAX_S``, jittered by up to half."""
+        if refused_for_s is None:
+            return int(self.retry_s * 1000 * (1 + random.random() / 2))
+        wait_s = max(RESEND_RETRY_FACTOR * self.retry_s, refused_for_s)
+        return int(min(wait_s, RESEND_RETRY_MAX_S) * 1000 * (1 + random.random() / 2))

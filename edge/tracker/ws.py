@@ -111,7 +111,9 @@ class Connection:
         # stored ahead of a refused one and no ack covers a refused event.
         self.refused_from: int | None = None
         self.refused_at = 0.0  # when its first refusal was (monotonic)
-        self.resend_refused = False  # the last refusal was of a resend
+        # The last refusal was of a resend, refused this long since the first
+        # refusal of its message (None: a fresh message's): its retry hint.
+        self.resend_refused_for_s: float | None = None
         # The widgets sent with their html on the page this connection is on
         # (edge.widgets.service.render): later decisions omit the html.
         self.sent: set[Shown] = set()
@@ -211,7 +213,7 @@ class Connection:
         waited_s = now - max(self.arrived, self.done_at)
         if self.ingest.admission.admits(waited_s, refused_for_s):
             return True
-        self.resend_refused = refused_for_s is not None
+        self.resend_refused_for_s = refused_for_s
         if seq is not None:
             self.refused_from = seq
             if refused_for_s is None:  # a first refusal; a resend keeps the first's time
@@ -223,7 +225,7 @@ class Connection:
         ``retry_ms``); a connection refused at its ``hello`` closes 1013."""
         admission = self.ingest.admission
         self.ingest.counters.refuse("busy")
-        retry_ms = admission.retry_ms(self.resend_refused)
+        retry_ms = admission.retry_ms(self.resend_refused_for_s)
         await self.send(p.error("busy", "server busy; resend later", retry_ms=retry_ms))
         if self.ctx is None:
             raise Close(CLOSE_TRY_AGAIN, f"try again later; retry in {retry_ms} ms")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge.tracker import ws
-from edge.tracker.admission import RESEND_PATIENCE_S, Admission, LoopLag
+from edge.tracker.admission import RESEND_PATIENCE_S, RESEND_RETRY_MAX_S, Admission, LoopLag
 from tests.client import Visitor
 from tests.helpers import EdgeServer, edge_server, redis_server
 
@@ -86,13 +86,26 @@ def test_a_busy_process_takes_fresh_messages_before_resends() -> None:
     assert Admission(0.0, 1.0, resend_burst=0).admits(9.0, refused_for_s=1.5)  # 0: off
 
 
-def test_a_resend_refused_again_is_told_to_wait_longer() -> None:
+def test_a_resend_refused_again_is_told_to_wait_longer_each_time() -> None:
+    """Exponential backoff through the hint: as long as the message has been
+    refused already (at least twice the retry, at most RESEND_RETRY_MAX_S),
+    jittered by up to half."""
     admission = Admission(0.05, 1.0)
-    fresh = [admission.retry_ms() for _ in range(200)]
-    again = [admission.retry_ms(resend=True) for _ in range(200)]
+
+    def hints(refused_for_s: float | None) -> list[int]:
+        return [admission.retry_ms(refused_for_s) for _ in range(200)]
+
+    fresh = hints(None)
     assert min(fresh) >= 1000 and max(fresh) <= 1500
-    assert min(again) >= 2000 and max(again) <= 3000
-    assert max(again) - min(again) > 500  # jittered: they do not come back together
+    for refused_for_s, low_ms in ((1.2, 2000), (2.0, 2000), (5.0, 5000), (12.0, 12000)):
+        again = hints(refused_for_s)
+        assert low_ms <= min(again) and max(again) <= 1.5 * low_ms, refused_for_s
+        assert max(again) - min(again) > 0.2 * low_ms  # jittered: not all back together
+    capped = hints(RESEND_PATIENCE_S - 1)
+    assert (
+        min(capped) >= RESEND_RETRY_MAX_S * 1000 and max(capped) <= 1.5 * RESEND_RETRY_MAX_S * 1000
+    )
+    assert 1.5 * RESEND_RETRY_MAX_S < RESEND_PATIENCE_S  # the last wait ends within the patience
 
 
 async def test_a_connection_counts_a_resends_patience_from_its_first_refusal(
@@ -110,11 +123,11 @@ async def test_a_connection_counts_a_resends_patience_from_its_first_refusal(
     message = {"type": "events", "events": [{"seq": 7}]}
     conn.arrived = 99.0  # waited a second: refused
     assert not conn.admit(message)
-    assert (conn.refused_from, conn.refused_at, conn.resend_refused) == (7, 100.0, False)
+    assert (conn.refused_from, conn.refused_at, conn.resend_refused_for_s) == (7, 100.0, None)
     for at in (101.5, 140.0, 159.0):  # resent, within the patience: refused again
         now[0] = conn.arrived = at
         assert not conn.admit(message)
-        assert (conn.refused_at, conn.resend_refused) == (100.0, True)
+        assert (conn.refused_at, conn.resend_refused_for_s) == (100.0, at - 100.0)
     now[0] = conn.arrived = 100.0 + RESEND_PATIENCE_S
     assert conn.admit(message)  # as a fresh one: waited nothing, the loop not too late
     assert conn.refused_from is None
