@@ -1,17 +1,41 @@
-"""The load generator's visitor against a stand-in server: a hello refused
-``busy`` (then closed 1013) is opened again after the server's retry, as
-the tracker does (static/js/edge.js), and its event delivered, not counted
-lost. Behaviour only, never a time."""
+"""The load generator against a stand-in server: a hello refused ``busy``
+(then closed 1013) is opened again after the server's retry, as the tracker
+does (static/js/edge.js), and its event delivered, not counted lost; an
+event is timed from its admitted send too; an event that finds every
+visitor busy brings a spare one. Behaviour only: no figure is asserted, the
+one latency bound is read off the instants the stand-in saw."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
 from benchmarks.load import Config, LoadGenerator, Phase, Visitor
+
+
+@asynccontextmanager
+async def generator_for(
+    server: Callable[[ServerConnection], Awaitable[None]], **cfg: Any
+) -> AsyncIterator[LoadGenerator]:
+    """A generator of one visitor (``cfg`` over it) against ``server`` on a
+    free port, in a phase that measures everything from now on."""
+    async with serve(server, "127.0.0.1", 0) as running:
+        port = running.sockets[0].getsockname()[1]
+        values: dict[str, Any] = {"visitors": 1, "seed": 1, "progress": False} | cfg
+        gen = LoadGenerator(Config(f"ws://127.0.0.1:{port}", **values))
+        gen.phase = fresh_phase()
+        yield gen
+
+
+def fresh_phase() -> Phase:
+    now = time.perf_counter()
+    return Phase(now, now, now + 60)
 
 
 async def test_a_session_refused_busy_at_its_hello_is_opened_again_and_its_event_kept() -> None:
@@ -30,11 +54,7 @@ async def test_a_session_refused_busy_at_its_hello_is_opened_again_and_its_event
         await ws.send(json.dumps({"type": "ack", "ack": event["seq"]}))
         await ws.wait_closed()
 
-    async with serve(server, "127.0.0.1", 0) as running:
-        port = running.sockets[0].getsockname()[1]
-        gen = LoadGenerator(Config(f"ws://127.0.0.1:{port}", visitors=1, seed=1, progress=False))
-        now = time.perf_counter()
-        gen.phase = Phase(now, now, now + 60)
+    async with generator_for(server) as gen:
         visitor = Visitor(gen)
         await visitor.deliver(time.perf_counter())
         phase = gen.phase
@@ -63,15 +83,10 @@ async def test_an_event_refused_busy_is_timed_from_its_admitted_send_as_well() -
             else:
                 await ws.send(json.dumps({"type": "ack", "ack": event["seq"]}))
 
-    async with serve(server, "127.0.0.1", 0) as running:
-        port = running.sockets[0].getsockname()[1]
-        gen = LoadGenerator(Config(f"ws://127.0.0.1:{port}", visitors=1, seed=1, progress=False))
-        now = time.perf_counter()
-        gen.phase = Phase(now, now, now + 60)
+    async with generator_for(server) as gen:
         visitor = Visitor(gen)
         await visitor.deliver(time.perf_counter())  # opens the session: its first event
-        now = time.perf_counter()
-        gen.phase = phase = Phase(now, now, now + 60)
+        gen.phase = phase = fresh_phase()
         scheduled = time.perf_counter()
         await visitor.deliver(scheduled)  # refused once, resent after 200 ms, acknowledged
         done = time.perf_counter()
@@ -102,12 +117,8 @@ async def test_an_event_that_finds_every_visitor_busy_brings_a_spare_visitor_up_
             [event] = json.loads(message)["events"]
             await ws.send(json.dumps({"type": "ack", "ack": event["seq"]}))
 
-    async with serve(server, "127.0.0.1", 0) as running:
-        port = running.sockets[0].getsockname()[1]
-        cfg = Config(f"ws://127.0.0.1:{port}", visitors=1, spare_visitors=2, seed=1, progress=False)
-        gen = LoadGenerator(cfg)
-        now = time.perf_counter()
-        gen.phase = phase = Phase(now, now, now + 60)
+    async with generator_for(server, spare_visitors=2) as gen:
+        phase = gen.phase
         for _ in range(3):  # no visitor is idle: the pool has not started
             gen.assign(time.perf_counter())
         assert (len(gen.visitors), len(gen.backlog), phase.visitors_added) == (2, 1, 2)
