@@ -713,13 +713,18 @@ class Phase:
     timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _us(seconds: float) -> int:
+    """A latency as the histograms take it: whole microseconds within their range."""
+    return min(max(1, int(seconds * 1e6)), HIGHEST_US)
+
+
 def _record(
     phase: Phase, scheduled: float, sent: float, now: float, *, retried: bool, opened: bool
 ) -> None:
     """An acknowledged event's latency, in the histogram of its kind, and
     from its admitted send (``sent``) in ``sent_hist``."""
-    phase.sent_hist.record_value(min(max(1, int((now - sent) * 1e6)), HIGHEST_US))
-    us = min(max(1, int((now - scheduled) * 1e6)), HIGHEST_US)
+    phase.sent_hist.record_value(_us(now - sent))
+    us = _us(now - scheduled)
     if retried:  # refused first: its latency includes the retry wait
         phase.retried_hist.record_value(us)
     elif opened:  # includes connecting and the hello
@@ -768,7 +773,7 @@ class Visitor:
             if isinstance(exc, Busy):
                 self.busy_s = exc.retry_s
             return False
-        gen.hello_hist.record_value(max(1, int((time.perf_counter() - t0) * 1e6)))
+        gen.hello_hist.record_value(_us(time.perf_counter() - t0))
         gen.sessions_opened += 1
         return True
 
