@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -357,7 +357,40 @@ def days_to_birthday(birthday: str | None, today: date) -> int | None:
 # --- the attributes ----------------------------------------------------------------
 
 
-NAMESPACES = frozenset({"rfm", "score", "interests", "lifecycle"})
+def _rfm(profile: Profile, cfg: Intelligence, now: float) -> dict[str, Any]:
+    scores = rfm_scores(profile, cfg, now)
+    if not scores:
+        return {"r": None, "f": None, "m": None, "segment": NO_SEGMENT}
+    return {"r": scores[0], "f": scores[1], "m": scores[2], "segment": rfm_segment(*scores)}
+
+
+def _score(profile: Profile, cfg: Intelligence, now: float) -> dict[str, Any]:
+    value = score_value(profile, cfg, now)
+    return {"value": round(value, 2), "hot": value >= cfg.threshold}
+
+
+def _interests(profile: Profile, cfg: Intelligence, now: float) -> dict[str, Any]:
+    interests = interest_scores(profile, cfg, now)
+    return {"top": list(interests)[:TOP_INTERESTS], "scores": interests}
+
+
+def _lifecycle(profile: Profile, cfg: Intelligence, now: float) -> dict[str, Any]:
+    risk = churn_risk(profile, cfg, now)
+    return {
+        "stage": lifecycle_stage(profile, cfg, now, risk),
+        "churn_risk": risk,
+        "winback": winback(profile, cfg),
+    }
+
+
+# Each namespace of this module and how it is built, in the order documented.
+BUILDERS: dict[str, Callable[[Profile, Intelligence, float], dict[str, Any]]] = {
+    "rfm": _rfm,
+    "score": _score,
+    "interests": _interests,
+    "lifecycle": _lifecycle,
+}
+NAMESPACES = frozenset(BUILDERS)
 
 
 def attributes(
@@ -366,25 +399,4 @@ def attributes(
     """The ``rfm``, ``score``, ``interests`` and ``lifecycle`` namespaces, or
     just those in ``only`` (segments kept on the profile are recomputed on
     every applied event, and need only what their conditions name)."""
-    out: dict[str, Any] = {}
-    if "rfm" in only:
-        scores = rfm_scores(profile, cfg, now)
-        out["rfm"] = (
-            {"r": scores[0], "f": scores[1], "m": scores[2], "segment": rfm_segment(*scores)}
-            if scores
-            else {"r": None, "f": None, "m": None, "segment": NO_SEGMENT}
-        )
-    if "score" in only:
-        value = score_value(profile, cfg, now)
-        out["score"] = {"value": round(value, 2), "hot": value >= cfg.threshold}
-    if "interests" in only:
-        interests = interest_scores(profile, cfg, now)
-        out["interests"] = {"top": list(interests)[:TOP_INTERESTS], "scores": interests}
-    if "lifecycle" in only:
-        risk = churn_risk(profile, cfg, now)
-        out["lifecycle"] = {
-            "stage": lifecycle_stage(profile, cfg, now, risk),
-            "churn_risk": risk,
-            "winback": winback(profile, cfg),
-        }
-    return out
+    return {name: make(profile, cfg, now) for name, make in BUILDERS.items() if name in only}

@@ -44,7 +44,7 @@ def membership(profile: Profile, site: Site, now: float) -> tuple[Membership, ..
     decisioning = site.decisioning
     if not decisioning.kept:
         return ()
-    attributes = of_profile(profile, site, now, decisioning.kept_roots)
+    attributes = of_profile(profile, site, now, decisioning.kept_roots, later=True)
     since = {m.id: m.since for m in profile.segments}
     return tuple(
         Membership(s.id, since.get(s.id, now)) for s in decisioning.kept if s.test(attributes)

@@ -102,7 +102,7 @@ def decide(  # noqa: C901 - the hot loop is inlined on purpose (a call per campa
     if not decisioning.campaigns and not explain:
         return NOTHING
     roots = attrs_.ALL if explain else decisioning.roots
-    attributes = attrs_.build(profile, ctx, site, now, page, device or {}, roots)
+    attributes = attrs_.build(profile, ctx, site, now, page, device or {}, roots, later=not explain)
     if event is not None:
         attributes["event"] = event
     if "segments" in roots:

@@ -12,7 +12,7 @@ from edge.config.sites import Site, load_site
 from edge.core.context import VisitContext
 from edge.core.profile import Profile
 from edge.core.updates import apply
-from edge.decisioning.attributes import Page, build
+from edge.decisioning.attributes import Later, Page, build
 from edge.decisioning.conditions import compile_condition
 from edge.tracker import protocol as p
 from tests.helpers import PROFILES
@@ -107,3 +107,73 @@ def test_page_lang_is_the_pages_own_language_not_the_browsers(site: Site) -> Non
     assert lang(None)["lang"] is None and lang("")["lang"] is None
     matches = compile_condition({"page.lang": "pl"})
     assert matches({"page": lang("pl")}) and not matches({"page": lang("en")})
+
+
+def later_attrs(site: Site, profile: Profile | None, now: float = NOW) -> dict[str, Any]:
+    ctx = VisitContext("8c1f0a9b2d3e4f5061728394a5b6c7d8", "f00d0a9b2d3e4f5061728394a5b6c717")
+    page = Page(url="http://127.0.0.1:8000/demo")
+    return build(profile, ctx, site, now, page, {}, later=True)
+
+
+def viewed_and_bought(site: Site) -> Profile:
+    profile = bought(site, [(NOW - 400 * DAY, ["LMP-01", "TXT-02"]), (NOW - 120 * DAY, ["LMP-02"])])
+    ctx = VisitContext("8c1f0a9b2d3e4f5061728394a5b6c7d8", "f00d0a9b2d3e4f5061728394a5b6c717")
+    for n, sku in enumerate(["LMP-01", "LMP-02", "TXT-02", "LMP-01"], 10):
+        event = p.parse_event({"type": "product_view", "seq": n, "id": f"ev{n:08d}", "sku": sku})
+        profile = apply(profile, event, ctx, site, NOW - DAY + n)
+    return profile
+
+
+SCORED: list[dict[str, Any]] = [
+    {"rfm.segment": "champions"},
+    {"rfm.r": {"$gte": 3}},
+    {"score.value": {"$gt": 0}},
+    {"score.hot": True},
+    {"interests.top": {"$in": ["lighting"]}},
+    {"interests.top": {"$in": ["garden"]}},
+    {"interests.scores.lighting": {"$gt": 0}},
+    {"interests.scores.garden": {"$exists": True}},
+    {"interests": {"$exists": True}},
+    {"lifecycle.stage": {"$in": ["lapsed", "at_risk", "active", "new"]}},
+    {"lifecycle.churn_risk": {"$gte": 0}},
+    {"lifecycle.winback": True},
+    {"$or": [{"lifecycle.winback": True}, {"rfm.f": {"$gte": 2}}]},
+]
+
+
+@pytest.mark.parametrize("condition", SCORED)
+@pytest.mark.parametrize("who", ["stranger", "customer"])
+def test_scored_namespaces_built_when_read_answer_as_built_at_once(
+    site: Site, condition: dict[str, Any], who: str
+) -> None:
+    profile = viewed_and_bought(site) if who == "customer" else None
+    test = compile_condition(condition)
+    assert test(later_attrs(site, profile)) is test(attrs(site, profile))
+
+
+def test_the_scored_conditions_above_tell_shoppers_apart(site: Site) -> None:
+    # (so that the comparison above compares answers, not two Falses)
+    answers = {
+        compile_condition(c)(attrs(site, who))
+        for c in SCORED
+        for who in (None, viewed_and_bought(site))
+    }
+    assert answers == {True, False}
+
+
+def test_a_scored_namespace_is_built_only_if_a_condition_reads_it(site: Site) -> None:
+    test = compile_condition({"orders.count": {"$gte": 1}, "lifecycle.winback": True})
+    stranger = later_attrs(site, None)
+    assert isinstance(stranger["lifecycle"], Later) and not stranger["lifecycle"].built
+    assert test(stranger) is False  # no order: the lifecycle was not needed
+    assert not stranger["lifecycle"].built
+    customer = later_attrs(site, viewed_and_bought(site))
+    test(customer)
+    assert customer["lifecycle"].built
+    assert dict(customer["lifecycle"]) == attrs(site, viewed_and_bought(site))["lifecycle"]
+    assert not customer["rfm"].built and not customer["interests"].built
+
+
+def test_an_explanation_shows_the_scored_namespaces_built(site: Site) -> None:
+    built = attrs(site, viewed_and_bought(site))
+    assert all(type(built[name]) is dict for name in ("rfm", "score", "interests", "lifecycle"))
