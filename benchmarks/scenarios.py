@@ -300,8 +300,23 @@ def held(step: dict[str, Any], p99_limit_ms: float) -> bool:
     )
 
 
+def generator_stalled(step: dict[str, Any], p99_limit_ms: float) -> bool:
+    """Whether the load generator's own event loop stood still for longer than
+    the latency limit during the step: then its latencies hold the
+    generator's stall, and a step that missed the limit says nothing about
+    the server."""
+    return (step.get("loadgen_loop_lag_ms_max") or 0.0) > p99_limit_ms
+
+
 async def capacity_ladder(args: argparse.Namespace, cfg: Config) -> list[dict[str, Any]]:
-    """Raise the rate step by step until p99 exceeds the limit or errors appear."""
+    """Raise the rate step by step until p99 exceeds the limit or errors appear.
+
+    A step that failed while the generator stalled (``generator_stalled``) is
+    run again at the same rate, up to ``step_tries`` times in all: on this
+    shared machine one stall of the generator (2026-12-07: its loop 44 ms
+    late at 35% of a core, the machine at 58%) otherwise ended the echo's
+    ladder at a third of its ceiling, and the edge-to-echo ratio read 50%.
+    Both sides of a comparison get the same rule. Every try is reported."""
     ladders = []
     base = cfg.label
     for i in range(args.repeat):
@@ -311,10 +326,16 @@ async def capacity_ladder(args: argparse.Namespace, cfg: Config) -> list[dict[st
         try:
             rate = args.start_rate
             while rate <= args.max_rate:
-                gen.cfg.label = f"{base} ladder {i + 1}/{args.repeat} @{rate:.0f}/s"
-                step = await gen.phase_run(rate, args.step_s, args.step_warmup_s)
-                step["held"] = held(step, args.p99_limit_ms)
-                steps.append(step)
+                for attempt in range(1, max(args.step_tries, 1) + 1):
+                    tries = f" (try {attempt})" if attempt > 1 else ""
+                    gen.cfg.label = f"{base} ladder {i + 1}/{args.repeat} @{rate:.0f}/s{tries}"
+                    step = await gen.phase_run(rate, args.step_s, args.step_warmup_s)
+                    step["held"] = held(step, args.p99_limit_ms)
+                    step["try"] = attempt
+                    step["generator_stalled"] = generator_stalled(step, args.p99_limit_ms)
+                    steps.append(step)
+                    if step["held"] or not step["generator_stalled"]:
+                        break
                 if not step["held"]:
                     break
                 rate += args.step_rate
@@ -325,7 +346,8 @@ async def capacity_ladder(args: argparse.Namespace, cfg: Config) -> list[dict[st
             {
                 "held_rate": max(good) if good else 0.0,
                 "steps": steps,
-                "first_failed": next((_brief(s) for s in steps if not s["held"]), None),
+                # the step that ended the ladder (a failed try retried is not it)
+                "first_failed": _brief(steps[-1]) if steps and not steps[-1]["held"] else None,
             }
         )
         await asyncio.sleep(1)
@@ -404,6 +426,8 @@ def _brief(step: dict[str, Any]) -> dict[str, Any]:
             "undelivered_at_end",
             "server_cpu_pct",
             "loadgen_cpu_pct",
+            "try",
+            "generator_stalled",
         )
     }
 
@@ -565,23 +589,32 @@ def markdown(report: dict[str, Any]) -> str:
             for i, ladder in enumerate(variant["ladders"], 1):
                 for s in ladder["steps"]:
                     lat = s["latency_ms"]
+                    again = f" (try {s['try']})" if s.get("try", 1) > 1 else ""
+                    verdict = "yes" if s["held"] else "no"
+                    if not s["held"] and s.get("generator_stalled"):
+                        verdict = "no (generator stalled)"
                     lines.append(
-                        f"| {i} | {s['target_rate']:.0f} | {s['achieved_rate']:.0f} | "
+                        f"| {i} | {s['target_rate']:.0f}{again} | {s['achieved_rate']:.0f} | "
                         f"{lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | "
                         f"{lat['max']:.2f} | {s['session_opening_latency_ms']['p99']:.2f} | "
                         f"{s['failures']} | {s['server_cpu_pct'] or 0:.0f} | "
                         f"{s['loadgen_cpu_pct'] or 0:.0f} | {s.get('machine_cpu_pct') or 0:.0f} | "
                         f"{s.get('loadgen_loop_lag_ms_max') or 0:.1f} | "
-                        f"{s['redis_ops_per_s'] or 0:.0f} | "
-                        f"{'yes' if s['held'] else 'no'} |"
+                        f"{s['redis_ops_per_s'] or 0:.0f} | {verdict} |"
                     )
             failed = [lad["first_failed"] for lad in variant["ladders"] if lad["first_failed"]]
             for f in failed:
                 lines.append(
-                    f"\nFirst failing step {f['target_rate']:.0f}/s: errors "
+                    f"\nThe step that failed {f['target_rate']:.0f}/s (try {f['try']}): errors "
                     f"{_counts(f['errors'])}; close codes {_counts(f['close_codes'])}; "
                     f"lost {f['lost_events']}, undelivered {f['undelivered_at_end']}."
                 )
+            lines.append(
+                "\nA step that failed while the load generator's own loop stood still "
+                f"for longer than {report['p99_limit_ms']} ms is tried again at the same "
+                f"rate, up to {report['flags'].get('step_tries', 1)} tries: it measured "
+                "the generator, not the server. The last try decides."
+            )
             lines.append("")
             continue
         s = variant["summary"]
@@ -1005,6 +1038,12 @@ def add_parser(commands: Any) -> None:
     r.add_argument("--max-rate", type=float, default=50_000.0)
     r.add_argument("--step-s", type=float, default=10.0, help="measured seconds per step")
     r.add_argument("--step-warmup-s", type=float, default=3.0)
+    r.add_argument(
+        "--step-tries",
+        type=int,
+        default=3,
+        help="ladders: tries of a step that failed while the generator stalled",
+    )
     r.add_argument("--p99-limit-ms", type=float, default=10.0)
     r.add_argument(
         "--capacity", type=float, default=1000.0, help="overload: the capacity to overload (/s)"

@@ -1,0 +1,120 @@
+"""The capacity ladder's rules (``benchmarks.scenarios.capacity_ladder``),
+driven by a scripted stand-in for the load generator: no server, no
+timing, only which steps are run and what the ladder concludes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from benchmarks import scenarios
+
+LIMIT_MS = 10.0
+
+
+def step(rate: float, p99_ms: float, lag_ms: float) -> dict[str, Any]:
+    return {
+        "target_rate": rate,
+        "achieved_rate": rate,
+        "latency_ms": {"p99": p99_ms},
+        "failures": 0,
+        "acked_share": 1.0,
+        "loadgen_loop_lag_ms_max": lag_ms,
+        "errors": {},
+        "close_codes": {},
+        "lost_events": 0,
+        "undelivered_at_end": 0,
+        "server_cpu_pct": 50.0,
+        "loadgen_cpu_pct": 20.0,
+    }
+
+
+@dataclass
+class Label:
+    label: str = "stand-in"
+
+
+@dataclass
+class Scripted:
+    """Answers each ``phase_run`` with the next (p99 ms, generator lag ms) of
+    its script, and records the rates it was asked for."""
+
+    script: list[tuple[float, float]]
+    cfg: Label = field(default_factory=Label)
+    asked: list[float] = field(default_factory=list)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def phase_run(self, rate: float, duration_s: float, warmup_s: float) -> dict[str, Any]:
+        self.asked.append(rate)
+        p99_ms, lag_ms = self.script.pop(0)
+        return step(rate, p99_ms, lag_ms)
+
+
+def ladder(monkeypatch: pytest.MonkeyPatch, gen: Scripted, tries: int) -> dict[str, Any]:
+    monkeypatch.setattr(scenarios, "make_generator", lambda cfg: gen)
+    args = argparse.Namespace(
+        repeat=1,
+        start_rate=500.0,
+        step_rate=500.0,
+        max_rate=5000.0,
+        step_s=1.0,
+        step_warmup_s=0.0,
+        p99_limit_ms=LIMIT_MS,
+        step_tries=tries,
+    )
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    (result,) = asyncio.run(scenarios.capacity_ladder(args, Label()))  # type: ignore[arg-type]
+    return result
+
+
+async def _no_sleep(delay: float, result: Any = None) -> Any:
+    return result
+
+
+def test_a_step_failed_while_the_generator_stalled_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,000/s fails with the generator 44 ms late, then holds: the ladder goes on.
+    gen = Scripted([(3, 5), (14, 44), (4, 5), (12, 3)])
+    result = ladder(monkeypatch, gen, tries=3)
+    assert gen.asked == [500, 1000, 1000, 1500]
+    assert result["held_rate"] == 1000
+    assert [(s["try"], s["held"]) for s in result["steps"]] == [
+        (1, True),
+        (1, False),
+        (2, True),
+        (1, False),
+    ]
+    assert result["steps"][1]["generator_stalled"] is True
+    assert (result["first_failed"]["target_rate"], result["first_failed"]["try"]) == (1500, 1)
+
+
+def test_a_step_failed_on_its_own_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = Scripted([(3, 5), (12, 4)])  # the generator on time: the server missed the limit
+    result = ladder(monkeypatch, gen, tries=3)
+    assert gen.asked == [500, 1000]
+    assert result["held_rate"] == 500
+
+
+def test_the_tries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = Scripted([(3, 5), (30, 25), (31, 26), (29, 24)])  # the generator late every time
+    result = ladder(monkeypatch, gen, tries=3)
+    assert gen.asked == [500, 1000, 1000, 1000]
+    assert result["held_rate"] == 500
+    assert [s["try"] for s in result["steps"]] == [1, 1, 2, 3]
+    assert result["first_failed"]["try"] == 3  # the try that decided
+
+
+def test_one_try_is_the_old_ladder(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = Scripted([(3, 5), (14, 44)])
+    assert ladder(monkeypatch, gen, tries=1)["held_rate"] == 500
+    assert gen.asked == [500, 1000]
