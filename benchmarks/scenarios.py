@@ -676,16 +676,18 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
         "ack (every acknowledged event: no queue, connect or retry wait; the generator's "
         "clock); *visitors added*: new visitors opened for events that found every visitor busy "
         "(`--spare-visitors`), so that the offered load reaches the server; *other failures* "
-        "include events still in the generator's backlog at the end; *server-side* is the "
+        "include events still in the generator's backlog at the end; *loadgen lag*: how late "
+        "the generators' own loop ran at worst (an answer waits that long to be read, and "
+        "every latency here includes it); *server-side* is the "
         "server's histogram "
         "`edge_message_seconds` (receiving a message to answering it) over the phase, as "
         "the bucket bounds its quantiles fall in.",
         "",
         "| phase | offered/s | goodput/s | admitted p50 / p99 ms | from send p50 / p99 ms | "
         "opening p99 ms | refused (busy) | resent p99 ms | store_unavailable | other failures "
-        "| visitors added | server CPU % | server RSS MiB (peak) | loadgen CPU % | server-side "
-        "p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| visitors added | server CPU % | server RSS MiB (peak) | loadgen CPU % | loadgen lag ms "
+        "| server-side p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in o["phases"].items():
         lat, sent = p["latency_ms"], p["admitted_from_send_ms"]
@@ -699,7 +701,8 @@ def _overload_lines(o: dict[str, Any]) -> list[str]:
             f"{p['retried_latency_ms']['p99']:.0f} | {unavailable} | {other} | "
             f"{p['visitors_added']} | "
             f"{p['server_cpu_pct'] or 0:.0f} | {p['server_rss_mb'] or 0:.0f} | "
-            f"{p['loadgen_cpu_pct'] or 0:.0f} | {_server_side(p.get('server_side'))} |"
+            f"{p['loadgen_cpu_pct'] or 0:.0f} | {p.get('loadgen_loop_lag_ms_max') or 0:.1f} | "
+            f"{_server_side(p.get('server_side'))} |"
         )
     back = o["recovered_after_s"]
     lines += [
