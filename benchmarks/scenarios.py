@@ -515,6 +515,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "achieved_rate",
         "server_cpu_pct",
         "loadgen_cpu_pct",
+        "loadgen_loop_lag_ms_max",
         "machine_cpu_pct",
         "server_rss_mb",
         "redis_ops_per_s",
@@ -638,6 +639,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| server RSS MiB | {_fmt(s['server_rss_mb'], 0)} |",
             f"| load generator CPU % ({variant['runs'][0].get('generators', 1)} process(es)) | "
             f"{_fmt(s['loadgen_cpu_pct'], 0)} |",
+            "| load generator's worst loop lag ms (every latency above includes it) | "
+            f"{_fmt(s['loadgen_loop_lag_ms_max'], 1)} |",
             f"| whole machine CPU % (every process, others' too) | "
             f"{_fmt(s['machine_cpu_pct'], 0)} |",
             f"| Redis ops/s | {_fmt(s['redis_ops_per_s'], 0)} |",
