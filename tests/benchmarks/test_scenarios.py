@@ -161,3 +161,39 @@ def test_the_report_says_why_a_step_was_tried_again(monkeypatch: pytest.MonkeyPa
         "no (machine stolen)",
     ]
     assert "| 30 |" in rows[2]  # the stolen share is in the table
+
+
+def steady_variant(name: str, cpu_pct: float, rate: float) -> dict[str, Any]:
+    figure = {"median": None, "min": None, "max": None}
+    summary = {"p99_ms": dict(figure, median=5.0)}
+    summary["server_cpu_pct"] = dict(figure, median=cpu_pct)
+    summary["achieved_rate"] = dict(figure, median=rate)
+    return {"name": name, "summary": summary}
+
+
+def test_steady_echo_variants_are_compared_by_cpu_per_message() -> None:
+    report = {
+        "scenario": "echo",
+        "variants": [
+            steady_variant("bare echo", 20.0, 1000.0),
+            steady_variant("storing echo", 25.0, 1000.0),
+            steady_variant("edge", 65.0, 1000.0),
+        ],
+    }
+    (line,) = scenarios._comparison(report)
+    assert line == (
+        "Server CPU per message: bare echo 0.200 ms (20% of a core at 1000/s); "
+        "storing echo 0.250 ms (25% of a core at 1000/s); edge 0.650 ms (65% of a core at 1000/s)."
+    )
+    assert report["variants"][2]["server_cpu_ms_per_message"] == pytest.approx(0.65)
+
+
+def test_echo_ladders_say_when_the_storing_echo_held_nothing() -> None:
+    def rate(held: float) -> dict[str, Any]:
+        return {"held_rate": {"median": held, "min": held, "max": held}}
+
+    report = {"scenario": "echo", "variants": [rate(3000.0), rate(0.0), rate(1000.0)]}
+    lines = scenarios._comparison(report)
+    assert "**33%** of the transport ceiling" in lines[0]
+    assert "held no step" in lines[1]
+    assert "edge_share_of_floor" not in report
