@@ -33,6 +33,7 @@ SCENARIOS = [
     "capacity",
     "connections",
     "embedded-vs-redis",
+    "redis-socket",
     "workers",
     "echo",
     "beacon",
@@ -90,9 +91,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(appendfsync: str | None = None) -> Iterator[str]:
+def redis_server(appendfsync: str | None = None, *, unix: bool = False) -> Iterator[str]:
     """A private redis-server; ``appendfsync`` turns the append-only file on
-    with that fsync policy (the file lives in a temporary folder on this disk)."""
+    with that fsync policy (the file lives in a temporary folder on this disk).
+    ``unix``: the URL given is its Unix socket's, not the loopback port's."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (./dev bench installs it)")
@@ -114,6 +116,11 @@ def redis_server(appendfsync: str | None = None) -> Iterator[str]:
                 folder,
                 "--maxclients",
                 "20000",
+                *(
+                    ["--unixsocket", f"{folder}/redis.sock", "--unixsocketperm", "700"]
+                    if unix
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -125,7 +132,7 @@ def redis_server(appendfsync: str | None = None) -> Iterator[str]:
             client = redis.Redis(port=port)
             _wait(lambda: client.ping(), 10, "redis-server")
             client.close()
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"unix://{folder}/redis.sock?db=0" if unix else f"redis://127.0.0.1:{port}/0"
         finally:
             _stop(process)
 
@@ -231,6 +238,7 @@ def target(
     store: str = "redis",
     workers: int = 1,
     appendfsync: str | None = None,
+    unix: bool = False,
 ) -> Iterator[Server]:
     """The server a variant runs against: the given ``--url`` or one started here."""
     if args.url:
@@ -244,7 +252,7 @@ def target(
             yield server
         return
     with (
-        redis_server(appendfsync) as redis_url,
+        redis_server(appendfsync, unix=unix) as redis_url,
         spawn(
             kind, redis_url=redis_url, workers=workers, max_messages_per_s=args.max_messages_per_s
         ) as s,
@@ -851,6 +859,11 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
             ("edge, embedded store", {"store": "embedded"}),
             ("edge, Redis store", {"store": "redis"}),
         ]
+    if s == "redis-socket":
+        return [
+            ("edge, Redis over TCP on the loopback", {"store": "redis"}),
+            ("edge, Redis over a Unix socket", {"store": "redis", "unix": True}),
+        ]
     if s == "workers":
         return [
             ("edge, Redis, 1 worker", {"workers": 1}),
@@ -904,6 +917,7 @@ async def _run_variant(args: argparse.Namespace, name: str, opts: dict[str, Any]
         store=opts.get("store", "redis"),
         workers=opts.get("workers", args.workers),
         appendfsync=opts.get("appendfsync"),
+        unix=opts.get("unix", False),
     ) as server:
         variant: dict[str, Any] = {
             "name": name,
@@ -912,6 +926,7 @@ async def _run_variant(args: argparse.Namespace, name: str, opts: dict[str, Any]
                 "url": server.url,
                 "workers": server.workers,
                 "store": "redis" if server.redis_url else "embedded",
+                "redis_url": server.redis_url,
                 "env": dict(server.env),
             },
         }
@@ -987,7 +1002,13 @@ def _comparison(report: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    if args.url and args.scenario in ("embedded-vs-redis", "workers", "echo", "beacon"):
+    if args.url and args.scenario in (
+        "embedded-vs-redis",
+        "redis-socket",
+        "workers",
+        "echo",
+        "beacon",
+    ):
         raise SystemExit(f"{args.scenario} compares servers it starts itself: drop --url")
     idle = args.scenario == "connections"
     if args.rate is None:

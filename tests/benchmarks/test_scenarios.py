@@ -197,3 +197,16 @@ def test_echo_ladders_say_when_the_storing_echo_held_nothing() -> None:
     assert "**33%** of the transport ceiling" in lines[0]
     assert "held no step" in lines[1]
     assert "edge_share_of_floor" not in report
+
+
+def test_the_private_redis_listens_on_a_unix_socket_when_asked() -> None:
+    import redis as redis_py
+
+    with scenarios.redis_server(unix=True) as url:
+        assert url.startswith("unix://") and url.endswith("/redis.sock?db=0")
+        client = redis_py.Redis.from_url(url)
+        try:
+            assert client.ping() is True
+            assert client.connection_pool.connection_class is redis_py.UnixDomainSocketConnection
+        finally:
+            client.close()
