@@ -2,7 +2,8 @@
 
 Starlette + uvicorn with the settings ``edge serve`` uses (websockets-sansio,
 uvloop, httptools, per-message-deflate off, the same frame limit and pings).
-Every frame is sent back unchanged: no decoding, no store. The load generator
+Every frame is sent back unchanged: no decoding, and no store unless
+``--redis`` (below) asks for one. The load generator
 reads an echoed ``events`` message as acknowledging its own sequence numbers.
 
     python -m benchmarks.echo --port 8100
@@ -17,8 +18,10 @@ own (memory grows; fine for a short ladder).
 sending it back (``SET benchmarks:echo:<connection> <frame>``, on edge's own
 kept connection, ``edge.stores.lane``; frames of concurrent connections are
 pipelined, not gathered): the floor of any design that stores each event
-before acknowledging it, as edge does (at-least-once in). What edge spends
-above it is its own work: parsing, the profile, decisions, widgets.
+before acknowledging it, as edge does (at-least-once in), at rates where a
+write holds about one event (edge's ledger gathers more under heavy load).
+What edge spends above it is its own work: parsing, the profile,
+decisions, widgets.
 
     python -m benchmarks.echo --port 8100 --redis redis://127.0.0.1:6379/0
 """
