@@ -685,12 +685,8 @@ def _ladder_lines(report: dict[str, Any], variant: dict[str, Any]) -> list[str]:
         for s in ladder["steps"]:
             lat = s["latency_ms"]
             again = f" (try {s['try']})" if s.get("try", 1) > 1 else ""
-            verdict = "yes" if s["held"] else "no"
-            why = s.get("retry_reason") or (
-                "generator stalled" if s.get("generator_stalled") else None
-            )
-            if not s["held"] and why:
-                verdict = f"no ({why})"
+            why = s.get("retry_reason")  # None when held, or failed on its own
+            verdict = "yes" if s["held"] else f"no ({why})" if why else "no"
             lines.append(
                 f"| {i} | {s['target_rate']:.0f}{again} | {s['achieved_rate']:.0f} | "
                 f"{lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p99_9']:.2f} | "
@@ -975,17 +971,17 @@ def _comparison(report: dict[str, Any]) -> list[str]:
                 f"messages/s: edge reaches **{edge / echo:.0%}** of the transport "
                 "ceiling (goal: ≥ 50%)."
             )
-        if floor is not None and not floor:
-            out.append(
-                "The echo that writes each frame to Redis before answering held no step: "
-                "no share of it can be given."
-            )
-        elif floor:
+        if floor:
             report["edge_share_of_floor"] = edge / floor
             out.append(
                 f"The echo that writes each frame to Redis before answering held "
                 f"{floor:.0f} messages/s: edge reaches {edge / floor:.0%} of what storing "
                 "every event before its acknowledgement allows on this stack."
+            )
+        elif floor is not None:
+            out.append(
+                "The echo that writes each frame to Redis before answering held no step: "
+                "no share of it can be given."
             )
     elif len(variants) == 2:
         a, b = variants
